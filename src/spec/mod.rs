@@ -1,0 +1,1 @@
+//! The fleet repository format: `rackform.yaml` and `clusters/*.yaml`.
