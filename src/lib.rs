@@ -4,4 +4,6 @@
 //! Start with `docs/ARCHITECTURE.md`, then [`spec`], which reads what users write.
 
 pub mod cli;
+pub mod report;
+pub mod source;
 pub mod spec;

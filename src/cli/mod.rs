@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod validate;
+
 /// GitOps for bare-metal Kubernetes on Packet (Equinix Metal).
 #[derive(Debug, Parser)]
 #[command(name = "rackform", version, about, long_about = None)]
@@ -17,12 +19,17 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Parse and check every declaration of a fleet repository; exit 1 on any error.
+    Validate(validate::Args),
+}
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result = match &cli.command {
+        Command::Validate(args) => validate::run(args),
+    };
     match result {
         Ok(code) => code,
         Err(error) => {

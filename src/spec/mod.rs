@@ -1,1 +1,287 @@
 //! The fleet repository format: `rackform.yaml` and `clusters/*.yaml`.
+//!
+//! [`load`] reads a repository through [`RepoFiles`] (a checkout on disk, later a Git tree)
+//! and returns a [`Fleet`]: the clusters that are valid, the files that are broken, and every
+//! [`Diagnostic`], each with file, line and column. Owns the document types (the file format
+//! and its JSON Schema), the resolved types `plan` reads, and all checks. Does no I/O of its
+//! own and reads no clock.
+//!
+//! Safety rule 1 starts here: a broken cluster file is *unknown*, never *absent*.
+//! [`Fleet::is_known_absent`] is the only way to ask whether a cluster is gone from Git.
+
+mod check;
+mod cluster;
+mod diag;
+mod document;
+mod resolve;
+mod yaml;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+pub use cluster::*;
+pub use diag::{Diagnostic, Span};
+pub use document::{ClusterDocument, FleetDocument};
+pub use resolve::{DEFAULT_MAX_DELETE_PERCENT, MAX_CONTROL_PLANE, MAX_POOL};
+
+use resolve::FileCheck;
+use yaml::SpanIndex;
+
+/// The fleet settings file at the repository root.
+pub const SETTINGS_FILE: &str = "rackform.yaml";
+
+/// Largest fleet file read; larger ones are refused unread.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Why a file could not be read. Said to the user as `<file>: <reason>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    #[error("is {size} bytes, more than the {} KiB limit for a fleet file", MAX_FILE_BYTES / 1024)]
+    TooLarge { size: u64 },
+    #[error("is a symbolic link to a place outside the repository")]
+    OutsideRepository,
+    #[error("is not a regular file")]
+    NotAFile,
+    #[error("cannot be read: {0}")]
+    Io(String),
+}
+
+/// Read access to a fleet repository, by repository-relative `/`-separated paths.
+///
+/// Implementations enforce [`MAX_FILE_BYTES`] and keep reads inside the repository.
+pub trait RepoFiles {
+    /// The file's bytes, or `None` when there is no such file.
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FileError>;
+    /// The `.yaml` and `.yml` files directly in `dir` (not below it, not hidden), as
+    /// repository-relative paths in sorted order; empty when there is no such directory.
+    fn list_yaml(&self, dir: &str) -> Result<Vec<String>, FileError>;
+}
+
+/// A cluster file that could not be turned into a [`Cluster`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenCluster {
+    pub file: String,
+    /// The name the file declares, when it could be read at all.
+    pub name: Option<String>,
+}
+
+/// A fleet repository as read: what is valid, what is broken, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    /// `None` when `rackform.yaml` is missing or invalid; then no cluster is valid either.
+    pub settings: Option<Settings>,
+    /// Valid clusters, by name.
+    pub clusters: Vec<Cluster>,
+    /// Cluster files with errors, by file.
+    pub broken: Vec<BrokenCluster>,
+    /// Every problem found, by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Fleet {
+    /// True when there is nothing to report.
+    pub fn is_valid(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|cluster| cluster.name.as_str() == name)
+    }
+
+    /// Whether Git certainly does not declare cluster `name`: the settings are valid, no valid
+    /// cluster has that name, and no broken file declares it or could (one whose name could
+    /// not be read might be that cluster). Only such a cluster may be planned for deletion.
+    pub fn is_known_absent(&self, name: &str) -> bool {
+        self.settings.is_some()
+            && self.cluster(name).is_none()
+            && self.broken.iter().all(|broken| broken.name.as_deref().is_some_and(|n| n != name))
+    }
+}
+
+/// Reads and checks the fleet repository behind `files`, collecting every problem.
+pub fn load(files: &impl RepoFiles) -> Fleet {
+    load_selected(files, None)
+}
+
+/// Checks one file of the repository (`rackform.yaml` or a cluster file) against the
+/// repository's settings; the result holds at most that one cluster.
+pub fn load_file(files: &impl RepoFiles, path: &str) -> Fleet {
+    load_selected(files, Some(path))
+}
+
+fn load_selected(files: &impl RepoFiles, only: Option<&str>) -> Fleet {
+    let mut diagnostics = Vec::new();
+    let fleet_document = read_settings(files, &mut diagnostics);
+    let (settings, defaults) = match &fleet_document {
+        Some((doc, settings)) => (settings.clone(), Some(&doc.defaults)),
+        None => (None, None),
+    };
+    // With unusable settings the clusters are still read and checked (so one run reports
+    // every problem) in the default directory, but none can be valid.
+    let clusters_dir = settings.as_ref().map_or("clusters", |s| s.paths.clusters.as_str()).to_owned();
+    let fleet = settings.as_ref().zip(defaults);
+
+    let mut clusters: Vec<(Cluster, SpanIndex)> = Vec::new();
+    let mut broken = Vec::new();
+    let paths = match only {
+        Some(SETTINGS_FILE) => Vec::new(),
+        Some(path) => vec![path.to_owned()],
+        None => files.list_yaml(&clusters_dir).unwrap_or_else(|error| {
+            diagnostics.push(Diagnostic::file_level(&clusters_dir, error.to_string()));
+            Vec::new()
+        }),
+    };
+    for path in paths {
+        match read_cluster(files, &path, fleet, &mut diagnostics) {
+            Ok((cluster, index)) => clusters.push((cluster, index)),
+            Err(name) => broken.push(BrokenCluster { file: path, name }),
+        }
+    }
+    let clusters = fleet_wide_checks(clusters, &mut broken, &mut diagnostics);
+    diagnostics.sort_by(|a, b| (&a.file, a.span).cmp(&(&b.file, b.span)));
+    Fleet { settings, clusters, broken, diagnostics }
+}
+
+fn read_settings(files: &impl RepoFiles, diagnostics: &mut Vec<Diagnostic>) -> Option<(FleetDocument, Option<Settings>)> {
+    let text = match files.read(SETTINGS_FILE) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            diagnostics.push(Diagnostic::file_level(
+                SETTINGS_FILE,
+                "not found: a fleet repository has rackform.yaml at its root",
+            ));
+            return None;
+        }
+        Err(error) => {
+            diagnostics.push(Diagnostic::file_level(SETTINGS_FILE, error.to_string()));
+            return None;
+        }
+    };
+    let (doc, index) = parse_file::<FleetDocument>(SETTINGS_FILE, &text, diagnostics)?;
+    let mut check = FileCheck { file: SETTINGS_FILE, index: &index, diagnostics, failed: false };
+    let settings = resolve::settings(&doc, &mut check);
+    Some((doc, settings))
+}
+
+/// Reads one cluster file; on failure returns the name it declares, if that can be read.
+fn read_cluster(
+    files: &impl RepoFiles,
+    path: &str,
+    fleet: Option<(&Settings, &document::Defaults)>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<(Cluster, SpanIndex), Option<String>> {
+    let bytes = match files.read(path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            diagnostics.push(Diagnostic::file_level(path, "not found"));
+            return Err(None);
+        }
+        Err(error) => {
+            diagnostics.push(Diagnostic::file_level(path, error.to_string()));
+            return Err(None);
+        }
+    };
+    let Some((doc, index)) = parse_file::<ClusterDocument>(path, &bytes, diagnostics) else {
+        return Err(declared_name(&bytes));
+    };
+    let mut check = FileCheck { file: path, index: &index, diagnostics, failed: false };
+    match resolve::cluster(&doc, fleet, &mut check) {
+        Some(cluster) => Ok((cluster, index)),
+        None => Err(Some(doc.metadata.name)),
+    }
+}
+
+/// `metadata.name` of a file that failed to parse as a Cluster, if it is readable YAML.
+fn declared_name(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    yaml::scan(text).ok()?;
+    let value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+    value.get("metadata")?.get("name")?.as_str().map(str::to_owned)
+}
+
+/// UTF-8, then the bounded scan, then the typed parse; the first problem becomes a diagnostic.
+fn parse_file<T: serde::de::DeserializeOwned>(file: &str, bytes: &[u8], diagnostics: &mut Vec<Diagnostic>) -> Option<(T, SpanIndex)> {
+    let problem = |problem: yaml::Problem| Diagnostic { file: file.to_owned(), span: problem.span, field: problem.field, message: problem.message };
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text.strip_prefix('\u{feff}').unwrap_or(text),
+        Err(error) => {
+            let valid = &bytes[..error.valid_up_to()];
+            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+            let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+            diagnostics.push(Diagnostic {
+                file: file.to_owned(),
+                span: Some(Span { line, column }),
+                field: None,
+                message: "the file is not valid UTF-8; fleet files are UTF-8 text".into(),
+            });
+            return None;
+        }
+    };
+    if text.trim().is_empty() {
+        diagnostics.push(Diagnostic::file_level(file, "the file is empty"));
+        return None;
+    }
+    let index = match yaml::scan(text) {
+        Ok(index) => index,
+        Err(yaml::ScanError::Limit(limit)) => {
+            diagnostics.push(problem(limit));
+            return None;
+        }
+        Err(yaml::ScanError::Syntax(syntax)) => {
+            // Prefer serde_yaml's wording for syntax errors; it knows YAML 1.1 as users write it.
+            diagnostics.push(problem(yaml::parse::<T>(text).err().unwrap_or(syntax)));
+            return None;
+        }
+    };
+    match yaml::parse::<T>(text) {
+        Ok(doc) => Some((doc, index)),
+        Err(parse_problem) => {
+            diagnostics.push(problem(parse_problem));
+            None
+        }
+    }
+}
+
+/// Checks across files: unique cluster names, each hardware reservation used once.
+fn fleet_wide_checks(clusters: Vec<(Cluster, SpanIndex)>, broken: &mut Vec<BrokenCluster>, diagnostics: &mut Vec<Diagnostic>) -> Vec<Cluster> {
+    // A name declared twice, even by a broken file, is unknown: neither file is valid.
+    let mut declared: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let named = clusters.iter().map(|(c, _)| (c.name.to_string(), &c.file));
+    let broken_named = broken.iter().filter_map(|b| Some((b.name.clone()?, &b.file)));
+    for (name, file) in named.chain(broken_named) {
+        declared.entry(name).or_default().push(file.clone());
+    }
+
+    let mut reservations: BTreeMap<&str, (&Cluster, &str)> = BTreeMap::new();
+    let mut valid = Vec::new();
+    let mut diagnostics_out = Vec::new();
+    for (cluster, index) in &clusters {
+        let mut check = FileCheck { file: &cluster.file, index, diagnostics: &mut diagnostics_out, failed: false };
+        let files = &declared[cluster.name.as_str()];
+        if files.len() > 1 {
+            let others: Vec<&str> = files.iter().map(String::as_str).filter(|file| *file != cluster.file).collect();
+            check.error("metadata.name", format!("cluster `{}` is also declared in {}", cluster.name, others.join(", ")));
+        }
+        for (p, pool) in cluster.pools.iter().enumerate() {
+            if let Reservations::Ids(ids) = &pool.reservations {
+                for (r, id) in ids.iter().enumerate() {
+                    if let Some((other, other_pool)) = reservations.insert(id, (cluster, pool.name.as_str())) {
+                        let path = yaml::item(&yaml::child(&yaml::item("spec.pools", p), "hardwareReservations"), r);
+                        check.error(&path, format!("reservation `{id}` is already used by cluster `{}` pool `{other_pool}` ({})", other.name, other.file));
+                    }
+                }
+            }
+        }
+        if check.failed {
+            broken.push(BrokenCluster { file: cluster.file.clone(), name: Some(cluster.name.to_string()) });
+        } else {
+            valid.push(cluster.clone());
+        }
+    }
+    diagnostics.extend(diagnostics_out);
+    broken.sort_by(|a, b| a.file.cmp(&b.file));
+    valid.sort_by(|a, b| a.name.cmp(&b.name));
+    valid
+}
