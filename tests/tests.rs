@@ -1,1 +1,6 @@
 //! Integration tests: one binary, one module per area.
+
+mod support;
+
+mod schema;
+mod validate;

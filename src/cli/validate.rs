@@ -31,7 +31,8 @@ pub enum Format {
 /// Exit 0 when the fleet is valid, 1 when anything is wrong.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (root, only) = locate(&args.repo)?;
-    let files = DirFiles::open(&root).with_context(|| format!("opening fleet repository {}", root.display()))?;
+    let files = DirFiles::open(&root)
+        .with_context(|| format!("opening fleet repository {}", root.display()))?;
     let fleet = match &only {
         Some(file) => spec::load_file(&files, file),
         None => spec::load(&files),
@@ -42,20 +43,34 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Format::Text => eprint!("{}", diagnostics::text(&fleet, &prefix)),
         Format::Json => print!("{}", diagnostics::json(&fleet)),
     }
-    Ok(if fleet.is_valid() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if fleet.is_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The repository root and, when `path` is a file, its repository-relative path: the root
 /// is the nearest directory at or above the file holding `rackform.yaml`.
 fn locate(path: &Path) -> anyhow::Result<(PathBuf, Option<String>)> {
-    let metadata = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if metadata.is_dir() {
         return Ok((path.to_owned(), None));
     }
-    let mut relative = vec![path.file_name().context("a file path has a file name")?.to_string_lossy().into_owned()];
+    let mut relative = vec![
+        path.file_name()
+            .context("a file path has a file name")?
+            .to_string_lossy()
+            .into_owned(),
+    ];
     let mut dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     loop {
-        let shown = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir.clone() };
+        let shown = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir.clone()
+        };
         if shown.join(spec::SETTINGS_FILE).is_file() {
             relative.reverse();
             return Ok((shown, Some(relative.join("/"))));
@@ -65,7 +80,11 @@ fn locate(path: &Path) -> anyhow::Result<(PathBuf, Option<String>)> {
                 relative.push(name.to_string_lossy().into_owned());
                 dir.pop();
             }
-            None => anyhow::bail!("no {} in the directory of {} or above it", spec::SETTINGS_FILE, path.display()),
+            None => anyhow::bail!(
+                "no {} in the directory of {} or above it",
+                spec::SETTINGS_FILE,
+                path.display()
+            ),
         }
     }
 }

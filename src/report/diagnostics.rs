@@ -11,7 +11,10 @@ use crate::spec::{BrokenCluster, Diagnostic, Fleet};
 pub fn text(fleet: &Fleet, prefix: &str) -> String {
     let mut out = String::new();
     for diagnostic in &fleet.diagnostics {
-        let diagnostic = Diagnostic { file: join(prefix, &diagnostic.file), ..diagnostic.clone() };
+        let diagnostic = Diagnostic {
+            file: join(prefix, &diagnostic.file),
+            ..diagnostic.clone()
+        };
         out.push_str(&format!("{diagnostic}\n"));
     }
     out.push_str(&summary(fleet));
@@ -36,7 +39,11 @@ pub fn summary(fleet: &Fleet) -> String {
 }
 
 fn plural(n: usize, noun: &str) -> String {
-    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn join(prefix: &str, file: &str) -> String {

@@ -18,7 +18,10 @@ impl DirFiles {
     pub fn open(root: impl AsRef<Path>) -> io::Result<Self> {
         let root = fs::canonicalize(root.as_ref())?;
         if !root.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, format!("{} is not a directory", root.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", root.display()),
+            ));
         }
         Ok(DirFiles { root })
     }
@@ -30,10 +33,12 @@ impl DirFiles {
             Ok(real) if real.starts_with(&self.root) => Ok(Some(real)),
             Ok(_) => Err(FileError::OutsideRepository),
             // A dangling link is reported as what it is, not as a missing file.
-            Err(error) if error.kind() == io::ErrorKind::NotFound => match fs::symlink_metadata(&joined) {
-                Ok(_) => Err(FileError::Io("it is a symbolic link to nothing".into())),
-                Err(_) => Ok(None),
-            },
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                match fs::symlink_metadata(&joined) {
+                    Ok(_) => Err(FileError::Io("it is a symbolic link to nothing".into())),
+                    Err(_) => Ok(None),
+                }
+            }
             Err(error) => Err(FileError::Io(error.to_string())),
         }
     }
@@ -41,7 +46,9 @@ impl DirFiles {
 
 impl RepoFiles for DirFiles {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FileError> {
-        let Some(real) = self.resolve(path)? else { return Ok(None) };
+        let Some(real) = self.resolve(path)? else {
+            return Ok(None);
+        };
         let io = |error: io::Error| FileError::Io(error.to_string());
         let file = fs::File::open(&real).map_err(io)?;
         let metadata = file.metadata().map_err(io)?;
@@ -49,19 +56,27 @@ impl RepoFiles for DirFiles {
             return Err(FileError::NotAFile);
         }
         if metadata.len() > MAX_FILE_BYTES {
-            return Err(FileError::TooLarge { size: metadata.len() });
+            return Err(FileError::TooLarge {
+                size: metadata.len(),
+            });
         }
         // The file may grow after the size check: read one byte past the limit at most.
         let mut bytes = Vec::with_capacity(metadata.len() as usize);
-        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
         if bytes.len() as u64 > MAX_FILE_BYTES {
-            return Err(FileError::TooLarge { size: bytes.len() as u64 });
+            return Err(FileError::TooLarge {
+                size: bytes.len() as u64,
+            });
         }
         Ok(Some(bytes))
     }
 
     fn list_yaml(&self, dir: &str) -> Result<Vec<String>, FileError> {
-        let Some(real) = self.resolve(dir)? else { return Ok(Vec::new()) };
+        let Some(real) = self.resolve(dir)? else {
+            return Ok(Vec::new());
+        };
         let entries = fs::read_dir(&real).map_err(|error| FileError::Io(error.to_string()))?;
         let mut paths = Vec::new();
         for entry in entries {

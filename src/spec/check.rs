@@ -16,7 +16,10 @@ pub fn dns_label(value: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if value.len() > MAX_LABEL {
-        return Err(format!("is {} characters, the limit is {MAX_LABEL}", value.len()));
+        return Err(format!(
+            "is {} characters, the limit is {MAX_LABEL}",
+            value.len()
+        ));
     }
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
     let edge = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
@@ -43,11 +46,16 @@ pub fn dns_subdomain(value: &str) -> Result<(), String> {
 /// The name part of a Kubernetes qualified name (label key name, label value).
 fn qualified_part(value: &str, what: &str) -> Result<(), String> {
     if value.len() > MAX_LABEL {
-        return Err(format!("{what} is {} characters, the limit is {MAX_LABEL}", value.len()));
+        return Err(format!(
+            "{what} is {} characters, the limit is {MAX_LABEL}",
+            value.len()
+        ));
     }
     let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if !value.chars().all(inner) {
-        return Err(format!("{what} may hold only letters, digits, `-`, `_` and `.`"));
+        return Err(format!(
+            "{what} may hold only letters, digits, `-`, `_` and `.`"
+        ));
     }
     if !value.starts_with(|c: char| c.is_ascii_alphanumeric())
         || !value.ends_with(|c: char| c.is_ascii_alphanumeric())
@@ -75,7 +83,11 @@ pub fn label_key(key: &str) -> Result<(), String> {
 
 /// A Kubernetes label value: empty, or a qualified name part.
 pub fn label_value(value: &str) -> Result<(), String> {
-    if value.is_empty() { Ok(()) } else { qualified_part(value, "the value") }
+    if value.is_empty() {
+        Ok(())
+    } else {
+        qualified_part(value, "the value")
+    }
 }
 
 /// Labels in the `kubernetes.io` and `k8s.io` namespaces that a kubelet may set on its own
@@ -127,17 +139,22 @@ pub fn kubernetes_version(value: &str) -> Result<(u32, u32, u32), String> {
     let bad = || format!("`{value}` is not a Kubernetes version like `v1.31.4`");
     let digits = value.strip_prefix('v').unwrap_or(value);
     let parts: Vec<&str> = digits.split('.').collect();
-    let [major, minor, patch] = parts.as_slice() else { return Err(bad()) };
+    let [major, minor, patch] = parts.as_slice() else {
+        return Err(bad());
+    };
     let number = |part: &str| {
         (!part.is_empty() && part.len() <= 4 && part.bytes().all(|b| b.is_ascii_digit()))
             .then(|| part.parse::<u32>().ok())
             .flatten()
     };
-    let (Some(major), Some(minor), Some(patch)) = (number(major), number(minor), number(patch)) else {
+    let (Some(major), Some(minor), Some(patch)) = (number(major), number(minor), number(patch))
+    else {
         return Err(bad());
     };
     if major != 1 {
-        return Err(format!("Kubernetes {major}.x does not exist; versions start with `v1.`"));
+        return Err(format!(
+            "Kubernetes {major}.x does not exist; versions start with `v1.`"
+        ));
     }
     if !(MIN_MINOR..=MAX_MINOR).contains(&minor) {
         return Err(format!(
@@ -157,7 +174,10 @@ pub fn cidr(value: &str) -> Result<IpNet, String> {
         .parse()
         .map_err(|_| format!("`{value}` is not a CIDR like `10.244.0.0/16`"))?;
     if net.trunc() != net {
-        return Err(format!("`{value}` has host bits set; did you mean `{}`?", net.trunc()));
+        return Err(format!(
+            "`{value}` has host bits set; did you mean `{}`?",
+            net.trunc()
+        ));
     }
     Ok(net)
 }
@@ -171,11 +191,15 @@ pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 pub fn uuid(value: &str) -> Result<(), String> {
     let groups: Vec<&str> = value.split('-').collect();
     let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
-    let hex = groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
+    let hex = groups
+        .iter()
+        .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
     if lengths == [8, 4, 4, 4, 12] && hex {
         Ok(())
     } else {
-        Err(format!("`{value}` is not a UUID like `6ae6fe6b-5b3c-4f5a-9b1d-0c2f3e4d5a6b`"))
+        Err(format!(
+            "`{value}` is not a UUID like `6ae6fe6b-5b3c-4f5a-9b1d-0c2f3e4d5a6b`"
+        ))
     }
 }
 
@@ -184,7 +208,9 @@ pub fn metro(value: &str) -> Result<(), String> {
     if value.len() == 2 && value.bytes().all(|b| b.is_ascii_lowercase()) {
         Ok(())
     } else {
-        Err(format!("`{value}` is not a metro code like `da` (two lower-case letters)"))
+        Err(format!(
+            "`{value}` is not a metro code like `da` (two lower-case letters)"
+        ))
     }
 }
 
@@ -213,7 +239,9 @@ pub fn slug(value: &str) -> Result<(), String> {
     {
         Ok(())
     } else {
-        Err(format!("`{value}` is not a slug like `c3.small.x86` or `ubuntu_24_04`"))
+        Err(format!(
+            "`{value}` is not a slug like `c3.small.x86` or `ubuntu_24_04`"
+        ))
     }
 }
 
@@ -235,11 +263,16 @@ pub fn ssh_public_key(value: &str) -> Result<(), String> {
         return Err("this is a private key; give the public key (the `.pub` file)".into());
     }
     if !TYPES.contains(&kind) {
-        return Err(format!("not an SSH public key: expected it to start with one of {}", TYPES.join(", ")));
+        return Err(format!(
+            "not an SSH public key: expected it to start with one of {}",
+            TYPES.join(", ")
+        ));
     }
     let base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
     if body.len() < 16 || !body.chars().all(base64) {
-        return Err(format!("the `{kind}` key's second field is not base64 key data"));
+        return Err(format!(
+            "the `{kind}` key's second field is not base64 key data"
+        ));
     }
     Ok(())
 }
@@ -248,26 +281,35 @@ pub fn ssh_public_key(value: &str) -> Result<(), String> {
 pub fn age_recipient(value: &str) -> Result<(), String> {
     const BECH32: &str = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
     if value.starts_with("AGE-SECRET-KEY-") {
-        return Err("this is an age identity (a secret key); give its public recipient (`age-keygen -y`)".into());
+        return Err(
+            "this is an age identity (a secret key); give its public recipient (`age-keygen -y`)"
+                .into(),
+        );
     }
     match value.strip_prefix("age1") {
         Some(data) if data.len() == 58 && data.chars().all(|c| BECH32.contains(c)) => Ok(()),
-        _ => Err(format!("`{value}` is not an age recipient like `age1...` (62 characters)")),
+        _ => Err(format!(
+            "`{value}` is not an age recipient like `age1...` (62 characters)"
+        )),
     }
 }
 
 /// An `https://host[:port]` API server URL; returns host and port (443 when absent).
 pub fn https_endpoint(value: &str) -> Result<(String, u16), String> {
-    let rest = value
-        .strip_prefix("https://")
-        .ok_or_else(|| format!("`{value}` must be an https:// URL like `https://cp.example.com:6443`"))?;
+    let rest = value.strip_prefix("https://").ok_or_else(|| {
+        format!("`{value}` must be an https:// URL like `https://cp.example.com:6443`")
+    })?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#', '@']) {
         return Err(format!("`{value}` must be only scheme, host and port"));
     }
     let (host, port) = match rest.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(':') && !port.contains(']') => {
-            let port = port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("`{port}` is not a port"))?;
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("`{port}` is not a port"))?;
             (host, port)
         }
         _ => (rest, 443),
@@ -282,10 +324,17 @@ pub fn https_endpoint(value: &str) -> Result<(String, u16), String> {
 /// A relative path inside the repository: no `..`, not absolute, no empty parts.
 pub fn repo_relative_dir(value: &str) -> Result<(), String> {
     if value.starts_with('/') || value.contains('\\') {
-        return Err(format!("`{value}` must be a relative path with `/` separators"));
+        return Err(format!(
+            "`{value}` must be a relative path with `/` separators"
+        ));
     }
-    if value.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-        return Err(format!("`{value}` must stay inside the repository (no `..`, `.` or empty parts)"));
+    if value
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(format!(
+            "`{value}` must stay inside the repository (no `..`, `.` or empty parts)"
+        ));
     }
     Ok(())
 }
@@ -298,9 +347,19 @@ mod tests {
     fn labels() {
         assert!(node_label("example.com/gpu", "true").is_ok());
         assert!(node_label("tier", "").is_ok());
-        assert!(node_label("node.kubernetes.io/exclude-from-external-load-balancers", "").is_ok());
+        assert!(
+            node_label(
+                "node.kubernetes.io/exclude-from-external-load-balancers",
+                ""
+            )
+            .is_ok()
+        );
         assert!(node_label("topology.kubernetes.io/zone", "da11").is_ok());
-        assert!(node_label("node-role.kubernetes.io/worker", "").unwrap_err().contains("may not set"));
+        assert!(
+            node_label("node-role.kubernetes.io/worker", "")
+                .unwrap_err()
+                .contains("may not set")
+        );
         assert!(node_label("Bad_/x", "y").is_err());
         assert!(node_label("x", "-y").is_err());
         assert!(node_label("x", &"a".repeat(64)).is_err());
@@ -314,7 +373,11 @@ mod tests {
         assert!(kubernetes_version("v1.31").is_err());
         assert!(kubernetes_version("latest").is_err());
         assert!(kubernetes_version("v2.0.0").is_err());
-        assert!(kubernetes_version("v1.12.0").unwrap_err().contains("not supported"));
+        assert!(
+            kubernetes_version("v1.12.0")
+                .unwrap_err()
+                .contains("not supported")
+        );
         assert!(kubernetes_version("v1.31.4-rc.0").is_err());
     }
 
@@ -332,9 +395,18 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(https_endpoint("https://cp.example.com:6443"), Ok(("cp.example.com".into(), 6443)));
-        assert_eq!(https_endpoint("https://10.0.0.1"), Ok(("10.0.0.1".into(), 443)));
-        assert_eq!(https_endpoint("https://[fd00::1]:6443"), Ok(("[fd00::1]".into(), 6443)));
+        assert_eq!(
+            https_endpoint("https://cp.example.com:6443"),
+            Ok(("cp.example.com".into(), 6443))
+        );
+        assert_eq!(
+            https_endpoint("https://10.0.0.1"),
+            Ok(("10.0.0.1".into(), 443))
+        );
+        assert_eq!(
+            https_endpoint("https://[fd00::1]:6443"),
+            Ok(("[fd00::1]".into(), 6443))
+        );
         assert!(https_endpoint("http://cp.example.com").is_err());
         assert!(https_endpoint("https://cp.example.com:99999").is_err());
         assert!(https_endpoint("https://user@cp.example.com").is_err());
@@ -350,10 +422,18 @@ mod tests {
         assert!(facility("da11").is_ok() && facility("da").is_err());
         assert!(uuid("6ae6fe6b-5b3c-4f5a-9b1d-0c2f3e4d5a6b").is_ok());
         assert!(uuid("6ae6fe6b5b3c4f5a9b1d0c2f3e4d5a6b").is_err());
-        assert!(age_recipient("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p").is_ok());
+        assert!(
+            age_recipient("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p").is_ok()
+        );
         assert!(age_recipient("age1short").is_err());
-        assert!(ssh_public_key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKzSl6Z4z alice@laptop").is_ok());
-        assert!(ssh_public_key("-----BEGIN OPENSSH PRIVATE KEY-----").unwrap_err().contains("private"));
+        assert!(
+            ssh_public_key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKzSl6Z4z alice@laptop").is_ok()
+        );
+        assert!(
+            ssh_public_key("-----BEGIN OPENSSH PRIVATE KEY-----")
+                .unwrap_err()
+                .contains("private")
+        );
         assert!(repo_relative_dir("clusters").is_ok() && repo_relative_dir("../x").is_err());
     }
 }

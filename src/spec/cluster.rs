@@ -105,7 +105,12 @@ impl Cluster {
             ControlPlane::Managed(nodes) => nodes.count,
             ControlPlane::External { .. } => 0,
         };
-        u64::from(control_plane) + self.pools.iter().map(|pool| u64::from(pool.count)).sum::<u64>()
+        u64::from(control_plane)
+            + self
+                .pools
+                .iter()
+                .map(|pool| u64::from(pool.count))
+                .sum::<u64>()
     }
 }
 
@@ -135,7 +140,11 @@ pub enum ControlPlane {
     /// Control-plane devices on metal.
     Managed(ControlPlaneNodes),
     /// An API server hosted elsewhere; only worker pools run on metal and join it.
-    External { endpoint: String, host: String, port: u16 },
+    External {
+        endpoint: String,
+        host: String,
+        port: u16,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

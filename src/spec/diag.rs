@@ -28,7 +28,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub(crate) fn file_level(file: &str, message: impl Into<String>) -> Self {
-        Diagnostic { file: file.to_owned(), span: None, field: None, message: message.into() }
+        Diagnostic {
+            file: file.to_owned(),
+            span: None,
+            field: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -36,7 +41,9 @@ impl fmt::Display for Diagnostic {
     /// `clusters/edge.yaml:12:5: unknown field ...`, the way compilers print.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.span {
-            Some(Span { line, column }) => write!(f, "{}:{line}:{column}: {}", self.file, self.message),
+            Some(Span { line, column }) => {
+                write!(f, "{}:{line}:{column}: {}", self.file, self.message)
+            }
             None => write!(f, "{}: {}", self.file, self.message),
         }
     }

@@ -200,7 +200,9 @@ pub struct Taint {
     pub effect: TaintEffect,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum TaintEffect {
     NoSchedule,
     PreferNoSchedule,
@@ -223,7 +225,10 @@ impl<'de> Deserialize<'de> for HardwareReservations {
         impl<'de> de::Visitor<'de> for Visitor {
             type Value = HardwareReservations;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                write!(f, "`{NEXT_AVAILABLE}` or a list of hardware reservation ids")
+                write!(
+                    f,
+                    "`{NEXT_AVAILABLE}` or a list of hardware reservation ids"
+                )
             }
             fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
                 if value == NEXT_AVAILABLE {

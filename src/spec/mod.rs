@@ -86,7 +86,9 @@ impl Fleet {
     }
 
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
-        self.clusters.iter().find(|cluster| cluster.name.as_str() == name)
+        self.clusters
+            .iter()
+            .find(|cluster| cluster.name.as_str() == name)
     }
 
     /// Whether Git certainly does not declare cluster `name`: the settings are valid, no valid
@@ -95,7 +97,10 @@ impl Fleet {
     pub fn is_known_absent(&self, name: &str) -> bool {
         self.settings.is_some()
             && self.cluster(name).is_none()
-            && self.broken.iter().all(|broken| broken.name.as_deref().is_some_and(|n| n != name))
+            && self
+                .broken
+                .iter()
+                .all(|broken| broken.name.as_deref().is_some_and(|n| n != name))
     }
 }
 
@@ -119,7 +124,10 @@ fn load_selected(files: &impl RepoFiles, only: Option<&str>) -> Fleet {
     };
     // With unusable settings the clusters are still read and checked (so one run reports
     // every problem) in the default directory, but none can be valid.
-    let clusters_dir = settings.as_ref().map_or("clusters", |s| s.paths.clusters.as_str()).to_owned();
+    let clusters_dir = settings
+        .as_ref()
+        .map_or("clusters", |s| s.paths.clusters.as_str())
+        .to_owned();
     let fleet = settings.as_ref().zip(defaults);
 
     let mut clusters: Vec<(Cluster, SpanIndex)> = Vec::new();
@@ -140,10 +148,18 @@ fn load_selected(files: &impl RepoFiles, only: Option<&str>) -> Fleet {
     }
     let clusters = fleet_wide_checks(clusters, &mut broken, &mut diagnostics);
     diagnostics.sort_by(|a, b| (&a.file, a.span).cmp(&(&b.file, b.span)));
-    Fleet { settings, clusters, broken, diagnostics }
+    Fleet {
+        settings,
+        clusters,
+        broken,
+        diagnostics,
+    }
 }
 
-fn read_settings(files: &impl RepoFiles, diagnostics: &mut Vec<Diagnostic>) -> Option<(FleetDocument, Option<Settings>)> {
+fn read_settings(
+    files: &impl RepoFiles,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<(FleetDocument, Option<Settings>)> {
     let text = match files.read(SETTINGS_FILE) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => {
@@ -159,7 +175,12 @@ fn read_settings(files: &impl RepoFiles, diagnostics: &mut Vec<Diagnostic>) -> O
         }
     };
     let (doc, index) = parse_file::<FleetDocument>(SETTINGS_FILE, &text, diagnostics)?;
-    let mut check = FileCheck { file: SETTINGS_FILE, index: &index, diagnostics, failed: false };
+    let mut check = FileCheck {
+        file: SETTINGS_FILE,
+        index: &index,
+        diagnostics,
+        failed: false,
+    };
     let settings = resolve::settings(&doc, &mut check);
     Some((doc, settings))
 }
@@ -185,7 +206,12 @@ fn read_cluster(
     let Some((doc, index)) = parse_file::<ClusterDocument>(path, &bytes, diagnostics) else {
         return Err(declared_name(&bytes));
     };
-    let mut check = FileCheck { file: path, index: &index, diagnostics, failed: false };
+    let mut check = FileCheck {
+        file: path,
+        index: &index,
+        diagnostics,
+        failed: false,
+    };
     match resolve::cluster(&doc, fleet, &mut check) {
         Some(cluster) => Ok((cluster, index)),
         None => Err(Some(doc.metadata.name)),
@@ -197,19 +223,38 @@ fn declared_name(bytes: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(bytes).ok()?;
     yaml::scan(text).ok()?;
     let value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
-    value.get("metadata")?.get("name")?.as_str().map(str::to_owned)
+    value
+        .get("metadata")?
+        .get("name")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// UTF-8, then the bounded scan, then the typed parse; the first problem becomes a diagnostic.
-fn parse_file<T: serde::de::DeserializeOwned>(file: &str, bytes: &[u8], diagnostics: &mut Vec<Diagnostic>) -> Option<(T, SpanIndex)> {
-    let problem = |problem: yaml::Problem| Diagnostic { file: file.to_owned(), span: problem.span, field: problem.field, message: problem.message };
+fn parse_file<T: serde::de::DeserializeOwned>(
+    file: &str,
+    bytes: &[u8],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<(T, SpanIndex)> {
+    let problem = |problem: yaml::Problem| Diagnostic {
+        file: file.to_owned(),
+        span: problem.span,
+        field: problem.field,
+        message: problem.message,
+    };
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text.strip_prefix('\u{feff}').unwrap_or(text),
         Err(error) => {
             let valid = &bytes[..error.valid_up_to()];
             let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
-            let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1);
-            let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+            let line_start = valid
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |at| at + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
             diagnostics.push(Diagnostic {
                 file: file.to_owned(),
                 span: Some(Span { line, column }),
@@ -245,11 +290,17 @@ fn parse_file<T: serde::de::DeserializeOwned>(file: &str, bytes: &[u8], diagnost
 }
 
 /// Checks across files: unique cluster names, each hardware reservation used once.
-fn fleet_wide_checks(clusters: Vec<(Cluster, SpanIndex)>, broken: &mut Vec<BrokenCluster>, diagnostics: &mut Vec<Diagnostic>) -> Vec<Cluster> {
+fn fleet_wide_checks(
+    clusters: Vec<(Cluster, SpanIndex)>,
+    broken: &mut Vec<BrokenCluster>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Cluster> {
     // A name declared twice, even by a broken file, is unknown: neither file is valid.
     let mut declared: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let named = clusters.iter().map(|(c, _)| (c.name.to_string(), &c.file));
-    let broken_named = broken.iter().filter_map(|b| Some((b.name.clone()?, &b.file)));
+    let broken_named = broken
+        .iter()
+        .filter_map(|b| Some((b.name.clone()?, &b.file)));
     for (name, file) in named.chain(broken_named) {
         declared.entry(name).or_default().push(file.clone());
     }
@@ -258,24 +309,48 @@ fn fleet_wide_checks(clusters: Vec<(Cluster, SpanIndex)>, broken: &mut Vec<Broke
     let mut valid = Vec::new();
     let mut diagnostics_out = Vec::new();
     for (cluster, index) in &clusters {
-        let mut check = FileCheck { file: &cluster.file, index, diagnostics: &mut diagnostics_out, failed: false };
+        let mut check = FileCheck {
+            file: &cluster.file,
+            index,
+            diagnostics: &mut diagnostics_out,
+            failed: false,
+        };
         let files = &declared[cluster.name.as_str()];
         if files.len() > 1 {
-            let others: Vec<&str> = files.iter().map(String::as_str).filter(|file| *file != cluster.file).collect();
-            check.error("metadata.name", format!("cluster `{}` is also declared in {}", cluster.name, others.join(", ")));
+            let others: Vec<&str> = files
+                .iter()
+                .map(String::as_str)
+                .filter(|file| *file != cluster.file)
+                .collect();
+            check.error(
+                "metadata.name",
+                format!(
+                    "cluster `{}` is also declared in {}",
+                    cluster.name,
+                    others.join(", ")
+                ),
+            );
         }
         for (p, pool) in cluster.pools.iter().enumerate() {
             if let Reservations::Ids(ids) = &pool.reservations {
                 for (r, id) in ids.iter().enumerate() {
-                    if let Some((other, other_pool)) = reservations.insert(id, (cluster, pool.name.as_str())) {
-                        let path = yaml::item(&yaml::child(&yaml::item("spec.pools", p), "hardwareReservations"), r);
+                    if let Some((other, other_pool)) =
+                        reservations.insert(id, (cluster, pool.name.as_str()))
+                    {
+                        let path = yaml::item(
+                            &yaml::child(&yaml::item("spec.pools", p), "hardwareReservations"),
+                            r,
+                        );
                         check.error(&path, format!("reservation `{id}` is already used by cluster `{}` pool `{other_pool}` ({})", other.name, other.file));
                     }
                 }
             }
         }
         if check.failed {
-            broken.push(BrokenCluster { file: cluster.file.clone(), name: Some(cluster.name.to_string()) });
+            broken.push(BrokenCluster {
+                file: cluster.file.clone(),
+                name: Some(cluster.name.to_string()),
+            });
         } else {
             valid.push(cluster.clone());
         }
@@ -284,4 +359,24 @@ fn fleet_wide_checks(clusters: Vec<(Cluster, SpanIndex)>, broken: &mut Vec<Broke
     broken.sort_by(|a, b| a.file.cmp(&b.file));
     valid.sort_by(|a, b| a.name.cmp(&b.name));
     valid
+}
+
+/// The JSON Schemas of the file format, as `(file name in schemas/, pretty JSON)`.
+///
+/// Generated from the document types, so they cannot drift: a test compares them with
+/// the checked-in copies.
+pub fn json_schemas() -> Vec<(&'static str, String)> {
+    let render = |schema: schemars::Schema| {
+        serde_json::to_string_pretty(&schema).expect("schemas serialise") + "\n"
+    };
+    vec![
+        (
+            "fleet.schema.json",
+            render(schemars::schema_for!(FleetDocument)),
+        ),
+        (
+            "cluster.schema.json",
+            render(schemars::schema_for!(ClusterDocument)),
+        ),
+    ]
 }

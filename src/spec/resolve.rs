@@ -54,9 +54,18 @@ impl FileCheck<'_> {
         self.push(path, span, message);
     }
 
-    fn push(&mut self, path: &str, span: Option<super::diag::Span>, message: impl std::fmt::Display) {
+    fn push(
+        &mut self,
+        path: &str,
+        span: Option<super::diag::Span>,
+        message: impl std::fmt::Display,
+    ) {
         self.failed = true;
-        let message = if path.is_empty() { message.to_string() } else { format!("{path}: {message}") };
+        let message = if path.is_empty() {
+            message.to_string()
+        } else {
+            format!("{path}: {message}")
+        };
         self.diagnostics.push(Diagnostic {
             file: self.file.to_owned(),
             span,
@@ -66,7 +75,12 @@ impl FileCheck<'_> {
     }
 
     /// Applies `rule` to the value at `path`, recording its reason on failure.
-    pub fn check<T>(&mut self, path: &str, value: &str, rule: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+    pub fn check<T>(
+        &mut self,
+        path: &str,
+        value: &str,
+        rule: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
         rule(value).map_err(|why| self.error(path, why)).ok()
     }
 }
@@ -83,9 +97,15 @@ pub fn settings(doc: &FleetDocument, check: &mut FileCheck) -> Option<Settings> 
     for (i, recipient) in doc.age.recipients.iter().enumerate() {
         check.check(&item("age.recipients", i), recipient, check::age_recipient);
     }
-    let max_delete_percent = doc.delete_guard.as_ref().map_or(DEFAULT_MAX_DELETE_PERCENT, |g| g.max_percent);
+    let max_delete_percent = doc
+        .delete_guard
+        .as_ref()
+        .map_or(DEFAULT_MAX_DELETE_PERCENT, |g| g.max_percent);
     if max_delete_percent > 100 {
-        check.error("deleteGuard.maxPercent", format!("{max_delete_percent} is more than 100 percent"));
+        check.error(
+            "deleteGuard.maxPercent",
+            format!("{max_delete_percent} is more than 100 percent"),
+        );
     }
     let paths = doc.paths.clone().unwrap_or_default();
     let mut dir = |field: &str, value: Option<String>, default: &str| {
@@ -98,9 +118,15 @@ pub fn settings(doc: &FleetDocument, check: &mut FileCheck) -> Option<Settings> 
         status: dir("status", paths.status, "status"),
         kubeconfigs: dir("kubeconfigs", paths.kubeconfigs, "kubeconfigs"),
     };
-    let distinct: BTreeSet<&str> = [&paths.clusters, &paths.status, &paths.kubeconfigs].into_iter().map(String::as_str).collect();
+    let distinct: BTreeSet<&str> = [&paths.clusters, &paths.status, &paths.kubeconfigs]
+        .into_iter()
+        .map(String::as_str)
+        .collect();
     if distinct.len() < 3 {
-        check.error("paths", "clusters, status and kubeconfigs need three different directories");
+        check.error(
+            "paths",
+            "clusters, status and kubeconfigs need three different directories",
+        );
     }
     defaults(&doc.defaults, check);
     (!check.failed).then(|| Settings {
@@ -114,10 +140,22 @@ pub fn settings(doc: &FleetDocument, check: &mut FileCheck) -> Option<Settings> 
 
 fn defaults(defaults: &Defaults, check: &mut FileCheck) {
     if let Some(version) = &defaults.kubernetes_version {
-        check.check("defaults.kubernetesVersion", version, check::kubernetes_version);
+        check.check(
+            "defaults.kubernetesVersion",
+            version,
+            check::kubernetes_version,
+        );
     }
-    placement(defaults.metro.as_deref(), defaults.facility.as_deref(), "defaults", check);
-    for (field, nodes) in [("controlPlane", &defaults.control_plane), ("workers", &defaults.workers)] {
+    placement(
+        defaults.metro.as_deref(),
+        defaults.facility.as_deref(),
+        "defaults",
+        check,
+    );
+    for (field, nodes) in [
+        ("controlPlane", &defaults.control_plane),
+        ("workers", &defaults.workers),
+    ] {
         if let Some(nodes) = nodes {
             let path = child("defaults", field);
             slugs(nodes.plan.as_deref(), nodes.os.as_deref(), &path, check);
@@ -133,10 +171,18 @@ fn defaults(defaults: &Defaults, check: &mut FileCheck) {
 }
 
 /// Checks whichever of metro and facility are set, and that not both are.
-fn placement(metro: Option<&str>, facility: Option<&str>, path: &str, check: &mut FileCheck) -> Option<Placement> {
+fn placement(
+    metro: Option<&str>,
+    facility: Option<&str>,
+    path: &str,
+    check: &mut FileCheck,
+) -> Option<Placement> {
     match (metro, facility) {
         (Some(_), Some(_)) => {
-            check.key_error(&child(path, "facility"), "set a metro or a facility, not both");
+            check.key_error(
+                &child(path, "facility"),
+                "set a metro or a facility, not both",
+            );
             None
         }
         (Some(metro), None) => check
@@ -165,28 +211,54 @@ fn ssh_keys(keys: &[String], path: &str, check: &mut FileCheck) {
 }
 
 /// Checks the network fields a file sets itself; returns them parsed where valid.
-fn own_network(network: &NetworkSpec, path: &str, check: &mut FileCheck) -> (Option<IpNet>, Option<IpNet>) {
-    let pod = network.pod_cidr.as_deref().and_then(|v| check.check(&child(path, "podCidr"), v, check::cidr));
-    let service = network.service_cidr.as_deref().and_then(|v| check.check(&child(path, "serviceCidr"), v, check::cidr));
+fn own_network(
+    network: &NetworkSpec,
+    path: &str,
+    check: &mut FileCheck,
+) -> (Option<IpNet>, Option<IpNet>) {
+    let pod = network
+        .pod_cidr
+        .as_deref()
+        .and_then(|v| check.check(&child(path, "podCidr"), v, check::cidr));
+    let service = network
+        .service_cidr
+        .as_deref()
+        .and_then(|v| check.check(&child(path, "serviceCidr"), v, check::cidr));
     if let Some(domain) = &network.service_domain {
         check.check(&child(path, "serviceDomain"), domain, check::dns_subdomain);
     }
     (pod, service)
 }
 
-fn merged_rollout(own: Option<&RolloutSpec>, default: Option<&RolloutSpec>, path: &str, check: &mut FileCheck) -> Rollout {
+fn merged_rollout(
+    own: Option<&RolloutSpec>,
+    default: Option<&RolloutSpec>,
+    path: &str,
+    check: &mut FileCheck,
+) -> Rollout {
     let pick = |f: fn(&RolloutSpec) -> Option<u32>, fallback: u32| {
-        own.and_then(f).or_else(|| default.and_then(f)).unwrap_or(fallback)
+        own.and_then(f)
+            .or_else(|| default.and_then(f))
+            .unwrap_or(fallback)
     };
     let rollout = Rollout {
         max_surge: pick(|r| r.max_surge, 1),
         max_unavailable: pick(|r| r.max_unavailable, 0),
     };
     if rollout.max_surge == 0 && rollout.max_unavailable == 0 {
-        check.error(path, "maxSurge and maxUnavailable are both 0, so no node could ever be replaced");
+        check.error(
+            path,
+            "maxSurge and maxUnavailable are both 0, so no node could ever be replaced",
+        );
     }
     if rollout.max_surge > MAX_POOL {
-        check.error(&child(path, "maxSurge"), format!("{} is more than a pool's limit of {MAX_POOL}", rollout.max_surge));
+        check.error(
+            &child(path, "maxSurge"),
+            format!(
+                "{} is more than a pool's limit of {MAX_POOL}",
+                rollout.max_surge
+            ),
+        );
     }
     rollout
 }
@@ -195,7 +267,11 @@ fn merged_rollout(own: Option<&RolloutSpec>, default: Option<&RolloutSpec>, path
 ///
 /// `fleet` is `None` when `rackform.yaml` itself is unusable: the cluster's own values are
 /// still checked, but what would come from defaults is not, and no cluster results.
-pub fn cluster(doc: &ClusterDocument, fleet: Option<(&Settings, &Defaults)>, check: &mut FileCheck) -> Option<Cluster> {
+pub fn cluster(
+    doc: &ClusterDocument,
+    fleet: Option<(&Settings, &Defaults)>,
+    check: &mut FileCheck,
+) -> Option<Cluster> {
     let spec = &doc.spec;
     let default = fleet.map(|(_, defaults)| defaults);
     let defaults = default.cloned().unwrap_or_default();
@@ -213,7 +289,9 @@ pub fn cluster(doc: &ClusterDocument, fleet: Option<(&Settings, &Defaults)>, che
             check.check("spec.project", project, check::uuid);
             project.clone()
         }
-        None => fleet.map(|(settings, _)| settings.project.clone()).unwrap_or_default(),
+        None => fleet
+            .map(|(settings, _)| settings.project.clone())
+            .unwrap_or_default(),
     };
 
     let kubernetes_version = match &spec.kubernetes_version {
@@ -221,14 +299,23 @@ pub fn cluster(doc: &ClusterDocument, fleet: Option<(&Settings, &Defaults)>, che
         None => match &defaults.kubernetes_version {
             Some(version) => check::kubernetes_version(version).ok(),
             None => {
-                missing(check, "kubernetesVersion", " (set it here or in rackform.yaml defaults)");
+                missing(
+                    check,
+                    "kubernetesVersion",
+                    " (set it here or in rackform.yaml defaults)",
+                );
                 None
             }
         },
     }
     .map(|(_, minor, patch)| KubernetesVersion { minor, patch });
 
-    let own_placement = placement(spec.metro.as_deref(), spec.facility.as_deref(), "spec", check);
+    let own_placement = placement(
+        spec.metro.as_deref(),
+        spec.facility.as_deref(),
+        "spec",
+        check,
+    );
     let placement = match (&spec.metro, &spec.facility) {
         (None, None) => {
             let from_defaults = match (&defaults.metro, &defaults.facility) {
@@ -237,7 +324,11 @@ pub fn cluster(doc: &ClusterDocument, fleet: Option<(&Settings, &Defaults)>, che
                 _ => None,
             };
             if from_defaults.is_none() {
-                missing(check, "metro", " (or `facility`; set one here or in rackform.yaml defaults)");
+                missing(
+                    check,
+                    "metro",
+                    " (or `facility`; set one here or in rackform.yaml defaults)",
+                );
             }
             from_defaults
         }
@@ -247,7 +338,12 @@ pub fn cluster(doc: &ClusterDocument, fleet: Option<(&Settings, &Defaults)>, che
     let control_plane = control_plane(&spec.control_plane, &defaults, fleet.is_some(), check);
     let pools = pools(&spec.pools, &defaults, fleet.is_some(), check);
 
-    let rollout = merged_rollout(spec.rollout.as_ref(), defaults.rollout.as_ref(), "spec.rollout", check);
+    let rollout = merged_rollout(
+        spec.rollout.as_ref(),
+        defaults.rollout.as_ref(),
+        "spec.rollout",
+        check,
+    );
     let network = network(spec.network.as_ref(), defaults.network.as_ref(), check);
     let pools_in_range = spec.pools.iter().all(|pool| pool.count <= MAX_POOL);
     if let (Some(network), Some(control_plane), true) = (&network, &control_plane, pools_in_range) {
@@ -282,26 +378,48 @@ pub fn cluster(doc: &ClusterDocument, fleet: Option<(&Settings, &Defaults)>, che
         pools,
         network,
         ssh_keys: keys,
-        deletion_protection: spec.deletion_protection.or(defaults.deletion_protection).unwrap_or(false),
+        deletion_protection: spec
+            .deletion_protection
+            .or(defaults.deletion_protection)
+            .unwrap_or(false),
         rollout,
     })
 }
 
-fn control_plane(spec: &ControlPlaneSpec, defaults: &Defaults, have_defaults: bool, check: &mut FileCheck) -> Option<ControlPlane> {
+fn control_plane(
+    spec: &ControlPlaneSpec,
+    defaults: &Defaults,
+    have_defaults: bool,
+    check: &mut FileCheck,
+) -> Option<ControlPlane> {
     let path = "spec.controlPlane";
     if let Some(external) = &spec.external {
-        for (field, set) in [("count", spec.count.is_some()), ("plan", spec.plan.is_some()), ("os", spec.os.is_some())] {
+        for (field, set) in [
+            ("count", spec.count.is_some()),
+            ("plan", spec.plan.is_some()),
+            ("os", spec.os.is_some()),
+        ] {
             if set {
-                check.key_error(&child(path, field), "an `external` control plane runs no devices, so it takes no count, plan or os");
+                check.key_error(
+                    &child(path, field),
+                    "an `external` control plane runs no devices, so it takes no count, plan or os",
+                );
             }
         }
         let endpoint = "spec.controlPlane.external.endpoint";
         let (host, port) = check.check(endpoint, &external.endpoint, check::https_endpoint)?;
-        return Some(ControlPlane::External { endpoint: external.endpoint.clone(), host, port });
+        return Some(ControlPlane::External {
+            endpoint: external.endpoint.clone(),
+            host,
+            port,
+        });
     }
     let count = match spec.count {
         None => {
-            check.key_error(path, "missing field `count` (or `external` for a control plane hosted elsewhere)");
+            check.key_error(
+                path,
+                "missing field `count` (or `external` for a control plane hosted elsewhere)",
+            );
             None
         }
         Some(count) if count == 0 || count > MAX_CONTROL_PLANE || count % 2 == 0 => {
@@ -315,9 +433,29 @@ fn control_plane(spec: &ControlPlaneSpec, defaults: &Defaults, have_defaults: bo
     };
     slugs(spec.plan.as_deref(), spec.os.as_deref(), path, check);
     let fallback = defaults.control_plane.clone().unwrap_or_default();
-    let plan = node_field(spec.plan.as_ref(), fallback.plan.as_ref(), path, "plan", "controlPlane", have_defaults, check);
-    let os = node_field(spec.os.as_ref(), fallback.os.as_ref(), path, "os", "controlPlane", have_defaults, check);
-    Some(ControlPlane::Managed(ControlPlaneNodes { count: count?, plan: plan?, os: os? }))
+    let plan = node_field(
+        spec.plan.as_ref(),
+        fallback.plan.as_ref(),
+        path,
+        "plan",
+        "controlPlane",
+        have_defaults,
+        check,
+    );
+    let os = node_field(
+        spec.os.as_ref(),
+        fallback.os.as_ref(),
+        path,
+        "os",
+        "controlPlane",
+        have_defaults,
+        check,
+    );
+    Some(ControlPlane::Managed(ControlPlaneNodes {
+        count: count?,
+        plan: plan?,
+        os: os?,
+    }))
 }
 
 /// A plan or OS: the node's own, else the fleet default, else a missing-field error.
@@ -337,7 +475,12 @@ fn node_field(
     value
 }
 
-fn pools(specs: &[PoolSpec], defaults: &Defaults, have_defaults: bool, check: &mut FileCheck) -> Vec<Pool> {
+fn pools(
+    specs: &[PoolSpec],
+    defaults: &Defaults,
+    have_defaults: bool,
+    check: &mut FileCheck,
+) -> Vec<Pool> {
     let fallback = defaults.workers.clone().unwrap_or_default();
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     let mut pools = Vec::new();
@@ -345,18 +488,52 @@ fn pools(specs: &[PoolSpec], defaults: &Defaults, have_defaults: bool, check: &m
         let path = item("spec.pools", i);
         let name_path = child(&path, "name");
         if spec.name == CONTROL_PLANE_POOL {
-            check.error(&name_path, format!("`{CONTROL_PLANE_POOL}` is reserved for control-plane devices"));
-        } else if check.check(&name_path, &spec.name, check::dns_label).is_some() {
+            check.error(
+                &name_path,
+                format!("`{CONTROL_PLANE_POOL}` is reserved for control-plane devices"),
+            );
+        } else if check
+            .check(&name_path, &spec.name, check::dns_label)
+            .is_some()
+        {
             if let Some(first) = seen.insert(&spec.name, i) {
-                check.error(&name_path, format!("pool `{}` is already declared as spec.pools[{first}]", spec.name));
+                check.error(
+                    &name_path,
+                    format!(
+                        "pool `{}` is already declared as spec.pools[{first}]",
+                        spec.name
+                    ),
+                );
             }
         }
         if spec.count > MAX_POOL {
-            check.error(&child(&path, "count"), format!("{} devices is more than the limit of {MAX_POOL} per pool", spec.count));
+            check.error(
+                &child(&path, "count"),
+                format!(
+                    "{} devices is more than the limit of {MAX_POOL} per pool",
+                    spec.count
+                ),
+            );
         }
         slugs(spec.plan.as_deref(), spec.os.as_deref(), &path, check);
-        let plan = node_field(spec.plan.as_ref(), fallback.plan.as_ref(), &path, "plan", "workers", have_defaults, check);
-        let os = node_field(spec.os.as_ref(), fallback.os.as_ref(), &path, "os", "workers", have_defaults, check);
+        let plan = node_field(
+            spec.plan.as_ref(),
+            fallback.plan.as_ref(),
+            &path,
+            "plan",
+            "workers",
+            have_defaults,
+            check,
+        );
+        let os = node_field(
+            spec.os.as_ref(),
+            fallback.os.as_ref(),
+            &path,
+            "os",
+            "workers",
+            have_defaults,
+            check,
+        );
         for (key, value) in &spec.labels {
             if let Err(why) = check::node_label(key, value) {
                 check.key_error(&child(&child(&path, "labels"), key), why);
@@ -370,7 +547,13 @@ fn pools(specs: &[PoolSpec], defaults: &Defaults, have_defaults: bool, check: &m
                 check.check(&child(&taint_path, "value"), value, check::label_value);
             }
             if !taints.insert((&taint.key, taint.effect)) {
-                check.error(&taint_path, format!("taint `{}` with effect {:?} is listed twice", taint.key, taint.effect));
+                check.error(
+                    &taint_path,
+                    format!(
+                        "taint `{}` with effect {:?} is listed twice",
+                        taint.key, taint.effect
+                    ),
+                );
             }
         }
         let reservations = match &spec.hardware_reservations {
@@ -380,8 +563,13 @@ fn pools(specs: &[PoolSpec], defaults: &Defaults, have_defaults: bool, check: &m
                 let ids_path = child(&path, "hardwareReservations");
                 let mut unique = BTreeSet::new();
                 for (r, id) in ids.iter().enumerate() {
-                    if check.check(&item(&ids_path, r), id, check::uuid).is_some() && !unique.insert(id) {
-                        check.error(&item(&ids_path, r), format!("reservation `{id}` is listed twice"));
+                    if check.check(&item(&ids_path, r), id, check::uuid).is_some()
+                        && !unique.insert(id)
+                    {
+                        check.error(
+                            &item(&ids_path, r),
+                            format!("reservation `{id}` is listed twice"),
+                        );
                     }
                 }
                 if (ids.len() as u64) < u64::from(spec.count) {
@@ -408,45 +596,86 @@ fn pools(specs: &[PoolSpec], defaults: &Defaults, have_defaults: bool, check: &m
     pools
 }
 
-fn network(own: Option<&NetworkSpec>, default: Option<&NetworkSpec>, check: &mut FileCheck) -> Option<Network> {
+fn network(
+    own: Option<&NetworkSpec>,
+    default: Option<&NetworkSpec>,
+    check: &mut FileCheck,
+) -> Option<Network> {
     let path = "spec.network";
     let (own_pod, own_service) = own.map(|n| own_network(n, path, check)).unwrap_or_default();
-    let (own, default) = (own.cloned().unwrap_or_default(), default.cloned().unwrap_or_default());
+    let (own, default) = (
+        own.cloned().unwrap_or_default(),
+        default.cloned().unwrap_or_default(),
+    );
     // Own values that failed their check were reported already; stop here for them.
-    if (own.pod_cidr.is_some() && own_pod.is_none()) || (own.service_cidr.is_some() && own_service.is_none()) {
+    if (own.pod_cidr.is_some() && own_pod.is_none())
+        || (own.service_cidr.is_some() && own_service.is_none())
+    {
         return None;
     }
-    let pod = own_pod.or_else(|| default.pod_cidr.and_then(|v| v.parse().ok())).unwrap_or_else(|| DEFAULT_POD_CIDR.parse().expect("valid default"));
+    let pod = own_pod
+        .or_else(|| default.pod_cidr.and_then(|v| v.parse().ok()))
+        .unwrap_or_else(|| DEFAULT_POD_CIDR.parse().expect("valid default"));
     let service = own_service
         .or_else(|| default.service_cidr.and_then(|v| v.parse().ok()))
         .unwrap_or_else(|| DEFAULT_SERVICE_CIDR.parse().expect("valid default"));
-    let service_domain = own.service_domain.or(default.service_domain).unwrap_or_else(|| DEFAULT_SERVICE_DOMAIN.to_owned());
+    let service_domain = own
+        .service_domain
+        .or(default.service_domain)
+        .unwrap_or_else(|| DEFAULT_SERVICE_DOMAIN.to_owned());
 
     let mut ok = true;
     let mut fail = |field: &str, message: String| {
         check.error(&child(path, field), message);
         ok = false;
     };
-    if matches!((pod, service), (IpNet::V4(_), IpNet::V6(_)) | (IpNet::V6(_), IpNet::V4(_))) {
-        fail("serviceCidr", format!("service network {service} and pod network {pod} are of different IP families"));
+    if matches!(
+        (pod, service),
+        (IpNet::V4(_), IpNet::V6(_)) | (IpNet::V6(_), IpNet::V4(_))
+    ) {
+        fail(
+            "serviceCidr",
+            format!("service network {service} and pod network {pod} are of different IP families"),
+        );
     } else if check::overlaps(&pod, &service) {
-        fail("serviceCidr", format!("service network {service} overlaps the pod network {pod}"));
+        fail(
+            "serviceCidr",
+            format!("service network {service} overlaps the pod network {pod}"),
+        );
     }
     let (min_service_prefix, node_prefix) = match service {
         IpNet::V4(_) => (12, 24),
         IpNet::V6(_) => (108, 64),
     };
     if service.prefix_len() < min_service_prefix {
-        fail("serviceCidr", format!("service network {service} is larger than kube-apiserver allows (/{min_service_prefix} at most)"));
+        fail(
+            "serviceCidr",
+            format!(
+                "service network {service} is larger than kube-apiserver allows (/{min_service_prefix} at most)"
+            ),
+        );
     }
     if pod.prefix_len() > node_prefix {
-        fail("podCidr", format!("pod network {pod} is smaller than one node's /{node_prefix} pod range"));
+        fail(
+            "podCidr",
+            format!("pod network {pod} is smaller than one node's /{node_prefix} pod range"),
+        );
     }
-    ok.then_some(Network { pod_cidr: pod, service_cidr: service, service_domain })
+    ok.then_some(Network {
+        pod_cidr: pod,
+        service_cidr: service,
+        service_domain,
+    })
 }
 
 /// Each node takes a /24 (IPv4) or /64 (IPv6) of the pod network, surge included.
-fn pod_capacity(network: &Network, control_plane: &ControlPlane, pools: &[Pool], rollout: &Rollout, check: &mut FileCheck) {
+fn pod_capacity(
+    network: &Network,
+    control_plane: &ControlPlane,
+    pools: &[Pool],
+    rollout: &Rollout,
+    check: &mut FileCheck,
+) {
     let node_prefix = match network.pod_cidr {
         IpNet::V4(_) => 24,
         IpNet::V6(_) => 64,
@@ -457,7 +686,9 @@ fn pod_capacity(network: &Network, control_plane: &ControlPlane, pools: &[Pool],
         ControlPlane::Managed(nodes) => u64::from(nodes.count),
         ControlPlane::External { .. } => 0,
     };
-    let nodes = control + pools.iter().map(|p| u64::from(p.count)).sum::<u64>() + u64::from(rollout.max_surge);
+    let nodes = control
+        + pools.iter().map(|p| u64::from(p.count)).sum::<u64>()
+        + u64::from(rollout.max_surge);
     if nodes > capacity {
         check.error(
             "spec.network.podCidr",
@@ -468,7 +699,12 @@ fn pod_capacity(network: &Network, control_plane: &ControlPlane, pools: &[Pool],
 
 /// `<cluster>-<pool>-<ordinal>` must fit one DNS label.
 fn hostname_length(name: &str, pools: &[Pool], check: &mut FileCheck) {
-    let longest = pools.iter().map(|p| p.name.as_str()).chain([CONTROL_PLANE_POOL]).max_by_key(|p| p.len()).unwrap_or(CONTROL_PLANE_POOL);
+    let longest = pools
+        .iter()
+        .map(|p| p.name.as_str())
+        .chain([CONTROL_PLANE_POOL])
+        .max_by_key(|p| p.len())
+        .unwrap_or(CONTROL_PLANE_POOL);
     let length = name.len() + 1 + longest.len() + 1 + ORDINAL_WIDTH;
     if length > check::MAX_LABEL && name.len() <= check::MAX_LABEL {
         check.error(

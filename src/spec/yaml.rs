@@ -29,7 +29,11 @@ pub struct Problem {
 
 impl Problem {
     fn at(span: Span, message: impl Into<String>) -> Self {
-        Problem { span: Some(span), field: None, message: message.into() }
+        Problem {
+            span: Some(span),
+            field: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -82,7 +86,11 @@ pub fn parent(path: &str) -> &str {
 
 /// `parent.key`, or `key` at the root.
 pub fn child(parent: &str, key: &str) -> String {
-    if parent.is_empty() { key.to_owned() } else { format!("{parent}.{key}") }
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
 }
 
 /// `parent[index]`.
@@ -91,8 +99,16 @@ pub fn item(parent: &str, index: usize) -> String {
 }
 
 enum Frame {
-    Map { path: String, key: Option<String> },
-    Seq { path: String, next: usize },
+    /// `keys` counts the keys seen so far.
+    Map {
+        path: String,
+        key: Option<String>,
+        keys: usize,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 /// Counts the nodes a document would have with every alias expanded, without expanding.
@@ -111,7 +127,11 @@ impl Expansion {
         if let Some((_, open)) = self.open.last_mut() {
             *open = open.saturating_add(size);
         }
-        if self.total > MAX_EXPANDED_NODES { Err(()) } else { Ok(()) }
+        if self.total > MAX_EXPANDED_NODES {
+            Err(())
+        } else {
+            Ok(())
+        }
     }
 
     fn leaf(&mut self, anchor: usize, size: u64) -> Result<(), ()> {
@@ -154,13 +174,24 @@ pub fn scan(text: &str) -> Result<SpanIndex, ScanError> {
     let bomb = |span| {
         limit(
             span,
-            format!("YAML aliases would expand this document past {MAX_EXPANDED_NODES} nodes (an alias bomb?); refusing the file"),
+            format!(
+                "YAML aliases would expand this document past {MAX_EXPANDED_NODES} nodes (an alias bomb?); refusing the file"
+            ),
         )
     };
     loop {
         let (event, mark) = parser.next_token().map_err(|error| {
             let mark = error.marker();
-            ScanError::Syntax(Problem::at(span_of(mark.line(), mark.col()), error.info().to_owned()))
+            let span = span_of(mark.line(), mark.col());
+            // The scanner has a nesting limit of its own, for flow collections.
+            if error.info().contains("recursion limit") {
+                ScanError::Limit(Problem::at(
+                    span,
+                    format!("nesting is deeper than {MAX_DEPTH} levels; refusing the file"),
+                ))
+            } else {
+                ScanError::Syntax(Problem::at(span, error.info().to_owned()))
+            }
         })?;
         let span = span_of(mark.line(), mark.col());
         match event {
@@ -170,7 +201,8 @@ pub fn scan(text: &str) -> Result<SpanIndex, ScanError> {
                 if documents > 1 {
                     return Err(limit(
                         span,
-                        "a fleet file holds exactly one YAML document, found a second one here".into(),
+                        "a fleet file holds exactly one YAML document, found a second one here"
+                            .into(),
                     ));
                 }
             }
@@ -187,11 +219,18 @@ pub fn scan(text: &str) -> Result<SpanIndex, ScanError> {
                 expansion.open(anchor).map_err(|()| bomb(span))?;
                 let path = place(&mut stack, &mut index, span, None).unwrap_or_else(|| "?".into());
                 stack.push(match event {
-                    Event::MappingStart(..) => Frame::Map { path, key: None },
+                    Event::MappingStart(..) => Frame::Map {
+                        path,
+                        key: None,
+                        keys: 0,
+                    },
                     _ => Frame::Seq { path, next: 0 },
                 });
                 if stack.len() > MAX_DEPTH {
-                    return Err(limit(span, format!("nesting is deeper than {MAX_DEPTH} levels; refusing the file")));
+                    return Err(limit(
+                        span,
+                        format!("nesting is deeper than {MAX_DEPTH} levels; refusing the file"),
+                    ));
                 }
             }
             Event::MappingEnd | Event::SequenceEnd => {
@@ -205,11 +244,22 @@ pub fn scan(text: &str) -> Result<SpanIndex, ScanError> {
 
 /// Records a node starting at `span` and returns its value path, or `None` when the node is
 /// a mapping key (whose text, if scalar, becomes the next value's last path segment).
-fn place(stack: &mut [Frame], index: &mut SpanIndex, span: Span, key_text: Option<&str>) -> Option<String> {
+fn place(
+    stack: &mut [Frame],
+    index: &mut SpanIndex,
+    span: Span,
+    key_text: Option<&str>,
+) -> Option<String> {
     let path = match stack.last_mut() {
         None => String::new(),
-        Some(Frame::Map { path, key }) => match key.take() {
+        Some(Frame::Map { path, key, keys }) => match key.take() {
             None => {
+                // A block mapping's start mark lies past its first key: say the mapping
+                // starts where that key does.
+                if *keys == 0 {
+                    index.values.insert(path.clone(), span);
+                }
+                *keys += 1;
                 let name = key_text.unwrap_or("?").to_owned();
                 index.keys.entry(child(path, &name)).or_insert(span);
                 *key = Some(name);
@@ -228,7 +278,10 @@ fn place(stack: &mut [Frame], index: &mut SpanIndex, span: Span, key_text: Optio
 
 /// yaml-rust2 counts lines from 1 and columns from 0.
 fn span_of(line: usize, col: usize) -> Span {
-    Span { line, column: col + 1 }
+    Span {
+        line,
+        column: col + 1,
+    }
 }
 
 /// The typed parse: serde_yaml with the field path of any error.
@@ -237,7 +290,10 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Problem> {
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let error = error.into_inner();
-        let span = error.location().map(|at| Span { line: at.line(), column: at.column() });
+        let span = error.location().map(|at| Span {
+            line: at.line(),
+            column: at.column(),
+        });
         Problem {
             span,
             field: (path != "." && path != "?").then_some(path),
@@ -278,33 +334,52 @@ mod tests {
         assert_eq!(index.key("b"), Some(Span { line: 2, column: 1 }));
         assert_eq!(index.value("b[0].x"), Some(Span { line: 3, column: 8 }));
         assert_eq!(index.key("b[0].y"), Some(Span { line: 4, column: 5 }));
-        assert_eq!(index.value("b[0].y[1]"), Some(Span { line: 4, column: 12 }));
+        assert_eq!(
+            index.value("b[0].y[1]"),
+            Some(Span {
+                line: 4,
+                column: 12
+            })
+        );
         // Absent paths fall back to their nearest present ancestor's key.
-        assert_eq!(index.value("b[0].y[7].z"), index.value("b[0].y"));
+        assert_eq!(index.value("b[0].y[7].z"), index.key("b[0].y"));
         assert_eq!(index.value("b[0].w"), Some(Span { line: 3, column: 5 }));
         assert_eq!(index.value("b[0].x.w"), index.key("b[0].x"));
     }
 
     #[test]
     fn second_document_is_refused() {
-        let Err(ScanError::Limit(problem)) = scan("a: 1\n---\na: 2\n") else { panic!() };
+        let Err(ScanError::Limit(problem)) = scan("a: 1\n---\na: 2\n") else {
+            panic!()
+        };
         assert_eq!(problem.span.map(|s| s.line), Some(2));
     }
 
     #[test]
     fn deep_nesting_is_refused_by_the_scan() {
         let text = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        let Err(ScanError::Limit(problem)) = scan(&text) else { panic!() };
+        let result = scan(&text);
+        let Err(ScanError::Limit(problem)) = result else {
+            panic!("{result:?}")
+        };
         assert!(problem.message.contains("deeper than 32"), "{problem:?}");
     }
 
     #[test]
     fn alias_bombs_are_refused_by_the_scan() {
         let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
-        for (name, prev) in ["b", "c", "d", "e", "f"].iter().zip(["a", "b", "c", "d", "e"]) {
-            text.push_str(&format!("{name}: &{name} [{}]\n", vec![format!("*{prev}"); 10].join(",")));
+        for (name, prev) in ["b", "c", "d", "e", "f"]
+            .iter()
+            .zip(["a", "b", "c", "d", "e"])
+        {
+            text.push_str(&format!(
+                "{name}: &{name} [{}]\n",
+                vec![format!("*{prev}"); 10].join(",")
+            ));
         }
-        let Err(ScanError::Limit(problem)) = scan(&text) else { panic!() };
+        let Err(ScanError::Limit(problem)) = scan(&text) else {
+            panic!()
+        };
         assert!(problem.message.contains("alias bomb"), "{problem:?}");
         // A few honest aliases are fine.
         assert!(scan("a: &a [1, 2]\nb: *a\nc: *a\n").is_ok());
