@@ -3,7 +3,7 @@
 //! Two passes over the text. The first is a streaming scan (yaml-rust2's pull parser) that
 //! refuses more than one document and nesting deeper than [`MAX_DEPTH`], and records where
 //! every key and value starts, so that checks done after parsing can still point at a line.
-//! The second is the typed parse with serde_yaml, whose own limits stop alias bombs.
+//! The second is the typed parse with serde_yaml, which then meets only bounded input.
 //! Neither pass expands aliases into memory before the limits apply.
 
 use std::collections::HashMap;
@@ -16,8 +16,9 @@ use super::diag::Span;
 /// Deeper nesting than this is refused: no fleet file needs more than a handful of levels.
 pub const MAX_DEPTH: usize = 32;
 
-/// A document whose aliases would expand it past this many nodes is refused (an alias bomb).
-pub const MAX_EXPANDED_NODES: u64 = 100_000;
+/// A document with more nodes than this, counting each alias as the nodes it expands to, is
+/// refused: a large fleet file has a few thousand, an alias bomb billions.
+pub const MAX_NODES: u64 = 50_000;
 
 /// A problem found while reading YAML, before it is tied to a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,30 +119,47 @@ struct Expansion {
     anchored: HashMap<usize, u64>,
     /// Open collections: (anchor id, expanded size so far).
     open: Vec<(usize, u64)>,
-    total: u64,
+    /// Nodes written in the text.
+    literal: u64,
+    /// Nodes that aliases add beyond the text.
+    aliased: u64,
 }
 
 impl Expansion {
-    fn add(&mut self, size: u64) -> Result<(), ()> {
-        self.total = self.total.saturating_add(size);
+    fn add(&mut self, size: u64) -> Result<(), String> {
         if let Some((_, open)) = self.open.last_mut() {
             *open = open.saturating_add(size);
         }
-        if self.total > MAX_EXPANDED_NODES {
-            Err(())
-        } else {
+        if self.literal.saturating_add(self.aliased) <= MAX_NODES {
             Ok(())
+        } else if self.aliased > self.literal {
+            Err(format!(
+                "YAML aliases would expand this document past {MAX_NODES} nodes (an alias bomb?); refusing the file"
+            ))
+        } else {
+            Err(format!(
+                "the document has more than {MAX_NODES} YAML nodes; refusing the file"
+            ))
         }
     }
 
-    fn leaf(&mut self, anchor: usize, size: u64) -> Result<(), ()> {
-        if anchor != 0 {
-            self.anchored.insert(anchor, size);
-        }
+    /// An alias adds the expanded size of its anchor.
+    fn alias(&mut self, anchor: usize) -> Result<(), String> {
+        let size = self.anchored.get(&anchor).copied().unwrap_or(1);
+        self.aliased = self.aliased.saturating_add(size);
         self.add(size)
     }
 
-    fn open(&mut self, anchor: usize) -> Result<(), ()> {
+    fn leaf(&mut self, anchor: usize) -> Result<(), String> {
+        if anchor != 0 {
+            self.anchored.insert(anchor, 1);
+        }
+        self.literal += 1;
+        self.add(1)
+    }
+
+    fn open(&mut self, anchor: usize) -> Result<(), String> {
+        self.literal += 1;
         self.add(1)?;
         self.open.push((anchor, 1));
         Ok(())
@@ -171,14 +189,6 @@ pub fn scan(text: &str) -> Result<SpanIndex, ScanError> {
     let mut documents = 0;
     let mut expansion = Expansion::default();
     let limit = |span, message: String| ScanError::Limit(Problem::at(span, message));
-    let bomb = |span| {
-        limit(
-            span,
-            format!(
-                "YAML aliases would expand this document past {MAX_EXPANDED_NODES} nodes (an alias bomb?); refusing the file"
-            ),
-        )
-    };
     loop {
         let (event, mark) = parser.next_token().map_err(|error| {
             let mark = error.marker();
@@ -208,15 +218,20 @@ pub fn scan(text: &str) -> Result<SpanIndex, ScanError> {
             }
             Event::Scalar(text, _, anchor, _) => {
                 place(&mut stack, &mut index, span, Some(&text));
-                expansion.leaf(anchor, 1).map_err(|()| bomb(span))?;
+                expansion
+                    .leaf(anchor)
+                    .map_err(|message| limit(span, message))?;
             }
             Event::Alias(anchor) => {
                 place(&mut stack, &mut index, span, None);
-                let size = expansion.anchored.get(&anchor).copied().unwrap_or(1);
-                expansion.add(size).map_err(|()| bomb(span))?;
+                expansion
+                    .alias(anchor)
+                    .map_err(|message| limit(span, message))?;
             }
             Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
-                expansion.open(anchor).map_err(|()| bomb(span))?;
+                expansion
+                    .open(anchor)
+                    .map_err(|message| limit(span, message))?;
                 let path = place(&mut stack, &mut index, span, None).unwrap_or_else(|| "?".into());
                 stack.push(match event {
                     Event::MappingStart(..) => Frame::Map {
@@ -383,6 +398,18 @@ mod tests {
         assert!(problem.message.contains("alias bomb"), "{problem:?}");
         // A few honest aliases are fine.
         assert!(scan("a: &a [1, 2]\nb: *a\nc: *a\n").is_ok());
+    }
+
+    #[test]
+    fn documents_with_too_many_nodes_are_refused() {
+        let text = format!("[{}]", "a,".repeat(60_000));
+        let Err(ScanError::Limit(problem)) = scan(&text) else {
+            panic!()
+        };
+        assert!(
+            problem.message.contains("more than 50000 YAML nodes"),
+            "{problem:?}"
+        );
     }
 
     #[test]
