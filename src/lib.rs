@@ -4,6 +4,8 @@
 //! Start with `docs/ARCHITECTURE.md`, then [`spec`], which reads what users write.
 
 pub mod cli;
+pub mod observe;
+pub mod plan;
 pub mod report;
 pub mod source;
 pub mod spec;

@@ -1,8 +1,8 @@
 //! The fleet as rackform works with it: every default merged, every value checked.
 //!
 //! A [`Cluster`] exists only when its whole file was valid; these types are what `plan`
-//! reads. They derive `Serialize` for snapshots and plan stamps, never `Deserialize`: the
-//! only way in is [`super::load`].
+//! reads. They derive `Serialize` for snapshots, never `Deserialize`: the only way in is
+//! [`super::load`]. ([`Placement`], a plain value that plans carry, is the exception.)
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -127,7 +127,7 @@ impl fmt::Display for KubernetesVersion {
 }
 
 /// Where devices are created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Placement {
     Metro(String),

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 pub use cluster::*;
 pub use diag::{Diagnostic, Span};
-pub use document::{ClusterDocument, FleetDocument};
+pub use document::{ClusterDocument, FleetDocument, NEXT_AVAILABLE};
 pub use resolve::{DEFAULT_MAX_DELETE_PERCENT, MAX_CONTROL_PLANE, MAX_POOL};
 
 use resolve::FileCheck;

@@ -1,0 +1,175 @@
+//! The observed world as plain data: what exists on Packet and in the secret store, grouped
+//! by the cluster each thing belongs to.
+//!
+//! Owns [`World`] and its parts. Decides nothing: `plan` reads a `World`, and the code that
+//! fills one from the Packet API and the secret store joins this module with `apply`.
+//! A `World` also reads from YAML, so plan fixtures and offline planning can describe one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Everything rackform found, by cluster name (the `rackform:cluster` tag of devices, the
+/// `cluster.x-k8s.io/cluster-name` label of secrets).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct World {
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ObservedCluster>,
+}
+
+impl World {
+    /// Devices that exist and are not on their way out, across the fleet.
+    pub fn n_live_devices(&self) -> usize {
+        self.clusters
+            .values()
+            .flat_map(|c| &c.devices)
+            .filter(|d| d.state.is_live())
+            .count()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObservedCluster {
+    /// Devices tagged with the cluster, in any state.
+    #[serde(default)]
+    pub devices: Vec<ObservedDevice>,
+    /// Which of the cluster's secrets exist, and who made them.
+    #[serde(default)]
+    pub secrets: BTreeMap<SecretKind, SecretOwner>,
+    /// The reserved IP the control plane answers on, when there is one.
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
+    /// The deletion protection of the cluster's last applied declaration, so that removing
+    /// a protected cluster's file from Git does not also remove its protection.
+    #[serde(default)]
+    pub deletion_protection: bool,
+}
+
+impl ObservedCluster {
+    pub fn has_live_devices(&self) -> bool {
+        self.devices.iter().any(|d| d.state.is_live())
+    }
+}
+
+/// One Packet device carrying rackform's tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObservedDevice {
+    pub id: String,
+    pub hostname: String,
+    /// The `rackform:pool` tag: a pool name or `control-plane`.
+    pub pool: String,
+    /// The `rackform:ordinal` tag; `None` when missing or unreadable (the device is then an
+    /// orphan: rackform cannot place it).
+    #[serde(default)]
+    pub ordinal: Option<u32>,
+    /// The `rackform:spec` tag: short hash of the node template it was made from.
+    #[serde(default)]
+    pub spec: Option<String>,
+    pub state: DeviceState,
+    /// The hardware reservation the device runs on.
+    #[serde(default)]
+    pub reservation: Option<String>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created_at: Option<i64>,
+}
+
+/// A device's provisioning state, as far as planning cares.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceState {
+    Queued,
+    Provisioning,
+    Active,
+    /// Powered off, reinstalling and the like: present, not serving, not failed.
+    Inactive,
+    Failed,
+    Deprovisioning,
+}
+
+impl DeviceState {
+    /// Counts toward its pool: neither failed nor leaving.
+    pub fn is_live(self) -> bool {
+        !matches!(self, DeviceState::Failed | DeviceState::Deprovisioning)
+    }
+
+    /// On its way to active: to be waited for, never duplicated.
+    pub fn is_pending(self) -> bool {
+        matches!(self, DeviceState::Queued | DeviceState::Provisioning)
+    }
+}
+
+/// The per-cluster secrets, named as Cluster API names them: `<cluster>-ca`, `-etcd`,
+/// `-proxy`, `-sa`, `-kubeconfig`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretKind {
+    Ca,
+    Etcd,
+    Proxy,
+    Sa,
+    Kubeconfig,
+}
+
+impl SecretKind {
+    pub const ALL: [SecretKind; 5] = [
+        SecretKind::Ca,
+        SecretKind::Etcd,
+        SecretKind::Proxy,
+        SecretKind::Sa,
+        SecretKind::Kubeconfig,
+    ];
+
+    /// The secret name suffix: `<cluster>-<suffix>`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            SecretKind::Ca => "ca",
+            SecretKind::Etcd => "etcd",
+            SecretKind::Proxy => "proxy",
+            SecretKind::Sa => "sa",
+            SecretKind::Kubeconfig => "kubeconfig",
+        }
+    }
+
+    /// Key material that cannot be made again for a live cluster without breaking it.
+    pub fn is_key_material(self) -> bool {
+        !matches!(self, SecretKind::Kubeconfig)
+    }
+}
+
+/// Who made a secret: rackform may delete only its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretOwner {
+    Rackform,
+    /// Supplied before the cluster was created (for example a CA made with openssl): used
+    /// as is, never replaced or deleted.
+    User,
+}
+
+/// A reserved IP for a cluster's control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Endpoint {
+    pub id: String,
+    pub address: String,
+    /// The device it is assigned to.
+    #[serde(default)]
+    pub assigned_to: Option<String>,
+}
+
+/// The kinds a new cluster needs, minus those that exist.
+pub fn missing_secrets(present: &BTreeMap<SecretKind, SecretOwner>) -> BTreeSet<SecretKind> {
+    SecretKind::ALL
+        .into_iter()
+        .filter(|kind| !present.contains_key(kind))
+        .collect()
+}

@@ -1,0 +1,810 @@
+//! [`build`]: the planner. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+
+use super::model::*;
+use super::template;
+use crate::observe::{
+    DeviceState, ObservedCluster, ObservedDevice, SecretKind, SecretOwner, World, missing_secrets,
+};
+use crate::spec::{CONTROL_PLANE_POOL, Cluster, ControlPlane, Fleet, Reservations};
+
+/// What a plan is made from.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub fleet: &'a Fleet,
+    pub world: &'a World,
+    /// The fleet commit, stamped into the plan.
+    pub commit: Option<&'a str>,
+    /// Unix seconds, for reporting how long devices have been provisioning.
+    pub now: i64,
+    /// The operator approved deleting more than `deleteGuard` allows.
+    pub approve_deletes: bool,
+}
+
+/// Plans every cluster that is declared, observed, or named by a broken file.
+///
+/// Guarantees: the same inputs give the same plan; a cluster is deleted only when
+/// [`Fleet::is_known_absent`] says so, pruning is on and it is not deletion-protected; a
+/// live cluster missing key material gets no actions; the last control-plane node goes
+/// only with its cluster; replacements are created before their predecessors are deleted
+/// unless the rollout policy allows unavailability.
+pub fn build(inputs: &Inputs) -> Plan {
+    let Inputs { fleet, world, .. } = *inputs;
+    let mut names: BTreeSet<&str> = world.clusters.keys().map(String::as_str).collect();
+    names.extend(fleet.clusters.iter().map(|c| c.name.as_str()));
+    names.extend(fleet.broken.iter().filter_map(|b| b.name.as_deref()));
+
+    let empty = ObservedCluster::default();
+    let mut next_id = 0;
+    let mut clusters = Vec::new();
+    for name in names {
+        let observed = world.clusters.get(name).unwrap_or(&empty);
+        let mut builder = ClusterBuilder::new(name, &mut next_id, inputs.now);
+        let change = match fleet.cluster(name) {
+            Some(cluster) => declared(&mut builder, cluster, observed),
+            None if fleet.settings.is_none() => {
+                builder.problem(
+                    "rackform.yaml is missing or invalid, so nothing is planned for any cluster",
+                );
+                ClusterChange::Blocked
+            }
+            None if fleet.is_known_absent(name) => removed(
+                &mut builder,
+                observed,
+                fleet.settings.as_ref().is_some_and(|s| s.prune),
+            ),
+            None => {
+                let file = fleet
+                    .broken
+                    .iter()
+                    .find(|b| b.name.as_deref() == Some(name))
+                    .map(|b| b.file.as_str());
+                builder.problem(match file {
+                    Some(file) => format!("the declaration in {file} is invalid; nothing is planned until it is fixed"),
+                    None => "no valid file declares this cluster, but a broken file might; nothing is planned until it is fixed".into(),
+                });
+                ClusterChange::Blocked
+            }
+        };
+        clusters.push(builder.finish(change));
+    }
+
+    let mut plan = Plan {
+        stamp: Stamp {
+            commit: inputs.commit.map(str::to_owned),
+            world: world_hash(world),
+        },
+        clusters,
+        refusal: None,
+    };
+    if !inputs.approve_deletes {
+        plan.refusal = delete_guard(&plan, world, fleet);
+    }
+    plan
+}
+
+/// Sixteen hex digits of SHA-256 over the world's canonical JSON.
+pub fn world_hash(world: &World) -> String {
+    let json = serde_json::to_vec(world).expect("worlds serialise");
+    Sha256::digest(&json)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn delete_guard(plan: &Plan, world: &World, fleet: &Fleet) -> Option<DeleteRefusal> {
+    let max_percent = fleet.settings.as_ref()?.max_delete_percent;
+    let would_delete: Vec<String> = plan
+        .actions()
+        .filter(|a| {
+            matches!(
+                a.reason,
+                Reason::PoolAboveCount { .. } | Reason::ClusterRemoved
+            )
+        })
+        .filter_map(|a| match &a.op {
+            Op::DeleteDevice { hostname, .. } => Some(hostname.clone()),
+            _ => None,
+        })
+        .collect();
+    let fleet_devices = world.n_live_devices();
+    (would_delete.len() * 100 > usize::from(max_percent) * fleet_devices).then_some(DeleteRefusal {
+        would_delete,
+        fleet_devices,
+        max_percent,
+    })
+}
+
+/// Collects one cluster's actions, numbering them from the plan-wide counter.
+struct ClusterBuilder<'a> {
+    name: &'a str,
+    next_id: &'a mut usize,
+    now: i64,
+    actions: Vec<Action>,
+    waiting: Vec<String>,
+    orphans: Vec<String>,
+    problems: Vec<String>,
+}
+
+impl<'a> ClusterBuilder<'a> {
+    fn new(name: &'a str, next_id: &'a mut usize, now: i64) -> Self {
+        ClusterBuilder {
+            name,
+            next_id,
+            now,
+            actions: Vec::new(),
+            waiting: Vec::new(),
+            orphans: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, op: Op, reason: Reason, after: &[usize]) -> usize {
+        let id = *self.next_id;
+        *self.next_id += 1;
+        let mut after = after.to_vec();
+        after.sort_unstable();
+        after.dedup();
+        self.actions.push(Action {
+            id,
+            op,
+            reason,
+            after,
+        });
+        id
+    }
+
+    fn delete_device(&mut self, device: &ObservedDevice, reason: Reason, after: &[usize]) -> usize {
+        let op = Op::DeleteDevice {
+            cluster: self.name.to_owned(),
+            id: device.id.clone(),
+            hostname: device.hostname.clone(),
+        };
+        self.push(op, reason, after)
+    }
+
+    fn problem(&mut self, problem: impl Into<String>) {
+        self.problems.push(problem.into());
+    }
+
+    fn wait_for(&mut self, device: &ObservedDevice) {
+        let state = format!("{:?}", device.state).to_lowercase();
+        self.waiting.push(match device.created_at {
+            Some(created) if self.now > created => format!(
+                "{} ({state} for {})",
+                device.hostname,
+                duration(self.now - created)
+            ),
+            _ => format!("{} ({state})", device.hostname),
+        });
+    }
+
+    /// Orders actions so each follows those it waits for (ids are already in that order
+    /// except where a later step added a dependency on an earlier id), and finishes.
+    fn finish(mut self, change: ClusterChange) -> ClusterPlan {
+        self.actions.sort_by_key(|a| a.id);
+        let change = match change {
+            ClusterChange::Update if self.actions.is_empty() => ClusterChange::NoChange,
+            change => change,
+        };
+        ClusterPlan {
+            cluster: self.name.to_owned(),
+            change,
+            actions: self.actions,
+            waiting: self.waiting,
+            orphans: self.orphans,
+            problems: self.problems,
+        }
+    }
+}
+
+fn duration(seconds: i64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A declared, valid cluster: create what is missing, replace what is outdated or failed,
+/// scale pools, keep the control-plane IP on a live node.
+fn declared(
+    b: &mut ClusterBuilder,
+    cluster: &Cluster,
+    observed: &ObservedCluster,
+) -> ClusterChange {
+    let live = observed.has_live_devices();
+    let exists = live || !observed.secrets.is_empty() || observed.endpoint.is_some();
+    let missing = missing_secrets(&observed.secrets);
+    let fresh_reason =
+        |when_fresh: Reason, otherwise: Reason| if exists { otherwise } else { when_fresh };
+
+    // Safety rule 5: never mint key material for a cluster that already runs.
+    let key_missing: Vec<&str> = missing
+        .iter()
+        .filter(|k| k.is_key_material())
+        .map(|k| k.suffix())
+        .collect();
+    let external = matches!(cluster.control_plane, ControlPlane::External { .. });
+    if external && !observed.secrets.contains_key(&SecretKind::Ca) {
+        b.problem(format!(
+            "the external control plane's CA must be in secret {}-ca before workers can join it; rackform never makes a CA for a control plane it does not run",
+            cluster.name
+        ));
+        return ClusterChange::Blocked;
+    }
+    if !external && live && !key_missing.is_empty() {
+        let names: Vec<String> = key_missing
+            .iter()
+            .map(|k| format!("{}-{k}", cluster.name))
+            .collect();
+        b.problem(format!(
+            "the cluster has devices but its secrets {} are missing; restore them (see the runbook) — rackform never makes new ones for a live cluster",
+            names.join(", ")
+        ));
+        return ClusterChange::Blocked;
+    }
+
+    let mut base_after = Vec::new();
+    if !external {
+        if observed.endpoint.is_none() {
+            let op = Op::ReserveEndpoint {
+                cluster: b.name.to_owned(),
+                placement: cluster.placement.clone(),
+            };
+            base_after.push(b.push(
+                op,
+                fresh_reason(Reason::NewCluster, Reason::EndpointMissing),
+                &[],
+            ));
+        }
+        if !missing.is_empty() {
+            let op = Op::CreateSecrets {
+                cluster: b.name.to_owned(),
+                kinds: missing.iter().copied().collect(),
+            };
+            let secrets = b.push(
+                op,
+                fresh_reason(Reason::NewCluster, Reason::SecretsMissing),
+                &base_after,
+            );
+            base_after.push(secrets);
+        }
+    }
+
+    // Group devices by pool; what fits no declared pool is an orphan.
+    let mut by_pool: BTreeMap<&str, Vec<&ObservedDevice>> = BTreeMap::new();
+    let declared_pools: BTreeSet<&str> = cluster
+        .pools
+        .iter()
+        .map(|p| p.name.as_str())
+        .chain((!external).then_some(CONTROL_PLANE_POOL))
+        .collect();
+    for device in &observed.devices {
+        if device.ordinal.is_some() && declared_pools.contains(device.pool.as_str()) {
+            by_pool
+                .entry(device.pool.as_str())
+                .or_default()
+                .push(device);
+        } else if device.state != DeviceState::Deprovisioning {
+            b.orphans
+                .push(format!("{} ({})", device.hostname, device.id));
+        }
+    }
+
+    let mut outcome = Outcome::default();
+    let mut worker_after = base_after.clone();
+    if let ControlPlane::Managed(nodes) = &cluster.control_plane {
+        let devices = by_pool.remove(CONTROL_PLANE_POOL).unwrap_or_default();
+        let has_cp = devices.iter().any(|d| d.state.is_live());
+        let active_workers = observed
+            .devices
+            .iter()
+            .any(|d| d.pool != CONTROL_PLANE_POOL && d.state == DeviceState::Active);
+        let role = if !has_cp && !active_workers {
+            PoolRole::ControlPlaneInit
+        } else {
+            PoolRole::ControlPlaneJoin
+        };
+        if !has_cp && active_workers {
+            b.problem("no control-plane device is left while workers run; re-creating etcd would lose the cluster's state, so a human must restore it");
+            return ClusterChange::Blocked;
+        }
+        let target = PoolTarget {
+            name: CONTROL_PLANE_POOL,
+            want: nodes.count,
+            spec: template::control_plane_hash(cluster).expect("managed control plane"),
+            plan: &nodes.plan,
+            os: &nodes.os,
+            reservations: &Reservations::None,
+            role,
+            // etcd keeps its quorum: one node at a time, created before its predecessor goes.
+            surge: 1,
+            unavailable: 0,
+        };
+        outcome = pool(b, cluster, &target, devices, &base_after);
+        if let Some(init) = outcome.init {
+            worker_after.push(init);
+        }
+    }
+    for spec in &cluster.pools {
+        let devices = by_pool.remove(spec.name.as_str()).unwrap_or_default();
+        let target = PoolTarget {
+            name: spec.name.as_str(),
+            want: spec.count,
+            spec: template::pool_hash(cluster, spec),
+            plan: &spec.plan,
+            os: &spec.os,
+            reservations: &spec.reservations,
+            role: PoolRole::Worker,
+            surge: cluster.rollout.max_surge,
+            unavailable: cluster.rollout.max_unavailable,
+        };
+        let pool_outcome = pool(b, cluster, &target, devices, &worker_after);
+        outcome.deleted.extend(pool_outcome.deleted);
+    }
+
+    if !external {
+        endpoint(b, observed, &outcome, &base_after);
+    }
+    if exists {
+        ClusterChange::Update
+    } else {
+        ClusterChange::Create
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PoolRole {
+    ControlPlaneInit,
+    ControlPlaneJoin,
+    Worker,
+}
+
+struct PoolTarget<'a> {
+    name: &'a str,
+    want: u32,
+    spec: String,
+    plan: &'a str,
+    os: &'a str,
+    reservations: &'a Reservations,
+    role: PoolRole,
+    surge: u32,
+    unavailable: u32,
+}
+
+/// What planning a pool did that later steps need.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// The `kubeadm init` device's create action.
+    init: Option<usize>,
+    /// Control-plane creates in order: (action id, hostname).
+    control_plane_creates: Vec<(usize, String)>,
+    /// Devices deleted: device id → delete action id.
+    deleted: BTreeMap<String, usize>,
+}
+
+/// Sorts devices highest ordinal first: scale-down and rollouts take those first.
+fn highest_first<'d>(mut devices: Vec<&'d ObservedDevice>) -> Vec<&'d ObservedDevice> {
+    devices.sort_by_key(|d| std::cmp::Reverse(d.ordinal));
+    devices
+}
+
+/// The state of planning one pool: ordinals and reservations taken so far.
+struct PoolRun<'p> {
+    cluster: &'p Cluster,
+    target: &'p PoolTarget<'p>,
+    ordinals: BTreeSet<u32>,
+    reservations: ReservationPicker<'p>,
+    outcome: Outcome,
+}
+
+impl PoolRun<'_> {
+    fn next_ordinal(&self) -> u32 {
+        (0..)
+            .find(|o| !self.ordinals.contains(o))
+            .expect("a free ordinal")
+    }
+
+    fn hostname(&self, ordinal: u32) -> String {
+        format!("{}-{}-{ordinal}", self.cluster.name, self.target.name)
+    }
+
+    /// Plans a new device; `None` (and a problem) when no hardware reservation is free.
+    fn create(
+        &mut self,
+        b: &mut ClusterBuilder,
+        reason: Reason,
+        after: &[usize],
+        freed: Option<&str>,
+    ) -> Option<(usize, String)> {
+        let target = self.target;
+        let Some(reservation) = self.reservations.pick(freed) else {
+            b.problem(format!("pool {} has no free hardware reservation for a new device; add one or use `next-available`", target.name));
+            return None;
+        };
+        let ordinal = self.next_ordinal();
+        self.ordinals.insert(ordinal);
+        let hostname = self.hostname(ordinal);
+        let role = match target.role {
+            PoolRole::ControlPlaneInit if self.outcome.init.is_none() => Role::Init,
+            PoolRole::ControlPlaneInit | PoolRole::ControlPlaneJoin => Role::JoinControlPlane,
+            PoolRole::Worker => Role::Worker,
+        };
+        let mut after = after.to_vec();
+        after.extend(self.outcome.init);
+        let new = NewDevice {
+            cluster: self.cluster.name.to_string(),
+            project: self.cluster.project.clone(),
+            pool: target.name.to_owned(),
+            ordinal,
+            hostname: hostname.clone(),
+            plan: target.plan.to_owned(),
+            os: target.os.to_owned(),
+            placement: self.cluster.placement.clone(),
+            spec: target.spec.clone(),
+            role,
+            reservation,
+        };
+        let id = b.push(Op::CreateDevice(new), reason, &after);
+        if role == Role::Init {
+            self.outcome.init = Some(id);
+        }
+        if target.role != PoolRole::Worker {
+            self.outcome
+                .control_plane_creates
+                .push((id, hostname.clone()));
+        }
+        Some((id, hostname))
+    }
+
+    fn delete(
+        &mut self,
+        b: &mut ClusterBuilder,
+        device: &ObservedDevice,
+        reason: Reason,
+        after: &[usize],
+    ) -> usize {
+        let id = b.delete_device(device, reason, after);
+        self.outcome.deleted.insert(device.id.clone(), id);
+        id
+    }
+}
+
+/// Plans one pool: replace failed devices, reach the count (removing the highest ordinals
+/// first), then roll outdated devices within the surge and unavailability budgets.
+fn pool(
+    b: &mut ClusterBuilder,
+    cluster: &Cluster,
+    target: &PoolTarget,
+    devices: Vec<&ObservedDevice>,
+    after: &[usize],
+) -> Outcome {
+    let mut run = PoolRun {
+        cluster,
+        target,
+        ordinals: devices.iter().filter_map(|d| d.ordinal).collect(),
+        reservations: ReservationPicker::new(target.reservations, &devices),
+        outcome: Outcome::default(),
+    };
+    let failed = highest_first(
+        devices
+            .iter()
+            .copied()
+            .filter(|d| d.state == DeviceState::Failed)
+            .collect(),
+    );
+    let live: Vec<&ObservedDevice> = devices
+        .iter()
+        .copied()
+        .filter(|d| d.state.is_live())
+        .collect();
+    for device in live.iter().filter(|d| d.state.is_pending()) {
+        b.wait_for(device);
+    }
+    let current = |d: &&ObservedDevice| d.spec.as_deref() == Some(target.spec.as_str());
+    let mut outdated = highest_first(live.iter().copied().filter(|d| !current(d)).collect());
+    let mut up_to_date = highest_first(live.iter().copied().filter(current).collect());
+    let want = target.want;
+    let have = live.len() as u32;
+    let mut active = live
+        .iter()
+        .filter(|d| d.state == DeviceState::Active)
+        .count() as u32;
+    let mut count = have;
+
+    // Below the count: create, each new device taking a failed one's place while any is left.
+    let mut failed_left = failed.into_iter();
+    while count < want {
+        let replaced = failed_left.next();
+        let reason = match replaced {
+            Some(device) => Reason::Replaces {
+                hostname: device.hostname.clone(),
+                why: ReplaceWhy::Failed,
+            },
+            None => Reason::PoolBelowCount {
+                pool: target.name.to_owned(),
+                want,
+                have,
+            },
+        };
+        let Some((id, hostname)) = run.create(b, reason, after, None) else {
+            break;
+        };
+        if let Some(device) = replaced {
+            run.delete(
+                b,
+                device,
+                Reason::Replaced {
+                    by: hostname,
+                    why: ReplaceWhy::Failed,
+                },
+                &[id],
+            );
+        }
+        count += 1;
+    }
+    for device in failed_left {
+        run.delete(b, device, Reason::DeviceFailed, &[]);
+    }
+
+    // Above the count: outdated devices go first, while enough stay active; then the
+    // highest ordinals.
+    let min_active = want.saturating_sub(target.unavailable);
+    while count > want {
+        let device = match outdated.first() {
+            Some(device) if device.state != DeviceState::Active || active > min_active => {
+                outdated.remove(0)
+            }
+            Some(_) => break,
+            None => up_to_date.remove(0),
+        };
+        run.delete(
+            b,
+            device,
+            Reason::PoolAboveCount {
+                pool: target.name.to_owned(),
+                want,
+                have,
+            },
+            &[],
+        );
+        active -= u32::from(device.state == DeviceState::Active);
+        count -= 1;
+    }
+
+    // Rollout: surge pairs create first and delete the predecessor once the new device is
+    // active; unavailability pairs delete first and reuse the freed reservation.
+    let surge_room = (want + target.surge).saturating_sub(count);
+    for _ in 0..surge_room {
+        let Some(&device) = outdated.first() else {
+            break;
+        };
+        let reason = Reason::Replaces {
+            hostname: device.hostname.clone(),
+            why: ReplaceWhy::TemplateChanged,
+        };
+        let Some((id, hostname)) = run.create(b, reason, after, None) else {
+            break;
+        };
+        outdated.remove(0);
+        run.delete(
+            b,
+            device,
+            Reason::Replaced {
+                by: hostname,
+                why: ReplaceWhy::TemplateChanged,
+            },
+            &[id],
+        );
+    }
+    let budget = target
+        .unavailable
+        .saturating_sub(want.saturating_sub(active));
+    for _ in 0..budget {
+        let Some(&device) = outdated.first() else {
+            break;
+        };
+        outdated.remove(0);
+        let by = run.hostname(run.next_ordinal());
+        let delete = run.delete(
+            b,
+            device,
+            Reason::Replaced {
+                by,
+                why: ReplaceWhy::TemplateChanged,
+            },
+            &[],
+        );
+        let reason = Reason::Replaces {
+            hostname: device.hostname.clone(),
+            why: ReplaceWhy::TemplateChanged,
+        };
+        let mut after = after.to_vec();
+        after.push(delete);
+        run.create(b, reason, &after, device.reservation.as_deref());
+    }
+    run.outcome
+}
+
+/// Chooses hardware reservations for new devices of one pool.
+struct ReservationPicker<'a> {
+    reservations: &'a Reservations,
+    used: BTreeSet<String>,
+}
+
+impl<'a> ReservationPicker<'a> {
+    fn new(reservations: &'a Reservations, devices: &[&ObservedDevice]) -> Self {
+        let used = devices
+            .iter()
+            .filter(|d| d.state != DeviceState::Deprovisioning)
+            .filter_map(|d| d.reservation.clone())
+            .collect();
+        ReservationPicker { reservations, used }
+    }
+
+    /// `Some(None)`: on demand; `Some(Some(id))`: this reservation; `None`: none is free.
+    /// `freed` is a reservation whose device this plan deletes first.
+    fn pick(&mut self, freed: Option<&str>) -> Option<Option<String>> {
+        match self.reservations {
+            Reservations::None => Some(None),
+            Reservations::NextAvailable => Some(Some(crate::spec::NEXT_AVAILABLE.to_owned())),
+            Reservations::Ids(ids) => {
+                if let Some(freed) = freed.filter(|f| ids.iter().any(|id| id == f)) {
+                    return Some(Some(freed.to_owned()));
+                }
+                let id = ids.iter().find(|id| !self.used.contains(*id))?;
+                self.used.insert(id.clone());
+                Some(Some(id.clone()))
+            }
+        }
+    }
+}
+
+/// Keeps the control-plane IP on a live control-plane node: assigns a new one, and moves
+/// it off a node this plan deletes before that node goes.
+fn endpoint(
+    b: &mut ClusterBuilder,
+    observed: &ObservedCluster,
+    outcome: &Outcome,
+    base_after: &[usize],
+) {
+    let holder = observed
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.assigned_to.as_deref());
+    let is_live_cp = |id: &str| {
+        observed.devices.iter().any(|d| {
+            d.id == id && d.pool == CONTROL_PLANE_POOL && d.state.is_live() && d.ordinal.is_some()
+        })
+    };
+    if let Some(holder) = holder {
+        if is_live_cp(holder) && !outcome.deleted.contains_key(holder) {
+            return;
+        }
+    }
+    let mut active: Vec<&ObservedDevice> = observed
+        .devices
+        .iter()
+        .filter(|d| {
+            d.pool == CONTROL_PLANE_POOL
+                && d.state == DeviceState::Active
+                && d.ordinal.is_some()
+                && !outcome.deleted.contains_key(&d.id)
+        })
+        .collect();
+    active.sort_by_key(|d| d.ordinal);
+    let (hostname, mut after) = match (active.first(), outcome.control_plane_creates.first()) {
+        (Some(device), _) => (device.hostname.clone(), base_after.to_vec()),
+        (None, Some((id, hostname))) => (hostname.clone(), vec![*id]),
+        (None, None) => return,
+    };
+    after.extend(base_after);
+    let reason = if observed.endpoint.is_some() {
+        Reason::EndpointMoved
+    } else {
+        Reason::NewCluster
+    };
+    let assign = b.push(
+        Op::AssignEndpoint {
+            cluster: b.name.to_owned(),
+            hostname,
+        },
+        reason,
+        &after,
+    );
+    // The holder is deleted only once the IP has moved.
+    if let Some(delete) = holder.and_then(|h| outcome.deleted.get(h)) {
+        if let Some(action) = b.actions.iter_mut().find(|a| a.id == *delete) {
+            action.after.push(assign);
+        }
+    }
+}
+
+/// A cluster whose file was removed: delete everything of it when pruning allows, else
+/// report it as orphaned.
+fn removed(b: &mut ClusterBuilder, observed: &ObservedCluster, prune: bool) -> ClusterChange {
+    let devices: Vec<&ObservedDevice> = observed
+        .devices
+        .iter()
+        .filter(|d| d.state != DeviceState::Deprovisioning)
+        .collect();
+    let owned: Vec<SecretKind> = observed
+        .secrets
+        .iter()
+        .filter(|(_, owner)| **owner == SecretOwner::Rackform)
+        .map(|(kind, _)| *kind)
+        .collect();
+    if devices.is_empty() && owned.is_empty() && observed.endpoint.is_none() {
+        return ClusterChange::NoChange;
+    }
+    if !prune || observed.deletion_protection {
+        for device in &devices {
+            b.orphans
+                .push(format!("{} ({})", device.hostname, device.id));
+        }
+        b.problem(if observed.deletion_protection {
+            "removed from Git but deletion-protected: nothing is deleted; turn protection off in its last declaration first"
+        } else {
+            "removed from Git; pruning is off in rackform.yaml, so nothing is deleted"
+        });
+        return ClusterChange::Orphaned;
+    }
+    let mut sorted = devices;
+    sorted.sort_by_key(|d| {
+        (
+            d.pool == CONTROL_PLANE_POOL,
+            std::cmp::Reverse(d.ordinal),
+            d.hostname.clone(),
+        )
+    });
+    let mut worker_deletes = Vec::new();
+    let mut all = Vec::new();
+    for device in sorted {
+        let after = if device.pool == CONTROL_PLANE_POOL {
+            worker_deletes.clone()
+        } else {
+            Vec::new()
+        };
+        let id = b.delete_device(device, Reason::ClusterRemoved, &after);
+        if device.pool != CONTROL_PLANE_POOL {
+            worker_deletes.push(id);
+        }
+        all.push(id);
+    }
+    if let Some(endpoint) = &observed.endpoint {
+        let op = Op::ReleaseEndpoint {
+            cluster: b.name.to_owned(),
+            id: endpoint.id.clone(),
+            address: endpoint.address.clone(),
+        };
+        all.push(b.push(op, Reason::ClusterRemoved, &all.clone()));
+    }
+    if !owned.is_empty() {
+        b.push(
+            Op::DeleteSecrets {
+                cluster: b.name.to_owned(),
+                kinds: owned,
+            },
+            Reason::ClusterRemoved,
+            &all,
+        );
+    }
+    ClusterChange::Delete
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Placement;
+
+    #[test]
+    fn placement_is_part_of_the_plan_json() {
+        let json = serde_json::to_string(&Placement::Metro("da".into())).unwrap();
+        assert_eq!(json, r#"{"metro":"da"}"#);
+    }
+}

@@ -1,0 +1,313 @@
+//! What a plan is: ordered actions with reasons, per cluster, stamped with its inputs.
+//!
+//! These types are an API boundary: `rackform plan --format json` prints them, saved plans
+//! are read back from them, and `schemas/plan.schema.json` describes them.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::observe::SecretKind;
+use crate::spec::Placement;
+
+/// A plan: the actions that make the observed world match the fleet, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Plan {
+    pub stamp: Stamp,
+    /// One entry per cluster that is declared, observed, or both; by name.
+    pub clusters: Vec<ClusterPlan>,
+    /// Set when the plan deletes more of the fleet than `deleteGuard` allows unapproved:
+    /// apply refuses such a plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<DeleteRefusal>,
+}
+
+impl Plan {
+    pub fn actions(&self) -> impl Iterator<Item = &Action> {
+        self.clusters.iter().flat_map(|c| &c.actions)
+    }
+
+    /// True when applying would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.actions().next().is_none()
+    }
+
+    /// Whether any cluster needs a human (broken declaration, lost CA, ...).
+    pub fn has_problems(&self) -> bool {
+        self.clusters.iter().any(|c| !c.problems.is_empty())
+    }
+
+    /// Counts for the summary line.
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        for action in self.actions() {
+            match (&action.op, &action.reason) {
+                (Op::CreateDevice(_), Reason::Replaces { .. }) => summary.replace += 1,
+                (Op::DeleteDevice { .. }, Reason::Replaced { .. }) => {}
+                (
+                    Op::CreateDevice(_) | Op::CreateSecrets { .. } | Op::ReserveEndpoint { .. },
+                    _,
+                ) => summary.create += 1,
+                (
+                    Op::DeleteDevice { .. } | Op::DeleteSecrets { .. } | Op::ReleaseEndpoint { .. },
+                    _,
+                ) => summary.delete += 1,
+                (Op::AssignEndpoint { .. }, _) => summary.change += 1,
+            }
+        }
+        summary
+    }
+}
+
+/// What a plan was made from. A saved plan whose stamp no longer matches is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Stamp {
+    /// The fleet repository commit, when planned from Git.
+    pub commit: Option<String>,
+    /// Hash of the observed world the plan was made against.
+    pub world: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub create: usize,
+    pub replace: usize,
+    pub change: usize,
+    pub delete: usize,
+}
+
+impl fmt::Display for Summary {
+    /// `Plan: 3 to create, 1 to replace, 2 to delete.` (terraform's words).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Summary::default() {
+            return write!(f, "No changes.");
+        }
+        write!(
+            f,
+            "Plan: {} to create, {} to replace, ",
+            self.create, self.replace
+        )?;
+        if self.change > 0 {
+            write!(f, "{} to change, ", self.change)?;
+        }
+        write!(f, "{} to delete.", self.delete)
+    }
+}
+
+/// The plan for one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterPlan {
+    pub cluster: String,
+    pub change: ClusterChange,
+    pub actions: Vec<Action>,
+    /// Devices still provisioning: waited for, never duplicated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
+    /// Devices with rackform's tags that match no declared node: reported, never deleted
+    /// unless their cluster is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<String>,
+    /// What needs a human before rackform will act on this cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ClusterChange {
+    /// Declared, nothing exists yet.
+    Create,
+    /// Declared and exists; the actions bring it in line.
+    Update,
+    /// Declared and in line.
+    NoChange,
+    /// Removed from Git, pruning allowed: everything of it is deleted.
+    Delete,
+    /// Removed from Git but kept: pruning is off or the cluster is deletion-protected.
+    Orphaned,
+    /// The declaration is broken or the cluster needs a human; nothing is done to it.
+    Blocked,
+}
+
+/// One step. `after` names the actions (by id) that must finish first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Action {
+    /// Unique in the plan; actions are listed in an order that respects `after`.
+    pub id: usize,
+    #[serde(flatten)]
+    pub op: Op,
+    pub reason: Reason,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Op {
+    /// Generate the missing secrets (CAs, service-account key, admin kubeconfig).
+    CreateSecrets {
+        cluster: String,
+        kinds: Vec<SecretKind>,
+    },
+    /// Reserve a public IP for the control plane.
+    ReserveEndpoint {
+        cluster: String,
+        placement: Placement,
+    },
+    /// Create a device; finished when it is active.
+    CreateDevice(NewDevice),
+    /// Point the control-plane IP at this device.
+    AssignEndpoint { cluster: String, hostname: String },
+    DeleteDevice {
+        cluster: String,
+        id: String,
+        hostname: String,
+    },
+    ReleaseEndpoint {
+        cluster: String,
+        id: String,
+        address: String,
+    },
+    /// Delete the secrets rackform made; user-supplied ones are left alone.
+    DeleteSecrets {
+        cluster: String,
+        kinds: Vec<SecretKind>,
+    },
+}
+
+/// A device to create, with everything its userdata and tags need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NewDevice {
+    pub cluster: String,
+    pub project: String,
+    /// A pool name or `control-plane`.
+    pub pool: String,
+    pub ordinal: u32,
+    pub hostname: String,
+    pub plan: String,
+    pub os: String,
+    pub placement: Placement,
+    /// Short hash of the node template, carried in the `rackform:spec` tag.
+    pub spec: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    /// The first control-plane node: `kubeadm init`.
+    Init,
+    /// `kubeadm join --control-plane`.
+    JoinControlPlane,
+    /// `kubeadm join`.
+    Worker,
+}
+
+/// Why an action is in the plan. For people: apply never reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    tag = "reason",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Reason {
+    /// The cluster is declared and does not exist yet.
+    NewCluster,
+    PoolBelowCount {
+        pool: String,
+        want: u32,
+        have: u32,
+    },
+    PoolAboveCount {
+        pool: String,
+        want: u32,
+        have: u32,
+    },
+    /// This new device takes the place of another.
+    Replaces {
+        hostname: String,
+        why: ReplaceWhy,
+    },
+    /// This device's replacement is in the plan (and is created first when surging).
+    Replaced {
+        by: String,
+        why: ReplaceWhy,
+    },
+    /// The device failed to provision or broke; its replacement is in the plan.
+    DeviceFailed,
+    /// The cluster's file was removed from Git and pruning is on.
+    ClusterRemoved,
+    SecretsMissing,
+    EndpointMissing,
+    /// The control-plane IP is unassigned or on a device that is going away.
+    EndpointMoved,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ReplaceWhy {
+    TemplateChanged,
+    Failed,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::NewCluster => write!(f, "new cluster"),
+            Reason::PoolBelowCount { pool, want, have } => {
+                write!(f, "{pool} has {have} of {want} devices")
+            }
+            Reason::PoolAboveCount { pool, want, have } => {
+                write!(f, "{pool} has {have} devices, wants {want}")
+            }
+            Reason::Replaces { hostname, why } => write!(f, "replaces {hostname} ({why})"),
+            Reason::Replaced { by, why } => write!(f, "replaced by {by} ({why})"),
+            Reason::DeviceFailed => write!(f, "device failed"),
+            Reason::ClusterRemoved => write!(f, "cluster removed from Git"),
+            Reason::SecretsMissing => write!(f, "secrets missing"),
+            Reason::EndpointMissing => write!(f, "control-plane IP missing"),
+            Reason::EndpointMoved => {
+                write!(f, "control-plane IP unassigned or on a device going away")
+            }
+        }
+    }
+}
+
+impl fmt::Display for ReplaceWhy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplaceWhy::TemplateChanged => write!(f, "template changed"),
+            ReplaceWhy::Failed => write!(f, "failed"),
+        }
+    }
+}
+
+/// The mass-delete guard's refusal: what the plan would delete, against the limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeleteRefusal {
+    /// Hostnames the plan deletes without replacing.
+    pub would_delete: Vec<String>,
+    pub fleet_devices: usize,
+    pub max_percent: u8,
+}
+
+impl fmt::Display for DeleteRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the plan deletes {} of the fleet's {} devices, more than the {}% deleteGuard allows without approval",
+            self.would_delete.len(),
+            self.fleet_devices,
+            self.max_percent
+        )
+    }
+}
