@@ -4,4 +4,5 @@
 //! Start with `docs/ARCHITECTURE.md`, then [`spec`], which reads what users write.
 
 pub mod cli;
+pub mod pki;
 pub mod spec;
