@@ -5,4 +5,5 @@
 
 pub mod cli;
 pub mod pki;
+pub mod seal;
 pub mod spec;

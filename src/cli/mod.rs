@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod decrypt;
+mod keygen;
+
 /// GitOps for bare-metal Kubernetes on Packet (Equinix Metal).
 #[derive(Debug, Parser)]
 #[command(name = "rackform", version, about, long_about = None)]
@@ -17,12 +20,20 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Generate an age identity for reading sealed kubeconfigs.
+    Keygen(keygen::Args),
+    /// Decrypt a SOPS (age) file, such as a committed kubeconfig, and print it.
+    Decrypt(decrypt::Args),
+}
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match &cli.command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Decrypt(args) => decrypt::run(args),
+    };
     match result {
         Ok(code) => code,
         Err(error) => {
