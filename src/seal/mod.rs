@@ -214,6 +214,9 @@ fn parse_plain(plain: &str) -> Result<Vec<Value>> {
         let value = Value::deserialize(document).map_err(|e| Error::ParseDocument {
             location: e.location().map(|l| (l.line(), l.column())),
         })?;
+        if value.is_null() {
+            continue; // an empty document, as between `---` lines
+        }
         let index = documents.len() + 1;
         let Value::Mapping(map) = &value else {
             return Err(Error::NotAMapping { index });
@@ -321,6 +324,9 @@ fn split_sealed(sealed: &str) -> Result<(Vec<Value>, Metadata)> {
         let mut value = Value::deserialize(document).map_err(|e| Error::ParseDocument {
             location: e.location().map(|l| (l.line(), l.column())),
         })?;
+        if value.is_null() {
+            continue;
+        }
         let index = documents.len() + 1;
         let Value::Mapping(map) = &mut value else {
             return Err(Error::NotAMapping { index });
