@@ -581,3 +581,59 @@ fn secrets_stay_out_of_artifacts_and_debug_output() {
         "the kubeconfig needs its client key"
     );
 }
+
+#[test]
+fn cluster_api_secrets_round_trip() {
+    use rackform::pki::capi::Purpose;
+    let pki = fixture_pki();
+    let secrets = pki.secrets("edge");
+    let names: Vec<&str> = secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["edge-ca", "edge-etcd", "edge-proxy", "edge-sa"]);
+    assert_eq!(
+        secrets[3].data["tls.crt"].expose_secret(),
+        fixture("sa.pub").as_str()
+    );
+    assert!(
+        !format!("{secrets:?}").contains(&fixture("ca.key").lines().nth(1).unwrap().to_owned())
+    );
+
+    let store: BTreeMap<String, BTreeMap<String, secrecy::SecretString>> = secrets
+        .iter()
+        .filter(|s| s.name != "edge-etcd") // one missing
+        .map(|s| {
+            let data = s
+                .data
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            (s.name.clone(), data)
+        })
+        .collect();
+    let existing = ExistingPki::from_secrets("edge", |name| store.get(name).cloned()).unwrap();
+    assert!(existing.etcd.is_none());
+    assert_eq!(existing.ca.unwrap().cert_pem(), pki.ca.cert_pem());
+    assert_eq!(
+        existing.service_account.unwrap().public_pem(),
+        pki.service_account.public_pem()
+    );
+
+    // A present but broken secret is an error, not a reason to mint a new CA.
+    let mut broken = store.clone();
+    broken.get_mut("edge-ca").unwrap().remove("tls.key");
+    let err = ExistingPki::from_secrets("edge", |name| broken.get(name).cloned()).unwrap_err();
+    assert_eq!(err.to_string(), "secret edge-ca has no \"tls.key\" key");
+
+    let kubeconfig = Kubeconfig::admin(
+        "edge",
+        "203.0.113.10:6443",
+        &pki.ca,
+        &pki.ca.issue_admin(now(), &mut rng()).unwrap(),
+    );
+    let secret = kubeconfig.secret("edge").unwrap();
+    assert_eq!(secret.name, Purpose::Kubeconfig.secret_name("edge"));
+    assert!(
+        secret.data["value"]
+            .expose_secret()
+            .contains("current-context: edge-admin@edge")
+    );
+}

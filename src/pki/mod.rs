@@ -3,7 +3,8 @@
 //!
 //! Owns [`ClusterPki`] (cluster CA, etcd CA, front-proxy CA and service-account key pair, as
 //! Cluster API stores them in `<cluster>-ca`, `<cluster>-etcd`, `<cluster>-proxy`, `<cluster>-sa`),
-//! [`Kubeconfig`], [`BootstrapToken`] and [`userdata::render`].
+//! [`Kubeconfig`], [`BootstrapToken`], [`userdata::render`], and Cluster API's secret names and
+//! data keys for all of them ([`capi`]).
 //! Does no I/O: time (`now`) and randomness (`rng`) are arguments, so rendering is deterministic
 //! given the material.
 //! The one exception is key generation: `rcgen`'s `ring` backend draws private keys from the
@@ -31,6 +32,7 @@
 //! return secret types themselves.
 
 mod ca;
+pub mod capi;
 mod der;
 mod kubeadm;
 mod kubeconfig;
@@ -90,6 +92,8 @@ pub enum Error {
         #[source]
         source: serde_yaml::Error,
     },
+    #[error("secret {secret} has no {key:?} key")]
+    SecretField { secret: String, key: &'static str },
     #[error("reading a kubeconfig")]
     ParseKubeconfig {
         #[source]
