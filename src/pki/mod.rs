@@ -45,7 +45,7 @@ use time::OffsetDateTime;
 pub use ca::{Ca, CaCertHash, ClientCert, ServiceAccountKey};
 pub use kubeconfig::{
     AuthInfo, Kubeconfig, KubeconfigCluster, KubeconfigContext, NamedAuthInfo, NamedCluster,
-    NamedContext,
+    NamedContext, Preferences,
 };
 pub use token::{BootstrapToken, DEFAULT_TOKEN_TTL};
 
