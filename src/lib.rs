@@ -5,7 +5,9 @@
 
 pub mod cli;
 pub mod observe;
+pub mod pki;
 pub mod plan;
 pub mod report;
+pub mod seal;
 pub mod source;
 pub mod spec;

@@ -2,5 +2,7 @@
 
 mod support;
 
+mod pki;
 mod schema;
+mod seal;
 mod validate;

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod decrypt;
+mod keygen;
 mod validate;
 
 /// GitOps for bare-metal Kubernetes on Packet (Equinix Metal).
@@ -22,6 +24,10 @@ pub struct Cli {
 enum Command {
     /// Parse and check every declaration of a fleet repository; exit 1 on any error.
     Validate(validate::Args),
+    /// Generate an age identity for reading sealed kubeconfigs.
+    Keygen(keygen::Args),
+    /// Decrypt a SOPS (age) file, such as a committed kubeconfig, and print it.
+    Decrypt(decrypt::Args),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -29,6 +35,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Decrypt(args) => decrypt::run(args),
     };
     match result {
         Ok(code) => code,

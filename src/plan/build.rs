@@ -389,7 +389,7 @@ struct Outcome {
 }
 
 /// Sorts devices highest ordinal first: scale-down and rollouts take those first.
-fn highest_first<'d>(mut devices: Vec<&'d ObservedDevice>) -> Vec<&'d ObservedDevice> {
+fn highest_first(mut devices: Vec<&ObservedDevice>) -> Vec<&ObservedDevice> {
     devices.sort_by_key(|d| std::cmp::Reverse(d.ordinal));
     devices
 }
@@ -795,16 +795,4 @@ fn removed(b: &mut ClusterBuilder, observed: &ObservedCluster, prune: bool) -> C
         );
     }
     ClusterChange::Delete
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::spec::Placement;
-
-    #[test]
-    fn placement_is_part_of_the_plan_json() {
-        let json = serde_json::to_string(&Placement::Metro("da".into())).unwrap();
-        assert_eq!(json, r#"{"metro":"da"}"#);
-    }
 }

@@ -1,0 +1,55 @@
+//! `rackform keygen`: make an age identity, as `age-keygen` does.
+
+use std::{io::Write, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::seal::AgeIdentity;
+
+/// Generate an age identity for reading sealed kubeconfigs; prints its public recipient.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Write the identity to FILE (created with mode 0600; an existing file is never
+    /// overwritten) instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let identity = AgeIdentity::generate();
+    let created = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("zero nanoseconds is valid")
+        .format(&Rfc3339)
+        .context("formatting the creation time")?;
+    let text = identity.to_file_text(&created);
+    match &args.output {
+        Some(path) => {
+            let mut file = create_private(path)
+                .with_context(|| format!("creating identity file {}", path.display()))?;
+            file.write_all(text.expose_secret().as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing identity file {}", path.display()))?;
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.expose_secret().as_bytes())
+                .and_then(|()| stdout.flush())
+                .context("writing the identity to standard output")?;
+        }
+    }
+    eprintln!("Public key: {}", identity.to_public());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `path` readable by its owner only; fails if it exists.
+fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
