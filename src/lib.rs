@@ -11,3 +11,32 @@ pub mod report;
 pub mod seal;
 pub mod source;
 pub mod spec;
+
+/// The JSON Schemas of rackform's data formats, as `(file name in schemas/, pretty JSON)`:
+/// the fleet files users write and the plan JSON rackform prints.
+///
+/// Generated from the Rust types, so they cannot drift: a test compares them with the
+/// checked-in copies.
+pub fn json_schemas() -> Vec<(&'static str, String)> {
+    let render = |schema: schemars::Schema| {
+        serde_json::to_string_pretty(&schema).expect("schemas serialise") + "\n"
+    };
+    vec![
+        (
+            "fleet.schema.json",
+            render(schemars::schema_for!(spec::FleetDocument)),
+        ),
+        (
+            "cluster.schema.json",
+            render(schemars::schema_for!(spec::ClusterDocument)),
+        ),
+        (
+            "plan.schema.json",
+            render(schemars::schema_for!(plan::Plan)),
+        ),
+        (
+            "observed.schema.json",
+            render(schemars::schema_for!(observe::World)),
+        ),
+    ]
+}

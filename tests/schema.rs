@@ -10,7 +10,7 @@ use crate::support::{crate_root, stdout, tool};
 fn checked_in_schemas_are_up_to_date() {
     let dir = crate_root().join("schemas");
     let update = std::env::var_os("RACKFORM_UPDATE_SCHEMAS").is_some();
-    for (name, generated) in rackform::spec::json_schemas() {
+    for (name, generated) in rackform::json_schemas() {
         let path = dir.join(name);
         if update {
             fs::write(&path, &generated).unwrap();

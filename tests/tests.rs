@@ -3,6 +3,7 @@
 mod support;
 
 mod pki;
+mod plan;
 mod schema;
 mod seal;
 mod validate;

@@ -161,7 +161,7 @@ impl<'a> ClusterBuilder<'a> {
     fn delete_device(&mut self, device: &ObservedDevice, reason: Reason, after: &[usize]) -> usize {
         let op = Op::DeleteDevice {
             cluster: self.name.to_owned(),
-            id: device.id.clone(),
+            device: device.id.clone(),
             hostname: device.hostname.clone(),
         };
         self.push(op, reason, after)
@@ -185,8 +185,15 @@ impl<'a> ClusterBuilder<'a> {
 
     /// Orders actions so each follows those it waits for (ids are already in that order
     /// except where a later step added a dependency on an earlier id), and finishes.
+    ///
+    /// A blocked cluster gets no actions, whatever was collected before it was blocked.
     fn finish(mut self, change: ClusterChange) -> ClusterPlan {
+        if change == ClusterChange::Blocked {
+            self.actions.clear();
+        }
         self.actions.sort_by_key(|a| a.id);
+        self.waiting.sort();
+        self.orphans.sort();
         let change = match change {
             ClusterChange::Update if self.actions.is_empty() => ClusterChange::NoChange,
             change => change,
@@ -249,6 +256,21 @@ fn declared(
         return ClusterChange::Blocked;
     }
 
+    let live_control_plane = observed
+        .devices
+        .iter()
+        .any(|d| d.pool == CONTROL_PLANE_POOL && d.state.is_live());
+    let active_workers = observed
+        .devices
+        .iter()
+        .any(|d| d.pool != CONTROL_PLANE_POOL && d.state == DeviceState::Active);
+    if !external && !live_control_plane && active_workers {
+        b.problem(
+            "no control-plane device is left while workers run; re-creating etcd would lose the cluster's state, so a human must restore it",
+        );
+        return ClusterChange::Blocked;
+    }
+
     let mut base_after = Vec::new();
     if !external {
         if observed.endpoint.is_none() {
@@ -300,20 +322,11 @@ fn declared(
     let mut worker_after = base_after.clone();
     if let ControlPlane::Managed(nodes) = &cluster.control_plane {
         let devices = by_pool.remove(CONTROL_PLANE_POOL).unwrap_or_default();
-        let has_cp = devices.iter().any(|d| d.state.is_live());
-        let active_workers = observed
-            .devices
-            .iter()
-            .any(|d| d.pool != CONTROL_PLANE_POOL && d.state == DeviceState::Active);
-        let role = if !has_cp && !active_workers {
-            PoolRole::ControlPlaneInit
-        } else {
+        let role = if devices.iter().any(|d| d.state.is_live()) {
             PoolRole::ControlPlaneJoin
+        } else {
+            PoolRole::ControlPlaneInit
         };
-        if !has_cp && active_workers {
-            b.problem("no control-plane device is left while workers run; re-creating etcd would lose the cluster's state, so a human must restore it");
-            return ClusterChange::Blocked;
-        }
         let target = PoolTarget {
             name: CONTROL_PLANE_POOL,
             want: nodes.count,
@@ -779,7 +792,7 @@ fn removed(b: &mut ClusterBuilder, observed: &ObservedCluster, prune: bool) -> C
     if let Some(endpoint) = &observed.endpoint {
         let op = Op::ReleaseEndpoint {
             cluster: b.name.to_owned(),
-            id: endpoint.id.clone(),
+            ip: endpoint.id.clone(),
             address: endpoint.address.clone(),
         };
         all.push(b.push(op, Reason::ClusterRemoved, &all.clone()));

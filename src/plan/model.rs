@@ -134,8 +134,9 @@ pub enum ClusterChange {
 }
 
 /// One step. `after` names the actions (by id) that must finish first.
+// No `deny_unknown_fields`: serde cannot combine it with the flattened `op`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Action {
     /// Unique in the plan; actions are listed in an order that respects `after`.
     pub id: usize,
@@ -163,14 +164,16 @@ pub enum Op {
     CreateDevice(NewDevice),
     /// Point the control-plane IP at this device.
     AssignEndpoint { cluster: String, hostname: String },
+    /// Delete the device whose id is `device`.
     DeleteDevice {
         cluster: String,
-        id: String,
+        device: String,
         hostname: String,
     },
+    /// Release the reserved IP whose id is `ip`.
     ReleaseEndpoint {
         cluster: String,
-        id: String,
+        ip: String,
         address: String,
     },
     /// Delete the secrets rackform made; user-supplied ones are left alone.

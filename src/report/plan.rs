@@ -32,9 +32,9 @@ fn describe(op: &Op) -> (String, String) {
         Op::AssignEndpoint { hostname, .. } => {
             ("assign control-plane IP".into(), format!("to {hostname}"))
         }
-        Op::DeleteDevice { hostname, id, .. } => {
-            ("delete device".into(), format!("{hostname} ({id})"))
-        }
+        Op::DeleteDevice {
+            hostname, device, ..
+        } => ("delete device".into(), format!("{hostname} ({device})")),
         Op::ReleaseEndpoint { address, .. } => ("release control-plane IP".into(), address.clone()),
         Op::DeleteSecrets { kinds: k, .. } => ("delete secrets".into(), kinds(k)),
     }
@@ -145,6 +145,28 @@ pub fn text(plan: &Plan, colour: bool) -> String {
             out,
             "\n{unchanged} cluster{} unchanged.",
             if unchanged == 1 { "" } else { "s" }
+        );
+    }
+    let blocked = plan
+        .clusters
+        .iter()
+        .filter(|c| !c.problems.is_empty())
+        .count();
+    if blocked > 0 {
+        let clusters = if blocked == 1 {
+            "1 cluster needs"
+        } else {
+            "clusters need"
+        };
+        let count = if blocked == 1 {
+            String::new()
+        } else {
+            format!("{blocked} ")
+        };
+        let _ = writeln!(
+            out,
+            "\n{} {count}{clusters} a human; see the problems above.",
+            paint("31;1", "Attention:")
         );
     }
     if let Some(refusal) = &plan.refusal {

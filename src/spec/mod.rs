@@ -360,23 +360,3 @@ fn fleet_wide_checks(
     valid.sort_by(|a, b| a.name.cmp(&b.name));
     valid
 }
-
-/// The JSON Schemas of the file format, as `(file name in schemas/, pretty JSON)`.
-///
-/// Generated from the document types, so they cannot drift: a test compares them with
-/// the checked-in copies.
-pub fn json_schemas() -> Vec<(&'static str, String)> {
-    let render = |schema: schemars::Schema| {
-        serde_json::to_string_pretty(&schema).expect("schemas serialise") + "\n"
-    };
-    vec![
-        (
-            "fleet.schema.json",
-            render(schemars::schema_for!(FleetDocument)),
-        ),
-        (
-            "cluster.schema.json",
-            render(schemars::schema_for!(ClusterDocument)),
-        ),
-    ]
-}
