@@ -5,5 +5,6 @@
 
 pub mod cli;
 pub mod report;
+pub mod secrets;
 pub mod source;
 pub mod spec;

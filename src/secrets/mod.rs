@@ -1,0 +1,398 @@
+//! Where each cluster's CA, keys and admin kubeconfig are kept.
+//!
+//! Owns the [`SecretStore`] seam and its two implementations: [`KubeSecrets`] (Kubernetes
+//! secrets in the management cluster, named as Cluster API names them) and [`DirSecrets`]
+//! (a local directory, for a laptop or the demo).
+//! Also owns leader election over a Kubernetes Lease ([`lease`]), since only this module
+//! speaks to Kubernetes.
+//! Never generates key material (that is `pki`) and never decides what to create or delete
+//! (that is `plan`): it stores what it is given and reports what exists.
+//!
+//! Start with [`SecretStore`]. The planner reads [`SecretStore::inventory`], whose types
+//! ([`Inventory`], [`SecretMeta`]) hold names and labels and have no field for a value.
+
+mod dir;
+mod kubernetes;
+pub mod lease;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+
+use secrecy::{ExposeSecret, SecretSlice};
+
+use crate::spec::ClusterName;
+
+pub use self::dir::DirSecrets;
+pub use self::kubernetes::{KubeSecrets, connect};
+
+/// The label Cluster API puts on every per-cluster secret.
+pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
+/// The label that marks a secret as made by rackform, which alone may change or delete it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`] on secrets rackform made.
+pub const MANAGED_BY: &str = "rackform";
+/// The Kubernetes secret type rackform writes, as Cluster API does.
+pub const CLUSTER_SECRET_TYPE: &str = "cluster.x-k8s.io/secret";
+
+/// What one of a cluster's secrets is for; its name is `<cluster>-<suffix>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Purpose {
+    /// The cluster CA: `tls.crt`, `tls.key`.
+    Ca,
+    /// The etcd CA: `tls.crt`, `tls.key`.
+    Etcd,
+    /// The front-proxy CA: `tls.crt`, `tls.key`.
+    Proxy,
+    /// The service-account signing key pair: `tls.crt` holds the public key, `tls.key` the key.
+    ServiceAccount,
+    /// The admin kubeconfig: `value`.
+    Kubeconfig,
+}
+
+impl Purpose {
+    pub const ALL: [Purpose; 5] = [
+        Purpose::Ca,
+        Purpose::Etcd,
+        Purpose::Proxy,
+        Purpose::ServiceAccount,
+        Purpose::Kubeconfig,
+    ];
+
+    /// The part of the secret name after `<cluster>-`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Purpose::Ca => "ca",
+            Purpose::Etcd => "etcd",
+            Purpose::Proxy => "proxy",
+            Purpose::ServiceAccount => "sa",
+            Purpose::Kubeconfig => "kubeconfig",
+        }
+    }
+
+    /// The secret's name for `cluster`, as Cluster API spells it.
+    pub fn secret_name(self, cluster: &ClusterName) -> SecretName {
+        SecretName(format!("{cluster}-{}", self.suffix()))
+    }
+}
+
+/// The name of a secret (in a namespace, or a file in a directory).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecretName(String);
+
+impl SecretName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SecretName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who made a secret. Only [`Owner::Rackform`] secrets are ever replaced or deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Carries `app.kubernetes.io/managed-by=rackform`.
+    Rackform,
+    /// Anything else, such as a CA the user made with openssl: read, used, never changed.
+    Other,
+}
+
+impl Owner {
+    fn of(labels: &BTreeMap<String, String>) -> Owner {
+        match labels.get(MANAGED_BY_LABEL) {
+            Some(value) if value == MANAGED_BY => Owner::Rackform,
+            _ => Owner::Other,
+        }
+    }
+}
+
+/// A stored secret's version (Kubernetes `resourceVersion`): opaque, changes on every write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(String);
+
+impl Version {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What may be known about a secret without reading its values: no field can hold one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretMeta {
+    pub name: SecretName,
+    pub owner: Owner,
+    pub labels: BTreeMap<String, String>,
+    pub version: Version,
+}
+
+/// Which of a cluster's secrets exist, for the planner: names and metadata, never values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    pub secrets: BTreeMap<Purpose, SecretMeta>,
+}
+
+impl Inventory {
+    pub fn get(&self, purpose: Purpose) -> Option<&SecretMeta> {
+        self.secrets.get(&purpose)
+    }
+
+    /// The purposes with no secret yet, in [`Purpose::ALL`] order.
+    pub fn missing(&self) -> Vec<Purpose> {
+        Purpose::ALL
+            .into_iter()
+            .filter(|purpose| !self.secrets.contains_key(purpose))
+            .collect()
+    }
+}
+
+/// Bytes of a key, certificate or kubeconfig. `Debug` prints `[REDACTED]`; read them with
+/// [`ExposeSecret::expose_secret`] at the point of use.
+pub type SecretBytes = SecretSlice<u8>;
+
+/// A secret's data: key (`tls.crt`, `value`, ...) to bytes. `Debug` shows keys, never values.
+#[derive(Clone, Default)]
+pub struct SecretData(BTreeMap<String, SecretBytes>);
+
+impl SecretData {
+    pub fn new() -> Self {
+        SecretData::default()
+    }
+
+    /// Adds or replaces `key`.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) {
+        self.0.insert(key.into(), SecretBytes::from(value.into()));
+    }
+
+    /// Builder form of [`SecretData::insert`].
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.insert(key, value);
+        self
+    }
+
+    pub fn get(&self, key: &str) -> Option<&SecretBytes> {
+        self.0.get(key)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &SecretBytes)> {
+        self.0.iter().map(|(key, value)| (key.as_str(), value))
+    }
+
+    /// Whether both hold the same keys with the same bytes.
+    pub fn same_as(&self, other: &SecretData) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(other.0.iter())
+                .all(|((k1, v1), (k2, v2))| k1 == k2 && v1.expose_secret() == v2.expose_secret())
+    }
+}
+
+impl fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|key| (key, "[REDACTED]")))
+            .finish()
+    }
+}
+
+/// A secret with its values, as only [`SecretStore::read`] returns it.
+#[derive(Debug, Clone)]
+pub struct StoredSecret {
+    pub meta: SecretMeta,
+    /// The Kubernetes secret type: [`CLUSTER_SECRET_TYPE`] for ours, often
+    /// `kubernetes.io/tls` for one a user made.
+    pub type_: String,
+    pub data: SecretData,
+}
+
+/// What [`SecretStore::create_if_absent`] found.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// The secret did not exist; it now holds what was given.
+    Created(SecretMeta),
+    /// A secret of that name was already there (made by the user, or by another writer that
+    /// won a race); it was left as it is and is returned so the caller uses it.
+    Existing(StoredSecret),
+}
+
+/// What [`SecretStore::replace`] did.
+#[derive(Debug, Clone)]
+pub enum Replaced {
+    Replaced(SecretMeta),
+    /// The secret changed since `expected` was read (or vanished): nothing was written.
+    /// Read it again and decide again.
+    Changed(Option<SecretMeta>),
+}
+
+/// What [`SecretStore::delete_cluster`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// Secrets rackform made, now gone.
+    pub deleted: Vec<SecretName>,
+    /// Secrets of the cluster that rackform did not make, left in place.
+    pub kept: Vec<SecretName>,
+}
+
+/// A place that keeps each cluster's secrets.
+///
+/// Every method is safe to retry and to run concurrently with another writer: creation never
+/// overwrites, replacement and deletion check the version or owner they read.
+pub trait SecretStore {
+    /// Which of `cluster`'s secrets exist, with owner and labels. Reads no values: the
+    /// Kubernetes store asks the API server for metadata only.
+    fn inventory(&self, cluster: &ClusterName) -> impl Future<Output = Result<Inventory>> + Send;
+
+    /// One secret with its values, whoever made it.
+    fn read(
+        &self,
+        cluster: &ClusterName,
+        purpose: Purpose,
+    ) -> impl Future<Output = Result<Option<StoredSecret>>> + Send;
+
+    /// Stores `data` as `<cluster>-<purpose>`, labelled as ours, unless a secret of that name
+    /// exists; then it returns that one, untouched.
+    fn create_if_absent(
+        &self,
+        cluster: &ClusterName,
+        purpose: Purpose,
+        data: SecretData,
+    ) -> impl Future<Output = Result<Created>> + Send;
+
+    /// Replaces one of our secrets (a kubeconfig being renewed) if it is still at `expected`.
+    ///
+    /// # Errors
+    /// [`Error::NotOurs`] when the secret was not made by rackform.
+    fn replace(
+        &self,
+        cluster: &ClusterName,
+        purpose: Purpose,
+        expected: &Version,
+        data: SecretData,
+    ) -> impl Future<Output = Result<Replaced>> + Send;
+
+    /// Deletes the cluster's secrets that rackform made, and only those. Called only by
+    /// apply, for a cluster deletion the plan named.
+    fn delete_cluster(&self, cluster: &ClusterName)
+    -> impl Future<Output = Result<Deleted>> + Send;
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a secret store operation failed. No variant carries a secret's value: API and decode
+/// failures are rendered without the bodies they came from.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{operation} secret {name} in namespace {namespace}")]
+    Kube {
+        operation: &'static str,
+        name: String,
+        namespace: String,
+        #[source]
+        source: ApiFailure,
+    },
+    #[error("{operation} lease {name} in namespace {namespace}")]
+    Lease {
+        operation: &'static str,
+        name: String,
+        namespace: String,
+        #[source]
+        source: ApiFailure,
+    },
+    #[error("connecting to the Kubernetes API")]
+    Connect {
+        #[source]
+        source: ApiFailure,
+    },
+    #[error(
+        "secret {name} was not made by rackform (no {MANAGED_BY_LABEL}={MANAGED_BY} label); rackform never changes or deletes it"
+    )]
+    NotOurs { name: SecretName },
+    #[error("{operation} {path}", path = path.display())]
+    Io {
+        operation: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} has mode {mode:04o}, which lets other users read or change secrets; run `chmod {want:o} {path}` (rackform refuses looser permissions)",
+        path = path.display()
+    )]
+    LoosePermissions {
+        path: std::path::PathBuf,
+        mode: u32,
+        want: u32,
+    },
+    #[error("secret file {path} is not a rackform secret file: {problem}", path = path.display())]
+    BadFile {
+        path: std::path::PathBuf,
+        problem: String,
+    },
+    #[error(
+        "lease timings: need lease duration > renew deadline > retry period > 0, got {lease_duration:?} > {renew_deadline:?} > {retry_period:?}"
+    )]
+    LeaseTimings {
+        lease_duration: std::time::Duration,
+        renew_deadline: std::time::Duration,
+        retry_period: std::time::Duration,
+    },
+}
+
+/// A Kubernetes API failure, rendered without any request or response body.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ApiFailure(String);
+
+impl ApiFailure {
+    fn from_kube(error: &::kube::Error) -> ApiFailure {
+        use ::kube::Error as E;
+        ApiFailure(match error {
+            E::Api(status) => format!(
+                "the API server answered {} {}: {}",
+                status.code, status.reason, status.message
+            ),
+            // serde_json's messages may quote the value that failed to decode.
+            E::SerdeError(error) => format!(
+                "the API server's answer did not decode (line {}, column {})",
+                error.line(),
+                error.column()
+            ),
+            other => other.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_values() {
+        let data = SecretData::new()
+            .with("tls.key", "-----BEGIN PRIVATE KEY----- hunter2")
+            .with("value", "token-abc");
+        let shown = format!("{data:?} {:?}", data.get("value").unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("token-abc"), "{shown}");
+        assert!(shown.contains("tls.key"), "{shown}");
+    }
+
+    #[test]
+    fn owner_is_ours_only_with_our_label() {
+        let mut labels = BTreeMap::new();
+        assert_eq!(Owner::of(&labels), Owner::Other);
+        labels.insert(MANAGED_BY_LABEL.to_owned(), "helm".to_owned());
+        assert_eq!(Owner::of(&labels), Owner::Other);
+        labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+        assert_eq!(Owner::of(&labels), Owner::Rackform);
+    }
+}
