@@ -3,4 +3,5 @@
 mod support;
 
 mod schema;
+mod secrets;
 mod validate;
