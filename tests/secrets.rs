@@ -792,12 +792,14 @@ async fn two_electors_never_both_lead() {
                     .collect();
                 assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
                 samples += 1;
+                std::thread::yield_now();
             }
             samples
         })
     };
 
     let mut leaders_seen = Vec::new();
+    let mut killed: Option<(String, Leadership)> = None;
     for round in 0..ROUNDS {
         // Wait for a leader among the live contenders, by watching every Leadership.
         let live: Vec<(String, Leadership)> = contenders
@@ -810,13 +812,21 @@ async fn two_electors_never_both_lead() {
         let waits = live.into_iter().map(|(identity, mut leadership)| {
             Box::pin(async move {
                 leadership.acquired().await;
-                identity
+                (identity, leadership)
             })
         });
-        let (leader, _, _) = futures_select_all(waits).await;
+        let (leader, leadership) = select_first(waits).await;
+        // The handover: the new term has begun, so the killed leader's has ended.
+        if let Some((identity, old)) = &killed {
+            assert!(
+                !old.is_leader(),
+                "{identity} still led when {leader} took over"
+            );
+        }
         leaders_seen.push(leader.clone());
-        // Kill it, and start a fresh replica in its place.
+        // Kill it (as a crashed pod: no release), and start a fresh replica in its place.
         tasks.remove(&leader).unwrap().abort();
+        killed = Some((leader, leadership));
         let identity = format!("replica-{}", 3 + round);
         let contender = contend(&standin, &identity);
         contenders
@@ -824,17 +834,9 @@ async fn two_electors_never_both_lead() {
             .unwrap()
             .push((identity.clone(), contender.leadership));
         tasks.insert(identity, contender.task);
-        // The killed leader's term runs out on its own, before anyone else's starts.
-        let mut dead = contenders
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(identity, _)| *identity == leader)
-            .unwrap()
-            .1
-            .clone();
-        dead.lost().await;
     }
+    // Losing leadership is observable even when the elector is gone: the term runs out.
+    killed.unwrap().1.lost().await;
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let samples = checker.await.unwrap();
     for (_, task) in tasks {
@@ -852,20 +854,40 @@ async fn two_electors_never_both_lead() {
     assert!(lease["spec"]["leaseTransitions"].as_i64().unwrap() >= (ROUNDS - 1) as i64);
 }
 
-/// Waits for the first of several futures; returns its output (the rest are dropped).
-async fn futures_select_all<F: std::future::Future + Unpin>(
+/// Waits for the first of several futures and returns its output; drops the rest.
+async fn select_first<F: std::future::Future + Unpin>(
     futures: impl IntoIterator<Item = F>,
-) -> (F::Output, usize, ()) {
+) -> F::Output {
     let mut futures: Vec<F> = futures.into_iter().collect();
     std::future::poll_fn(move |cx| {
-        for (index, future) in futures.iter_mut().enumerate() {
+        for future in &mut futures {
             if let std::task::Poll::Ready(output) = std::pin::Pin::new(future).poll(cx) {
-                return std::task::Poll::Ready((output, index, ()));
+                return std::task::Poll::Ready(output);
             }
         }
         std::task::Poll::Pending
     })
     .await
+}
+
+/// A leader whose Lease is taken from under it (someone edits the holder) steps down at its
+/// next renewal, and says so through `lost()`.
+#[tokio::test]
+async fn leader_steps_down_when_the_lease_is_taken() {
+    let standin = KubeStandin::start();
+    let Contender {
+        mut leadership,
+        task,
+    } = contend(&standin, "replica-a");
+    leadership.acquired().await;
+    let mut lease = standin.object("leases", NS, "rackform-leader").unwrap();
+    lease["spec"]["holderIdentity"] = json!("intruder");
+    standin.insert("leases", NS, lease);
+    leadership.lost().await;
+    assert!(!leadership.is_leader());
+    task.abort();
+    let lease = standin.object("leases", NS, "rackform-leader").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "intruder");
 }
 
 #[test]
