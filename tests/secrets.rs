@@ -577,6 +577,31 @@ fn kubectl_drives_the_standin() {
     let out = kubectl.ok(&["get", "secret", "edge-ams-ca", "-o", "jsonpath={.type}"]);
     assert_eq!(out.trim(), "Opaque");
 
+    // `create -f` checks field validation support through /openapi/v3 first.
+    let manifest = kubectl.dir.path().join("proxy.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: edge-ams-proxy\n  labels:\n    cluster.x-k8s.io/cluster-name: edge-ams\ntype: cluster.x-k8s.io/secret\nstringData:\n  tls.crt: from a file\n",
+    )
+    .unwrap();
+    kubectl.ok(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(
+        standin
+            .seen()
+            .iter()
+            .any(|seen| seen.target.starts_with("/openapi/v3/api/v1")),
+        "kubectl did not check field validation through OpenAPI v3"
+    );
+    let out = kubectl.ok(&[
+        "get",
+        "secret",
+        "edge-ams-proxy",
+        "-o",
+        "jsonpath={.data.tls\\.crt}",
+    ]);
+    assert_eq!(out.trim(), STANDARD.encode("from a file"));
+    kubectl.ok(&["delete", "-f", manifest.to_str().unwrap()]);
+
     kubectl.ok(&[
         "label",
         "secret",
@@ -792,7 +817,8 @@ async fn two_electors_never_both_lead() {
                     .collect();
                 assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
                 samples += 1;
-                std::thread::yield_now();
+                // A sampling cadence, not a wait for anything.
+                std::thread::sleep(std::time::Duration::from_micros(100));
             }
             samples
         })

@@ -8,6 +8,11 @@
 //! replace (PUT, with `resourceVersion` conflicts), merge and strategic-merge patch, delete
 //! (with preconditions), and metadata-only reads (`as=PartialObjectMetadata`).
 //!
+//! Not served: aggregated discovery (kubectl falls back to the legacy documents in every
+//! version), OpenAPI v2 (so `create -f` / `apply -f` need kubectl 1.29 or later, or
+//! `--validate=false`), watches, server-side apply, Table output (kubectl prints NAME and AGE
+//! from the plain objects).
+//!
 //! Start one per test with [`KubeStandin::start`]; it runs on its own thread and runtime, so
 //! blocking tests (running kubectl) and async tests (kube-rs) can both use it, and stops when
 //! dropped.
