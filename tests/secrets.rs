@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use rackform::secrets::lease::{Elector, Leadership, LeaseConfig};
 use rackform::secrets::{
     CLUSTER_NAME_LABEL, CLUSTER_SECRET_TYPE, Created, DirSecrets, Error, KubeSecrets, MANAGED_BY,
-    MANAGED_BY_LABEL, Owner, Purpose, Replaced, SecretData, SecretMeta, SecretStore,
+    MANAGED_BY_LABEL, Replaced, SecretData, SecretKind, SecretMeta, SecretOwner, SecretStore,
 };
 use rackform::source::DirFiles;
 use rackform::spec::ClusterName;
@@ -56,7 +56,7 @@ async fn round_trip(store: &impl SecretStore) {
     assert!(store.inventory(&core).await.unwrap().secrets.is_empty());
     assert_eq!(
         store
-            .read(&core, Purpose::Ca)
+            .read(&core, SecretKind::Ca)
             .await
             .unwrap()
             .map(|s| s.meta),
@@ -64,25 +64,25 @@ async fn round_trip(store: &impl SecretStore) {
     );
 
     let Created::Created(meta) = store
-        .create_if_absent(&core, Purpose::Ca, ca_data("one"))
+        .create_if_absent(&core, SecretKind::Ca, ca_data("one"))
         .await
         .unwrap()
     else {
         panic!("a fresh store already had core-ca");
     };
     assert_eq!(meta.name.as_str(), "core-ca");
-    assert_eq!(meta.owner, Owner::Rackform);
+    assert_eq!(meta.owner, SecretOwner::Rackform);
     assert_eq!(meta.labels[CLUSTER_NAME_LABEL], "core");
     assert_eq!(meta.labels[MANAGED_BY_LABEL], MANAGED_BY);
 
-    let read = store.read(&core, Purpose::Ca).await.unwrap().unwrap();
+    let read = store.read(&core, SecretKind::Ca).await.unwrap().unwrap();
     assert_eq!(read.type_, CLUSTER_SECRET_TYPE);
     assert!(read.data.same_as(&ca_data("one")));
     assert_eq!(read.meta, meta);
 
     // A second creation leaves the first in place and hands it back.
     match store
-        .create_if_absent(&core, Purpose::Ca, ca_data("two"))
+        .create_if_absent(&core, SecretKind::Ca, ca_data("two"))
         .await
         .unwrap()
     {
@@ -92,24 +92,28 @@ async fn round_trip(store: &impl SecretStore) {
 
     let kubeconfig = SecretData::new().with("value", "apiVersion: v1\nkind: Config\n");
     store
-        .create_if_absent(&core, Purpose::Kubeconfig, kubeconfig)
+        .create_if_absent(&core, SecretKind::Kubeconfig, kubeconfig)
         .await
         .unwrap();
     let inventory = store.inventory(&core).await.unwrap();
     assert_eq!(
         inventory.secrets.keys().copied().collect::<Vec<_>>(),
-        [Purpose::Ca, Purpose::Kubeconfig]
+        [SecretKind::Ca, SecretKind::Kubeconfig]
     );
     assert_eq!(
         inventory.missing(),
-        [Purpose::Etcd, Purpose::Proxy, Purpose::ServiceAccount]
+        [SecretKind::Etcd, SecretKind::Proxy, SecretKind::Sa]
     );
 
     // Replacement goes through only at the version read.
-    let version = inventory.get(Purpose::Kubeconfig).unwrap().version.clone();
+    let version = inventory
+        .get(SecretKind::Kubeconfig)
+        .unwrap()
+        .version
+        .clone();
     let renewed = SecretData::new().with("value", "renewed");
     let Replaced::Replaced(after) = store
-        .replace(&core, Purpose::Kubeconfig, &version, renewed.clone())
+        .replace(&core, SecretKind::Kubeconfig, &version, renewed.clone())
         .await
         .unwrap()
     else {
@@ -119,7 +123,7 @@ async fn round_trip(store: &impl SecretStore) {
     match store
         .replace(
             &core,
-            Purpose::Kubeconfig,
+            SecretKind::Kubeconfig,
             &version,
             SecretData::new().with("value", "stale"),
         )
@@ -130,7 +134,7 @@ async fn round_trip(store: &impl SecretStore) {
         other => panic!("a stale replace gave {other:?}"),
     }
     let read = store
-        .read(&core, Purpose::Kubeconfig)
+        .read(&core, SecretKind::Kubeconfig)
         .await
         .unwrap()
         .unwrap();
@@ -139,7 +143,7 @@ async fn round_trip(store: &impl SecretStore) {
     // Another cluster's secrets are not touched by this one's deletion.
     let edge = cluster("edge-ams");
     store
-        .create_if_absent(&edge, Purpose::Ca, ca_data("edge"))
+        .create_if_absent(&edge, SecretKind::Ca, ca_data("edge"))
         .await
         .unwrap();
     let deleted = store.delete_cluster(&core).await.unwrap();
@@ -147,7 +151,7 @@ async fn round_trip(store: &impl SecretStore) {
     assert_eq!(names, ["core-ca", "core-kubeconfig"]);
     assert!(deleted.kept.is_empty());
     assert!(store.inventory(&core).await.unwrap().secrets.is_empty());
-    assert!(store.read(&edge, Purpose::Ca).await.unwrap().is_some());
+    assert!(store.read(&edge, SecretKind::Ca).await.unwrap().is_some());
     // Deleting again finds nothing and fails on nothing.
     assert_eq!(
         store.delete_cluster(&core).await.unwrap(),
@@ -189,11 +193,11 @@ async fn dir_store_round_trip() {
 async fn user_secret_is_only_read(store: &impl SecretStore) {
     let ml = cluster("ml");
     let inventory = store.inventory(&ml).await.unwrap();
-    let meta = inventory.get(Purpose::Ca).expect("the user's ml-ca");
-    assert_eq!(meta.owner, Owner::Other);
+    let meta = inventory.get(SecretKind::Ca).expect("the user's ml-ca");
+    assert_eq!(meta.owner, SecretOwner::User);
 
     match store
-        .create_if_absent(&ml, Purpose::Ca, ca_data("ours"))
+        .create_if_absent(&ml, SecretKind::Ca, ca_data("ours"))
         .await
         .unwrap()
     {
@@ -207,14 +211,14 @@ async fn user_secret_is_only_read(store: &impl SecretStore) {
         Created::Created(_) => panic!("the user's CA was overwritten"),
     }
     let error = store
-        .replace(&ml, Purpose::Ca, &meta.version, ca_data("ours"))
+        .replace(&ml, SecretKind::Ca, &meta.version, ca_data("ours"))
         .await
         .unwrap_err();
     assert!(matches!(error, Error::NotOurs { .. }), "{error}");
     assert!(error.to_string().contains("ml-ca"), "{error}");
 
     store
-        .create_if_absent(&ml, Purpose::Etcd, ca_data("etcd"))
+        .create_if_absent(&ml, SecretKind::Etcd, ca_data("etcd"))
         .await
         .unwrap();
     let deleted = store.delete_cluster(&ml).await.unwrap();
@@ -223,7 +227,7 @@ async fn user_secret_is_only_read(store: &impl SecretStore) {
     };
     assert_eq!(names(&deleted.deleted), ["ml-etcd"]);
     assert_eq!(names(&deleted.kept), ["ml-ca"]);
-    let still = store.read(&ml, Purpose::Ca).await.unwrap().unwrap();
+    let still = store.read(&ml, SecretKind::Ca).await.unwrap().unwrap();
     assert_eq!(
         still.data.get("tls.crt").unwrap().expose_secret(),
         b"user cert"
@@ -260,7 +264,7 @@ async fn dir_store_never_changes_a_user_secret() {
 async fn racing_writers<S: SecretStore + Send + Sync + 'static>(store: Arc<S>) {
     const WRITERS: usize = 8;
     let tenant = cluster("tenant-a");
-    for purpose in Purpose::ALL {
+    for kind in SecretKind::ALL {
         let tasks: Vec<_> = (0..WRITERS)
             .map(|writer| {
                 let store = store.clone();
@@ -268,7 +272,7 @@ async fn racing_writers<S: SecretStore + Send + Sync + 'static>(store: Arc<S>) {
                 tokio::spawn(async move {
                     let data = ca_data(&format!("writer {writer}"));
                     let created = store
-                        .create_if_absent(&tenant, purpose, data.clone())
+                        .create_if_absent(&tenant, kind, data.clone())
                         .await
                         .unwrap();
                     (data, created)
@@ -283,11 +287,11 @@ async fn racing_writers<S: SecretStore + Send + Sync + 'static>(store: Arc<S>) {
                 (_, Created::Existing(existing)) => handed.push(existing.data),
             }
         }
-        assert_eq!(winners.len(), 1, "{purpose:?}: {} winners", winners.len());
-        let stored = store.read(&tenant, purpose).await.unwrap().unwrap();
+        assert_eq!(winners.len(), 1, "{kind:?}: {} winners", winners.len());
+        let stored = store.read(&tenant, kind).await.unwrap().unwrap();
         assert!(
             stored.data.same_as(&winners[0]),
-            "{purpose:?}: stored data is not the winner's"
+            "{kind:?}: stored data is not the winner's"
         );
         assert_eq!(handed.len(), WRITERS - 1);
         assert!(handed.iter().all(|data| data.same_as(&winners[0])));
@@ -305,7 +309,7 @@ async fn kube_store_racing_writers_one_winner() {
         .count();
     assert_eq!(
         creates,
-        8 * Purpose::ALL.len(),
+        8 * SecretKind::ALL.len(),
         "every writer tried to create"
     );
 }
@@ -320,12 +324,12 @@ async fn dir_store_racing_writers_one_winner() {
 async fn inventory_has_no_key_material(store: &impl SecretStore) {
     let core = cluster("core");
     let marker = "KEY-MATERIAL-7f3a";
-    for purpose in Purpose::ALL {
+    for kind in SecretKind::ALL {
         let data = SecretData::new()
             .with("tls.crt", format!("{marker}-crt"))
             .with("tls.key", format!("{marker}-key"))
             .with("value", format!("{marker}-value"));
-        store.create_if_absent(&core, purpose, data).await.unwrap();
+        store.create_if_absent(&core, kind, data).await.unwrap();
     }
     let inventory = store.inventory(&core).await.unwrap();
     assert_eq!(inventory.secrets.len(), 5);
@@ -334,7 +338,7 @@ async fn inventory_has_no_key_material(store: &impl SecretStore) {
     assert!(!shown.contains(marker), "{shown}");
     assert!(!shown.contains(&encoded[..16]), "{shown}");
     for meta in inventory.secrets.values() {
-        // Exhaustive on purpose: a field added to SecretMeta must be reviewed here.
+        // Exhaustive on kind: a field added to SecretMeta must be reviewed here.
         let SecretMeta {
             name,
             owner,
@@ -342,7 +346,7 @@ async fn inventory_has_no_key_material(store: &impl SecretStore) {
             version,
         } = meta;
         assert!(name.as_str().starts_with("core-"));
-        assert_eq!(*owner, Owner::Rackform);
+        assert_eq!(*owner, SecretOwner::Rackform);
         assert!(labels.keys().all(|key| key.contains('/')));
         assert!(!version.as_str().is_empty());
     }
@@ -408,13 +412,13 @@ async fn dir_store_refuses_a_readable_secret_file() {
     let store = DirSecrets::open(dir.path()).unwrap();
     let core = cluster("core");
     store
-        .create_if_absent(&core, Purpose::Ca, ca_data("one"))
+        .create_if_absent(&core, SecretKind::Ca, ca_data("one"))
         .await
         .unwrap();
     let path = dir.path().join("core-ca.json");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let message = store
-        .read(&core, Purpose::Ca)
+        .read(&core, SecretKind::Ca)
         .await
         .unwrap_err()
         .to_string();
@@ -430,7 +434,7 @@ async fn dir_store_survives_a_kill_between_write_and_rename() {
     {
         let store = DirSecrets::open(dir.path()).unwrap();
         store
-            .create_if_absent(&core, Purpose::Ca, ca_data("old"))
+            .create_if_absent(&core, SecretKind::Ca, ca_data("old"))
             .await
             .unwrap();
     }
@@ -458,7 +462,7 @@ async fn dir_store_survives_a_kill_between_write_and_rename() {
 
     let store = DirSecrets::open(dir.path()).unwrap();
     assert!(!tmp.exists(), "the leftover temporary file was not removed");
-    let read = store.read(&core, Purpose::Ca).await.unwrap().unwrap();
+    let read = store.read(&core, SecretKind::Ca).await.unwrap().unwrap();
     assert!(read.data.same_as(&ca_data("old")));
 }
 
@@ -470,7 +474,7 @@ async fn dir_store_readers_never_see_a_torn_file() {
     let core = cluster("core");
     let big = |n: usize| SecretData::new().with("value", format!("{n:06}").repeat(20_000));
     let Created::Created(mut meta) = store
-        .create_if_absent(&core, Purpose::Kubeconfig, big(0))
+        .create_if_absent(&core, SecretKind::Kubeconfig, big(0))
         .await
         .unwrap()
     else {
@@ -481,7 +485,7 @@ async fn dir_store_readers_never_see_a_torn_file() {
         tokio::spawn(async move {
             for n in 1..=40 {
                 match store
-                    .replace(&core, Purpose::Kubeconfig, &meta.version, big(n))
+                    .replace(&core, SecretKind::Kubeconfig, &meta.version, big(n))
                     .await
                     .unwrap()
                 {
@@ -495,7 +499,7 @@ async fn dir_store_readers_never_see_a_torn_file() {
     let mut reads = 0;
     while !writer.is_finished() {
         let read = store
-            .read(&core, Purpose::Kubeconfig)
+            .read(&core, SecretKind::Kubeconfig)
             .await
             .unwrap()
             .unwrap();
@@ -636,14 +640,17 @@ fn kubectl_drives_the_standin() {
         let store = KubeSecrets::new(standin.client(), NS);
         let edge = cluster("edge-ams");
         let inventory = store.inventory(&edge).await.unwrap();
-        assert_eq!(inventory.get(Purpose::Ca).unwrap().owner, Owner::Other);
-        let read = store.read(&edge, Purpose::Ca).await.unwrap().unwrap();
+        assert_eq!(
+            inventory.get(SecretKind::Ca).unwrap().owner,
+            SecretOwner::User
+        );
+        let read = store.read(&edge, SecretKind::Ca).await.unwrap().unwrap();
         assert_eq!(
             read.data.get("tls.crt").unwrap().expose_secret(),
             b"user cert"
         );
         store
-            .create_if_absent(&edge, Purpose::Etcd, ca_data("etcd"))
+            .create_if_absent(&edge, SecretKind::Etcd, ca_data("etcd"))
             .await
             .unwrap();
     });

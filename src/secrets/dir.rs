@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CLUSTER_NAME_LABEL, CLUSTER_SECRET_TYPE, Created, Deleted, Error, Inventory, MANAGED_BY,
-    MANAGED_BY_LABEL, Owner, Purpose, Replaced, Result, SecretData, SecretMeta, SecretName,
-    SecretStore, StoredSecret, Version,
+    MANAGED_BY_LABEL, Replaced, Result, SecretData, SecretKind, SecretMeta, SecretName,
+    SecretOwner, SecretStore, StoredSecret, Version, owner_of, secret_name,
 };
 use crate::spec::ClusterName;
 
@@ -26,7 +26,7 @@ const SUFFIX: &str = ".json";
 /// Temporary files are `.<name>.json.tmp-<pid>-<n>`: hidden, never read as secrets.
 const TMP_MARK: &str = ".tmp-";
 
-/// Secrets as files in one directory: `<cluster>-<purpose>.json`, mode 0600, in a
+/// Secrets as files in one directory: `<cluster>-<kind>.json`, mode 0600, in a
 /// directory of mode 0700.
 ///
 /// Every write goes to a temporary file in the same directory, is flushed to disk, and is
@@ -258,7 +258,7 @@ fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(io::Erro
 fn meta_of(name: &SecretName, file: &SecretFile) -> SecretMeta {
     SecretMeta {
         name: name.clone(),
-        owner: Owner::of(&file.labels),
+        owner: owner_of(&file.labels),
         labels: file.labels.clone(),
         version: Version(file.version.to_string()),
     }
@@ -288,17 +288,17 @@ fn our_file(
 impl SecretStore for DirSecrets {
     async fn inventory(&self, cluster: &ClusterName) -> Result<Inventory> {
         let mut secrets = BTreeMap::new();
-        for purpose in Purpose::ALL {
-            let name = purpose.secret_name(cluster);
+        for kind in SecretKind::ALL {
+            let name = secret_name(cluster, kind);
             if let Some(file) = self.load(&name)? {
-                secrets.insert(purpose, meta_of(&name, &file));
+                secrets.insert(kind, meta_of(&name, &file));
             }
         }
         Ok(Inventory { secrets })
     }
 
-    async fn read(&self, cluster: &ClusterName, purpose: Purpose) -> Result<Option<StoredSecret>> {
-        let name = purpose.secret_name(cluster);
+    async fn read(&self, cluster: &ClusterName, kind: SecretKind) -> Result<Option<StoredSecret>> {
+        let name = secret_name(cluster, kind);
         match self.load(&name)? {
             Some(file) => self.stored(&name, file).map(Some),
             None => Ok(None),
@@ -308,10 +308,10 @@ impl SecretStore for DirSecrets {
     async fn create_if_absent(
         &self,
         cluster: &ClusterName,
-        purpose: Purpose,
+        kind: SecretKind,
         data: SecretData,
     ) -> Result<Created> {
-        let name = purpose.secret_name(cluster);
+        let name = secret_name(cluster, kind);
         let file = our_file(cluster, &name, 1, &data);
         for _ in 0..3 {
             if self.write_new(&name, &file)? {
@@ -331,17 +331,17 @@ impl SecretStore for DirSecrets {
     async fn replace(
         &self,
         cluster: &ClusterName,
-        purpose: Purpose,
+        kind: SecretKind,
         expected: &Version,
         data: SecretData,
     ) -> Result<Replaced> {
-        let name = purpose.secret_name(cluster);
+        let name = secret_name(cluster, kind);
         let _guard = self.guard();
         let Some(current) = self.load(&name)? else {
             return Ok(Replaced::Changed(None));
         };
         let meta = meta_of(&name, &current);
-        if meta.owner != Owner::Rackform {
+        if meta.owner != SecretOwner::Rackform {
             return Err(Error::NotOurs { name });
         }
         if &meta.version != expected {
@@ -355,12 +355,12 @@ impl SecretStore for DirSecrets {
     async fn delete_cluster(&self, cluster: &ClusterName) -> Result<Deleted> {
         let _guard = self.guard();
         let mut outcome = Deleted::default();
-        for purpose in Purpose::ALL {
-            let name = purpose.secret_name(cluster);
+        for kind in SecretKind::ALL {
+            let name = secret_name(cluster, kind);
             let Some(file) = self.load(&name)? else {
                 continue;
             };
-            if Owner::of(&file.labels) != Owner::Rackform {
+            if owner_of(&file.labels) != SecretOwner::Rackform {
                 outcome.kept.push(name);
                 continue;
             }

@@ -10,8 +10,8 @@ use secrecy::ExposeSecret;
 
 use super::{
     ApiFailure, CLUSTER_NAME_LABEL, CLUSTER_SECRET_TYPE, Created, Deleted, Error, Inventory,
-    MANAGED_BY, MANAGED_BY_LABEL, Owner, Purpose, Replaced, Result, SecretData, SecretMeta,
-    SecretName, SecretStore, StoredSecret, Version,
+    MANAGED_BY, MANAGED_BY_LABEL, Replaced, Result, SecretData, SecretKind, SecretMeta, SecretName,
+    SecretOwner, SecretStore, StoredSecret, Version, owner_of, secret_name,
 };
 use crate::spec::ClusterName;
 
@@ -77,7 +77,7 @@ fn meta_from(name: &SecretName, metadata: &ObjectMeta) -> SecretMeta {
     let labels = metadata.labels.clone().unwrap_or_default();
     SecretMeta {
         name: name.clone(),
-        owner: Owner::of(&labels),
+        owner: owner_of(&labels),
         labels,
         version: Version(metadata.resource_version.clone().unwrap_or_default()),
     }
@@ -113,26 +113,26 @@ impl SecretStore for KubeSecrets {
         // One metadata GET per name: a user-supplied CA made with `kubectl create secret tls`
         // carries no label, so a label selector alone would miss it.
         let mut secrets = BTreeMap::new();
-        for purpose in Purpose::ALL {
-            let name = purpose.secret_name(cluster);
+        for kind in SecretKind::ALL {
+            let name = secret_name(cluster, kind);
             if let Some(found) = self.meta_of(&name).await? {
-                secrets.insert(purpose, meta_from(&name, &found.metadata));
+                secrets.insert(kind, meta_from(&name, &found.metadata));
             }
         }
         Ok(Inventory { secrets })
     }
 
-    async fn read(&self, cluster: &ClusterName, purpose: Purpose) -> Result<Option<StoredSecret>> {
-        self.read_name(&purpose.secret_name(cluster)).await
+    async fn read(&self, cluster: &ClusterName, kind: SecretKind) -> Result<Option<StoredSecret>> {
+        self.read_name(&secret_name(cluster, kind)).await
     }
 
     async fn create_if_absent(
         &self,
         cluster: &ClusterName,
-        purpose: Purpose,
+        kind: SecretKind,
         data: SecretData,
     ) -> Result<Created> {
-        let name = purpose.secret_name(cluster);
+        let name = secret_name(cluster, kind);
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
@@ -168,16 +168,16 @@ impl SecretStore for KubeSecrets {
     async fn replace(
         &self,
         cluster: &ClusterName,
-        purpose: Purpose,
+        kind: SecretKind,
         expected: &Version,
         data: SecretData,
     ) -> Result<Replaced> {
-        let name = purpose.secret_name(cluster);
+        let name = secret_name(cluster, kind);
         let Some(current) = self.meta_of(&name).await? else {
             return Ok(Replaced::Changed(None));
         };
         let current = meta_from(&name, &current.metadata);
-        if current.owner != Owner::Rackform {
+        if current.owner != SecretOwner::Rackform {
             return Err(Error::NotOurs { name });
         }
         if &current.version != expected {
@@ -216,8 +216,8 @@ impl SecretStore for KubeSecrets {
 
     async fn delete_cluster(&self, cluster: &ClusterName) -> Result<Deleted> {
         let mut outcome = Deleted::default();
-        for purpose in Purpose::ALL {
-            let name = purpose.secret_name(cluster);
+        for kind in SecretKind::ALL {
+            let name = secret_name(cluster, kind);
             // The delete is conditional on the uid and version read, so a secret that a user
             // put in place of ours in between is never deleted. A changed one is looked at
             // again.
@@ -225,8 +225,8 @@ impl SecretStore for KubeSecrets {
                 let Some(found) = self.meta_of(&name).await? else {
                     break;
                 };
-                if Owner::of(found.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
-                    != Owner::Rackform
+                if owner_of(found.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
+                    != SecretOwner::Rackform
                 {
                     outcome.kept.push(name.clone());
                     break;

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 
-use secrecy::{ExposeSecret, SecretSlice};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 use crate::spec::ClusterName;
 
@@ -36,8 +36,11 @@ pub const MANAGED_BY: &str = "rackform";
 pub const CLUSTER_SECRET_TYPE: &str = "cluster.x-k8s.io/secret";
 
 /// What one of a cluster's secrets is for; its name is `<cluster>-<suffix>`.
+///
+/// The same enum as `observe::SecretKind` (same variants, `ALL` and `suffix`), kept here so
+/// that this module builds on its own; the two are meant to become one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Purpose {
+pub enum SecretKind {
     /// The cluster CA: `tls.crt`, `tls.key`.
     Ca,
     /// The etcd CA: `tls.crt`, `tls.key`.
@@ -45,35 +48,35 @@ pub enum Purpose {
     /// The front-proxy CA: `tls.crt`, `tls.key`.
     Proxy,
     /// The service-account signing key pair: `tls.crt` holds the public key, `tls.key` the key.
-    ServiceAccount,
+    Sa,
     /// The admin kubeconfig: `value`.
     Kubeconfig,
 }
 
-impl Purpose {
-    pub const ALL: [Purpose; 5] = [
-        Purpose::Ca,
-        Purpose::Etcd,
-        Purpose::Proxy,
-        Purpose::ServiceAccount,
-        Purpose::Kubeconfig,
+impl SecretKind {
+    pub const ALL: [SecretKind; 5] = [
+        SecretKind::Ca,
+        SecretKind::Etcd,
+        SecretKind::Proxy,
+        SecretKind::Sa,
+        SecretKind::Kubeconfig,
     ];
 
     /// The part of the secret name after `<cluster>-`.
     pub fn suffix(self) -> &'static str {
         match self {
-            Purpose::Ca => "ca",
-            Purpose::Etcd => "etcd",
-            Purpose::Proxy => "proxy",
-            Purpose::ServiceAccount => "sa",
-            Purpose::Kubeconfig => "kubeconfig",
+            SecretKind::Ca => "ca",
+            SecretKind::Etcd => "etcd",
+            SecretKind::Proxy => "proxy",
+            SecretKind::Sa => "sa",
+            SecretKind::Kubeconfig => "kubeconfig",
         }
     }
+}
 
-    /// The secret's name for `cluster`, as Cluster API spells it.
-    pub fn secret_name(self, cluster: &ClusterName) -> SecretName {
-        SecretName(format!("{cluster}-{}", self.suffix()))
-    }
+/// The secret's name for `cluster`, as Cluster API spells it: `<cluster>-<suffix>`.
+pub fn secret_name(cluster: &ClusterName, kind: SecretKind) -> SecretName {
+    SecretName(format!("{cluster}-{}", kind.suffix()))
 }
 
 /// The name of a secret (in a namespace, or a file in a directory).
@@ -92,21 +95,22 @@ impl fmt::Display for SecretName {
     }
 }
 
-/// Who made a secret. Only [`Owner::Rackform`] secrets are ever replaced or deleted.
+/// Who made a secret. Only [`SecretOwner::Rackform`] secrets are ever replaced or deleted.
+///
+/// The same enum as `observe::SecretOwner`, kept here so that this module builds on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
+pub enum SecretOwner {
     /// Carries `app.kubernetes.io/managed-by=rackform`.
     Rackform,
     /// Anything else, such as a CA the user made with openssl: read, used, never changed.
-    Other,
+    User,
 }
 
-impl Owner {
-    fn of(labels: &BTreeMap<String, String>) -> Owner {
-        match labels.get(MANAGED_BY_LABEL) {
-            Some(value) if value == MANAGED_BY => Owner::Rackform,
-            _ => Owner::Other,
-        }
+/// Who made a secret with these labels.
+fn owner_of(labels: &BTreeMap<String, String>) -> SecretOwner {
+    match labels.get(MANAGED_BY_LABEL) {
+        Some(value) if value == MANAGED_BY => SecretOwner::Rackform,
+        _ => SecretOwner::User,
     }
 }
 
@@ -124,7 +128,7 @@ impl Version {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretMeta {
     pub name: SecretName,
-    pub owner: Owner,
+    pub owner: SecretOwner,
     pub labels: BTreeMap<String, String>,
     pub version: Version,
 }
@@ -132,19 +136,27 @@ pub struct SecretMeta {
 /// Which of a cluster's secrets exist, for the planner: names and metadata, never values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inventory {
-    pub secrets: BTreeMap<Purpose, SecretMeta>,
+    pub secrets: BTreeMap<SecretKind, SecretMeta>,
 }
 
 impl Inventory {
-    pub fn get(&self, purpose: Purpose) -> Option<&SecretMeta> {
-        self.secrets.get(&purpose)
+    pub fn get(&self, kind: SecretKind) -> Option<&SecretMeta> {
+        self.secrets.get(&kind)
     }
 
-    /// The purposes with no secret yet, in [`Purpose::ALL`] order.
-    pub fn missing(&self) -> Vec<Purpose> {
-        Purpose::ALL
+    /// Who made each secret that exists: the planner's view (`observe::ObservedCluster`).
+    pub fn owners(&self) -> BTreeMap<SecretKind, SecretOwner> {
+        self.secrets
+            .iter()
+            .map(|(kind, meta)| (*kind, meta.owner))
+            .collect()
+    }
+
+    /// The kinds with no secret yet, in [`SecretKind::ALL`] order.
+    pub fn missing(&self) -> Vec<SecretKind> {
+        SecretKind::ALL
             .into_iter()
-            .filter(|purpose| !self.secrets.contains_key(purpose))
+            .filter(|kind| !self.secrets.contains_key(kind))
             .collect()
     }
 }
@@ -185,6 +197,19 @@ impl SecretData {
         self.0.iter().map(|(key, value)| (key.as_str(), value))
     }
 
+    /// The values as text, as `pki` reads them (PEM and kubeconfigs are text). A value
+    /// that is not UTF-8 is left out, so a reader that needs its key reports it missing
+    /// rather than reading garbage.
+    pub fn text(&self) -> BTreeMap<String, SecretString> {
+        self.0
+            .iter()
+            .filter_map(|(key, value)| {
+                let text = std::str::from_utf8(value.expose_secret()).ok()?;
+                Some((key.clone(), SecretString::from(text)))
+            })
+            .collect()
+    }
+
     /// Whether both hold the same keys with the same bytes.
     pub fn same_as(&self, other: &SecretData) -> bool {
         self.0.len() == other.0.len()
@@ -193,6 +218,17 @@ impl SecretData {
                 .iter()
                 .zip(other.0.iter())
                 .all(|((k1, v1), (k2, v2))| k1 == k2 && v1.expose_secret() == v2.expose_secret())
+    }
+}
+
+/// From text values, as `pki` makes them (`CapiSecret::data`).
+impl<K: Into<String>> FromIterator<(K, SecretString)> for SecretData {
+    fn from_iter<I: IntoIterator<Item = (K, SecretString)>>(values: I) -> Self {
+        let mut data = SecretData::new();
+        for (key, value) in values {
+            data.insert(key, value.expose_secret().as_bytes());
+        }
+        data
     }
 }
 
@@ -255,15 +291,15 @@ pub trait SecretStore {
     fn read(
         &self,
         cluster: &ClusterName,
-        purpose: Purpose,
+        kind: SecretKind,
     ) -> impl Future<Output = Result<Option<StoredSecret>>> + Send;
 
-    /// Stores `data` as `<cluster>-<purpose>`, labelled as ours, unless a secret of that name
+    /// Stores `data` as `<cluster>-<kind>`, labelled as ours, unless a secret of that name
     /// exists; then it returns that one, untouched.
     fn create_if_absent(
         &self,
         cluster: &ClusterName,
-        purpose: Purpose,
+        kind: SecretKind,
         data: SecretData,
     ) -> impl Future<Output = Result<Created>> + Send;
 
@@ -274,7 +310,7 @@ pub trait SecretStore {
     fn replace(
         &self,
         cluster: &ClusterName,
-        purpose: Purpose,
+        kind: SecretKind,
         expected: &Version,
         data: SecretData,
     ) -> impl Future<Output = Result<Replaced>> + Send;
@@ -387,12 +423,24 @@ mod tests {
     }
 
     #[test]
+    fn text_round_trip_leaves_out_binary() {
+        let data: SecretData = [("tls.crt", SecretString::from("PEM"))]
+            .into_iter()
+            .collect();
+        let mut data = data.with("binary", vec![0xff, 0xfe]);
+        data.insert("value", "kubeconfig");
+        let text = data.text();
+        assert_eq!(text.keys().collect::<Vec<_>>(), ["tls.crt", "value"]);
+        assert_eq!(text["tls.crt"].expose_secret(), "PEM");
+    }
+
+    #[test]
     fn owner_is_ours_only_with_our_label() {
         let mut labels = BTreeMap::new();
-        assert_eq!(Owner::of(&labels), Owner::Other);
+        assert_eq!(owner_of(&labels), SecretOwner::User);
         labels.insert(MANAGED_BY_LABEL.to_owned(), "helm".to_owned());
-        assert_eq!(Owner::of(&labels), Owner::Other);
+        assert_eq!(owner_of(&labels), SecretOwner::User);
         labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
-        assert_eq!(Owner::of(&labels), Owner::Rackform);
+        assert_eq!(owner_of(&labels), SecretOwner::Rackform);
     }
 }
