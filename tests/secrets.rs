@@ -630,6 +630,18 @@ fn kubectl_drives_the_standin() {
         "name",
     ]);
     assert_eq!(out.trim(), "");
+    for (selector, want) in [
+        (
+            "cluster.x-k8s.io/cluster-name in (core,edge-ams)",
+            "secret/edge-ams-ca",
+        ),
+        ("cluster.x-k8s.io/cluster-name notin (edge-ams)", ""),
+        ("cluster.x-k8s.io/cluster-name", "secret/edge-ams-ca"),
+        ("!cluster.x-k8s.io/cluster-name", ""),
+    ] {
+        let out = kubectl.ok(&["get", "secrets", "-l", selector, "-o", "name"]);
+        assert_eq!(out.trim(), want, "selector {selector}");
+    }
 
     // What kubectl made, rackform reads as the user's; what rackform makes, kubectl sees.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -36,7 +36,9 @@ const TMP_MARK: &str = ".tmp-";
 /// by [`DirSecrets::open`].
 ///
 /// # Caveats
-/// One process per directory: replacement and deletion are serialised within a process.
+/// One process per directory: creation is safe across processes (link(2) is atomic), but
+/// replacement and deletion are serialised only within a process.
+/// File I/O is blocking, done inline in the async methods: the files are a few kilobytes.
 pub struct DirSecrets {
     dir: PathBuf,
     lock: Mutex<()>,
