@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -14,27 +14,17 @@ use rackform::secrets::{
     CLUSTER_NAME_LABEL, CLUSTER_SECRET_TYPE, Created, DirSecrets, Error, KubeSecrets, MANAGED_BY,
     MANAGED_BY_LABEL, Replaced, SecretData, SecretKind, SecretMeta, SecretOwner, SecretStore,
 };
-use rackform::source::DirFiles;
-use rackform::spec::ClusterName;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::support::kube_standin::KubeStandin;
-use crate::support::{crate_root, stderr, stdout, tool};
+use crate::support::{stderr, stdout, tool};
 
 const NS: &str = "rackform-system";
 
-/// A checked cluster name, taken from the example fleet (only `spec` makes names).
-fn cluster(name: &str) -> ClusterName {
-    static FLEET: OnceLock<rackform::spec::Fleet> = OnceLock::new();
-    let fleet = FLEET.get_or_init(|| {
-        rackform::spec::load(&DirFiles::open(crate_root().join("examples/fleet")).unwrap())
-    });
-    fleet
-        .cluster(name)
-        .unwrap_or_else(|| panic!("examples/fleet declares no cluster {name}"))
-        .name
-        .clone()
+/// A cluster name as the plan carries it.
+fn cluster(name: &str) -> String {
+    name.to_owned()
 }
 
 fn ca_data(tag: &str) -> SecretData {
@@ -146,15 +136,38 @@ async fn round_trip(store: &impl SecretStore) {
         .create_if_absent(&edge, SecretKind::Ca, ca_data("edge"))
         .await
         .unwrap();
-    let deleted = store.delete_cluster(&core).await.unwrap();
+
+    // Every labelled cluster at once, as observe finds clusters no longer in Git.
+    let all = store.inventory_all().await.unwrap();
+    let found: Vec<(&str, Vec<SecretKind>)> = all
+        .iter()
+        .map(|(name, inventory)| (name.as_str(), inventory.secrets.keys().copied().collect()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("core", vec![SecretKind::Ca, SecretKind::Kubeconfig]),
+            ("edge-ams", vec![SecretKind::Ca])
+        ]
+    );
+    assert_eq!(all["core"], store.inventory(&core).await.unwrap());
+
+    // Deletion takes only the kinds the plan named.
+    let deleted = store
+        .delete_cluster(&core, &[SecretKind::Kubeconfig])
+        .await
+        .unwrap();
     let names: Vec<_> = deleted.deleted.iter().map(|name| name.as_str()).collect();
-    assert_eq!(names, ["core-ca", "core-kubeconfig"]);
+    assert_eq!(names, ["core-kubeconfig"]);
+    let deleted = store.delete_cluster(&core, &SecretKind::ALL).await.unwrap();
+    let names: Vec<_> = deleted.deleted.iter().map(|name| name.as_str()).collect();
+    assert_eq!(names, ["core-ca"]);
     assert!(deleted.kept.is_empty());
     assert!(store.inventory(&core).await.unwrap().secrets.is_empty());
     assert!(store.read(&edge, SecretKind::Ca).await.unwrap().is_some());
     // Deleting again finds nothing and fails on nothing.
     assert_eq!(
-        store.delete_cluster(&core).await.unwrap(),
+        store.delete_cluster(&core, &SecretKind::ALL).await.unwrap(),
         Default::default()
     );
 }
@@ -221,12 +234,14 @@ async fn user_secret_is_only_read(store: &impl SecretStore) {
         .create_if_absent(&ml, SecretKind::Etcd, ca_data("etcd"))
         .await
         .unwrap();
-    let deleted = store.delete_cluster(&ml).await.unwrap();
+    let deleted = store.delete_cluster(&ml, &SecretKind::ALL).await.unwrap();
     let names = |list: &[rackform::secrets::SecretName]| {
         list.iter().map(|name| name.to_string()).collect::<Vec<_>>()
     };
     assert_eq!(names(&deleted.deleted), ["ml-etcd"]);
     assert_eq!(names(&deleted.kept), ["ml-ca"]);
+    // Unlabelled, the user's secret is found by name, never by the cluster listing.
+    assert!(!store.inventory_all().await.unwrap().contains_key("ml"));
     let still = store.read(&ml, SecretKind::Ca).await.unwrap().unwrap();
     assert_eq!(
         still.data.get("tls.crt").unwrap().expose_secret(),
@@ -333,7 +348,9 @@ async fn inventory_has_no_key_material(store: &impl SecretStore) {
     }
     let inventory = store.inventory(&core).await.unwrap();
     assert_eq!(inventory.secrets.len(), 5);
-    let shown = format!("{inventory:?}");
+    let all = store.inventory_all().await.unwrap();
+    assert_eq!(all["core"], inventory);
+    let shown = format!("{inventory:?} {all:?}");
     let encoded = STANDARD.encode(format!("{marker}-key"));
     assert!(!shown.contains(marker), "{shown}");
     assert!(!shown.contains(&encoded[..16]), "{shown}");
@@ -363,10 +380,12 @@ async fn kube_inventory_asks_for_metadata_only() {
         .filter(|seen| seen.method == "GET")
         .cloned()
         .collect();
-    assert_eq!(gets.len(), 5, "{gets:?}");
+    // Five by name, one list of the labelled ones.
+    assert_eq!(gets.len(), 6, "{gets:?}");
     for seen in gets {
         assert!(
-            seen.accept.contains("as=PartialObjectMetadata;"),
+            seen.accept.contains("as=PartialObjectMetadata;")
+                || seen.accept.contains("as=PartialObjectMetadataList;"),
             "inventory asked for whole secrets: {seen:?}"
         );
     }
@@ -376,6 +395,40 @@ async fn kube_inventory_asks_for_metadata_only() {
 async fn dir_inventory_has_no_key_material() {
     let dir = private_dir();
     inventory_has_no_key_material(&DirSecrets::open(dir.path()).unwrap()).await;
+}
+
+/// A cluster name from a plan is checked before it becomes a file name or a secret name.
+async fn refuses_bad_cluster_names(store: &impl SecretStore) {
+    for bad in ["../escape", "a/b", "", "UPPER", "-dash", "dot.ted"] {
+        let error = store
+            .create_if_absent(bad, SecretKind::Ca, ca_data("x"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::ClusterName { .. }),
+            "{bad:?}: {error}"
+        );
+        let error = store.read(bad, SecretKind::Ca).await.unwrap_err();
+        assert!(
+            matches!(error, Error::ClusterName { .. }),
+            "{bad:?}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn stores_refuse_bad_cluster_names() {
+    let dir = private_dir();
+    let store = DirSecrets::open(dir.path().join("secrets")).unwrap();
+    refuses_bad_cluster_names(&store).await;
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 0);
+    let standin = KubeStandin::start();
+    refuses_bad_cluster_names(&KubeSecrets::new(standin.client(), NS)).await;
+    assert!(
+        standin.seen().is_empty(),
+        "a bad name reached the API server"
+    );
 }
 
 #[test]

@@ -16,9 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     CLUSTER_NAME_LABEL, CLUSTER_SECRET_TYPE, Created, Deleted, Error, Inventory, MANAGED_BY,
     MANAGED_BY_LABEL, Replaced, Result, SecretData, SecretKind, SecretMeta, SecretName,
-    SecretOwner, SecretStore, StoredSecret, Version, owner_of, secret_name,
+    SecretOwner, SecretStore, StoredSecret, Version, kind_of, owner_of, secret_name,
 };
-use crate::spec::ClusterName;
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
@@ -266,17 +265,12 @@ fn meta_of(name: &SecretName, file: &SecretFile) -> SecretMeta {
     }
 }
 
-fn our_file(
-    cluster: &ClusterName,
-    name: &SecretName,
-    version: u64,
-    data: &SecretData,
-) -> SecretFile {
+fn our_file(cluster: &str, name: &SecretName, version: u64, data: &SecretData) -> SecretFile {
     SecretFile {
         name: name.to_string(),
         type_: CLUSTER_SECRET_TYPE.to_owned(),
         labels: BTreeMap::from([
-            (CLUSTER_NAME_LABEL.to_owned(), cluster.to_string()),
+            (CLUSTER_NAME_LABEL.to_owned(), cluster.to_owned()),
             (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
         ]),
         version,
@@ -288,10 +282,10 @@ fn our_file(
 }
 
 impl SecretStore for DirSecrets {
-    async fn inventory(&self, cluster: &ClusterName) -> Result<Inventory> {
+    async fn inventory(&self, cluster: &str) -> Result<Inventory> {
         let mut secrets = BTreeMap::new();
         for kind in SecretKind::ALL {
-            let name = secret_name(cluster, kind);
+            let name = secret_name(cluster, kind)?;
             if let Some(file) = self.load(&name)? {
                 secrets.insert(kind, meta_of(&name, &file));
             }
@@ -299,8 +293,35 @@ impl SecretStore for DirSecrets {
         Ok(Inventory { secrets })
     }
 
-    async fn read(&self, cluster: &ClusterName, kind: SecretKind) -> Result<Option<StoredSecret>> {
-        let name = secret_name(cluster, kind);
+    async fn inventory_all(&self) -> Result<BTreeMap<String, Inventory>> {
+        let entries = fs::read_dir(&self.dir).map_err(io_error("listing", &self.dir))?;
+        let mut all: BTreeMap<String, Inventory> = BTreeMap::new();
+        for entry in entries {
+            let entry = entry.map_err(io_error("listing", &self.dir))?;
+            let file_name = entry.file_name();
+            let Some(stem) = file_name
+                .to_str()
+                .filter(|name| !name.starts_with('.'))
+                .and_then(|name| name.strip_suffix(SUFFIX))
+            else {
+                continue;
+            };
+            let name = SecretName(stem.to_owned());
+            let Some(file) = self.load(&name)? else {
+                continue;
+            };
+            if let Some((cluster, kind)) = kind_of(&file.name, &file.labels) {
+                all.entry(cluster)
+                    .or_default()
+                    .secrets
+                    .insert(kind, meta_of(&name, &file));
+            }
+        }
+        Ok(all)
+    }
+
+    async fn read(&self, cluster: &str, kind: SecretKind) -> Result<Option<StoredSecret>> {
+        let name = secret_name(cluster, kind)?;
         match self.load(&name)? {
             Some(file) => self.stored(&name, file).map(Some),
             None => Ok(None),
@@ -309,11 +330,11 @@ impl SecretStore for DirSecrets {
 
     async fn create_if_absent(
         &self,
-        cluster: &ClusterName,
+        cluster: &str,
         kind: SecretKind,
         data: SecretData,
     ) -> Result<Created> {
-        let name = secret_name(cluster, kind);
+        let name = secret_name(cluster, kind)?;
         let file = our_file(cluster, &name, 1, &data);
         for _ in 0..3 {
             if self.write_new(&name, &file)? {
@@ -332,12 +353,12 @@ impl SecretStore for DirSecrets {
 
     async fn replace(
         &self,
-        cluster: &ClusterName,
+        cluster: &str,
         kind: SecretKind,
         expected: &Version,
         data: SecretData,
     ) -> Result<Replaced> {
-        let name = secret_name(cluster, kind);
+        let name = secret_name(cluster, kind)?;
         let _guard = self.guard();
         let Some(current) = self.load(&name)? else {
             return Ok(Replaced::Changed(None));
@@ -354,11 +375,11 @@ impl SecretStore for DirSecrets {
         Ok(Replaced::Replaced(meta_of(&name, &file)))
     }
 
-    async fn delete_cluster(&self, cluster: &ClusterName) -> Result<Deleted> {
+    async fn delete_cluster(&self, cluster: &str, kinds: &[SecretKind]) -> Result<Deleted> {
         let _guard = self.guard();
         let mut outcome = Deleted::default();
-        for kind in SecretKind::ALL {
-            let name = secret_name(cluster, kind);
+        for &kind in kinds {
+            let name = secret_name(cluster, kind)?;
             let Some(file) = self.load(&name)? else {
                 continue;
             };

@@ -4,16 +4,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use secrecy::ExposeSecret;
 
 use super::{
     ApiFailure, CLUSTER_NAME_LABEL, CLUSTER_SECRET_TYPE, Created, Deleted, Error, Inventory,
     MANAGED_BY, MANAGED_BY_LABEL, Replaced, Result, SecretData, SecretKind, SecretMeta, SecretName,
-    SecretOwner, SecretStore, StoredSecret, Version, owner_of, secret_name,
+    SecretOwner, SecretStore, StoredSecret, Version, kind_of, owner_of, secret_name,
 };
-use crate::spec::ClusterName;
 
 /// A client for the Kubernetes API as the environment describes it: the in-cluster service
 /// account, or `KUBECONFIG` / `~/.kube/config`.
@@ -95,9 +94,9 @@ fn stored(name: &SecretName, secret: Secret) -> StoredSecret {
     }
 }
 
-fn our_labels(cluster: &ClusterName) -> BTreeMap<String, String> {
+fn our_labels(cluster: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (CLUSTER_NAME_LABEL.to_owned(), cluster.to_string()),
+        (CLUSTER_NAME_LABEL.to_owned(), cluster.to_owned()),
         (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
     ])
 }
@@ -109,12 +108,12 @@ fn to_wire(data: &SecretData) -> BTreeMap<String, ByteString> {
 }
 
 impl SecretStore for KubeSecrets {
-    async fn inventory(&self, cluster: &ClusterName) -> Result<Inventory> {
+    async fn inventory(&self, cluster: &str) -> Result<Inventory> {
         // One metadata GET per name: a user-supplied CA made with `kubectl create secret tls`
         // carries no label, so a label selector alone would miss it.
         let mut secrets = BTreeMap::new();
         for kind in SecretKind::ALL {
-            let name = secret_name(cluster, kind);
+            let name = secret_name(cluster, kind)?;
             if let Some(found) = self.meta_of(&name).await? {
                 secrets.insert(kind, meta_from(&name, &found.metadata));
             }
@@ -122,17 +121,41 @@ impl SecretStore for KubeSecrets {
         Ok(Inventory { secrets })
     }
 
-    async fn read(&self, cluster: &ClusterName, kind: SecretKind) -> Result<Option<StoredSecret>> {
-        self.read_name(&secret_name(cluster, kind)).await
+    async fn inventory_all(&self) -> Result<BTreeMap<String, Inventory>> {
+        let params = ListParams::default().labels(CLUSTER_NAME_LABEL);
+        let list = self
+            .api
+            .list_metadata(&params)
+            .await
+            .map_err(|error| Error::Kube {
+                operation: "listing metadata of labelled",
+                name: "secrets".to_owned(),
+                namespace: self.namespace.clone(),
+                source: ApiFailure::from_kube(&error),
+            })?;
+        let mut all: BTreeMap<String, Inventory> = BTreeMap::new();
+        for found in list.items {
+            let name = found.metadata.name.clone().unwrap_or_default();
+            let labels = found.metadata.labels.clone().unwrap_or_default();
+            if let Some((cluster, kind)) = kind_of(&name, &labels) {
+                let meta = meta_from(&SecretName(name), &found.metadata);
+                all.entry(cluster).or_default().secrets.insert(kind, meta);
+            }
+        }
+        Ok(all)
+    }
+
+    async fn read(&self, cluster: &str, kind: SecretKind) -> Result<Option<StoredSecret>> {
+        self.read_name(&secret_name(cluster, kind)?).await
     }
 
     async fn create_if_absent(
         &self,
-        cluster: &ClusterName,
+        cluster: &str,
         kind: SecretKind,
         data: SecretData,
     ) -> Result<Created> {
-        let name = secret_name(cluster, kind);
+        let name = secret_name(cluster, kind)?;
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
@@ -167,12 +190,12 @@ impl SecretStore for KubeSecrets {
 
     async fn replace(
         &self,
-        cluster: &ClusterName,
+        cluster: &str,
         kind: SecretKind,
         expected: &Version,
         data: SecretData,
     ) -> Result<Replaced> {
-        let name = secret_name(cluster, kind);
+        let name = secret_name(cluster, kind)?;
         let Some(current) = self.meta_of(&name).await? else {
             return Ok(Replaced::Changed(None));
         };
@@ -214,10 +237,10 @@ impl SecretStore for KubeSecrets {
         }
     }
 
-    async fn delete_cluster(&self, cluster: &ClusterName) -> Result<Deleted> {
+    async fn delete_cluster(&self, cluster: &str, kinds: &[SecretKind]) -> Result<Deleted> {
         let mut outcome = Deleted::default();
-        for kind in SecretKind::ALL {
-            let name = secret_name(cluster, kind);
+        for &kind in kinds {
+            let name = secret_name(cluster, kind)?;
             // The delete is conditional on the uid and version read, so a secret that a user
             // put in place of ours in between is never deleted. A changed one is looked at
             // again.

@@ -21,8 +21,6 @@ use std::future::Future;
 
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
-use crate::spec::ClusterName;
-
 pub use self::dir::DirSecrets;
 pub use self::kubernetes::{KubeSecrets, connect};
 
@@ -75,8 +73,36 @@ impl SecretKind {
 }
 
 /// The secret's name for `cluster`, as Cluster API spells it: `<cluster>-<suffix>`.
-pub fn secret_name(cluster: &ClusterName, kind: SecretKind) -> SecretName {
-    SecretName(format!("{cluster}-{}", kind.suffix()))
+///
+/// # Errors
+/// [`Error::ClusterName`] unless `cluster` is a DNS label (lower-case letters, digits and
+/// `-`, 63 at most, starting and ending alphanumeric), so a name can never reach outside
+/// the directory of [`DirSecrets`] or the namespace of [`KubeSecrets`].
+pub fn secret_name(cluster: &str, kind: SecretKind) -> Result<SecretName> {
+    let alphanumeric = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let bytes = cluster.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|&c| alphanumeric(c) || c == b'-')
+        && alphanumeric(bytes[0])
+        && alphanumeric(bytes[bytes.len() - 1]);
+    if !valid {
+        return Err(Error::ClusterName {
+            name: cluster.to_owned(),
+        });
+    }
+    Ok(SecretName(format!("{cluster}-{}", kind.suffix())))
+}
+
+/// Which of a cluster's secrets `name` is, when `labels` say it belongs to a cluster and it
+/// is named accordingly.
+fn kind_of(name: &str, labels: &BTreeMap<String, String>) -> Option<(String, SecretKind)> {
+    let cluster = labels.get(CLUSTER_NAME_LABEL)?;
+    let suffix = name.strip_prefix(cluster.as_str())?.strip_prefix('-')?;
+    let kind = SecretKind::ALL
+        .into_iter()
+        .find(|kind| kind.suffix() == suffix)?;
+    Some((cluster.clone(), kind))
 }
 
 /// The name of a secret (in a namespace, or a file in a directory).
@@ -134,7 +160,7 @@ pub struct SecretMeta {
 }
 
 /// Which of a cluster's secrets exist, for the planner: names and metadata, never values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
     pub secrets: BTreeMap<SecretKind, SecretMeta>,
 }
@@ -280,17 +306,27 @@ pub struct Deleted {
 
 /// A place that keeps each cluster's secrets.
 ///
+/// Clusters are named by string, as the plan names them: a cluster removed from Git has no
+/// checked `spec::ClusterName` any more, yet its secrets must be found and deleted. Every
+/// method checks the name is a DNS label before using it ([`Error::ClusterName`]).
+///
 /// Every method is safe to retry and to run concurrently with another writer: creation never
 /// overwrites, replacement and deletion check the version or owner they read.
 pub trait SecretStore {
-    /// Which of `cluster`'s secrets exist, with owner and labels. Reads no values: the
-    /// Kubernetes store asks the API server for metadata only.
-    fn inventory(&self, cluster: &ClusterName) -> impl Future<Output = Result<Inventory>> + Send;
+    /// Which of `cluster`'s secrets exist, with owner and labels, found by name (so a
+    /// user-supplied secret without labels counts). Reads no values: the Kubernetes store
+    /// asks the API server for metadata only.
+    fn inventory(&self, cluster: &str) -> impl Future<Output = Result<Inventory>> + Send;
+
+    /// Every cluster that has secrets labelled `cluster.x-k8s.io/cluster-name`, by that
+    /// label, including clusters no longer in Git; metadata only, like [`Self::inventory`].
+    /// A labelled secret whose name is not `<label>-<suffix>` is not counted.
+    fn inventory_all(&self) -> impl Future<Output = Result<BTreeMap<String, Inventory>>> + Send;
 
     /// One secret with its values, whoever made it.
     fn read(
         &self,
-        cluster: &ClusterName,
+        cluster: &str,
         kind: SecretKind,
     ) -> impl Future<Output = Result<Option<StoredSecret>>> + Send;
 
@@ -298,7 +334,7 @@ pub trait SecretStore {
     /// exists; then it returns that one, untouched.
     fn create_if_absent(
         &self,
-        cluster: &ClusterName,
+        cluster: &str,
         kind: SecretKind,
         data: SecretData,
     ) -> impl Future<Output = Result<Created>> + Send;
@@ -309,16 +345,20 @@ pub trait SecretStore {
     /// [`Error::NotOurs`] when the secret was not made by rackform.
     fn replace(
         &self,
-        cluster: &ClusterName,
+        cluster: &str,
         kind: SecretKind,
         expected: &Version,
         data: SecretData,
     ) -> impl Future<Output = Result<Replaced>> + Send;
 
-    /// Deletes the cluster's secrets that rackform made, and only those. Called only by
-    /// apply, for a cluster deletion the plan named.
-    fn delete_cluster(&self, cluster: &ClusterName)
-    -> impl Future<Output = Result<Deleted>> + Send;
+    /// Deletes those of `kinds` that rackform made, and only those; the others are reported
+    /// as kept. Called only by apply, for the `DeleteSecrets` of a cluster deletion the plan
+    /// named. Already absent secrets are neither.
+    fn delete_cluster(
+        &self,
+        cluster: &str,
+        kinds: &[SecretKind],
+    ) -> impl Future<Output = Result<Deleted>> + Send;
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -348,6 +388,10 @@ pub enum Error {
         #[source]
         source: ApiFailure,
     },
+    #[error(
+        "cluster name {name:?} is not a DNS label (lower-case letters, digits and '-', at most 63)"
+    )]
+    ClusterName { name: String },
     #[error(
         "secret {name} was not made by rackform (no {MANAGED_BY_LABEL}={MANAGED_BY} label); rackform never changes or deletes it"
     )]
@@ -432,6 +476,29 @@ mod tests {
         let text = data.text();
         assert_eq!(text.keys().collect::<Vec<_>>(), ["tls.crt", "value"]);
         assert_eq!(text["tls.crt"].expose_secret(), "PEM");
+    }
+
+    #[test]
+    fn secret_names_follow_cluster_api() {
+        let name = |cluster, kind| secret_name(cluster, kind).map(|name| name.to_string());
+        assert_eq!(name("core", SecretKind::Ca).unwrap(), "core-ca");
+        assert_eq!(name("edge-ams", SecretKind::Sa).unwrap(), "edge-ams-sa");
+        assert_eq!(name("a1", SecretKind::Kubeconfig).unwrap(), "a1-kubeconfig");
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", "../x", &"a".repeat(64)] {
+            assert!(name(bad, SecretKind::Ca).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn kind_of_needs_label_and_matching_name() {
+        let labels = BTreeMap::from([(CLUSTER_NAME_LABEL.to_owned(), "core".to_owned())]);
+        assert_eq!(
+            kind_of("core-etcd", &labels),
+            Some(("core".to_owned(), SecretKind::Etcd))
+        );
+        assert_eq!(kind_of("core-other", &labels), None);
+        assert_eq!(kind_of("edge-etcd", &labels), None);
+        assert_eq!(kind_of("core-etcd", &BTreeMap::new()), None);
     }
 
     #[test]
