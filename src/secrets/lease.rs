@@ -77,23 +77,31 @@ impl LeaseConfig {
     }
 }
 
+/// One stretch of leadership: from the write that won the Lease until the start of the last
+/// successful renewal plus the renew deadline. `until` moves on with each renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Term {
+    pub since: Instant,
+    pub until: Instant,
+}
+
 /// The caller's view of the election: check [`Leadership::is_leader`] before every action.
 #[derive(Debug, Clone)]
 pub struct Leadership {
-    /// The end of the current term, or `None` when not leading.
-    term: watch::Receiver<Option<Instant>>,
+    /// The current term, or `None` when not leading.
+    term: watch::Receiver<Option<Term>>,
 }
 
 impl Leadership {
     /// Whether this replica leads now. Becomes false by itself when the term runs out, even
     /// if the elector has stopped.
     pub fn is_leader(&self) -> bool {
-        self.term_end().is_some()
+        self.term().is_some()
     }
 
-    /// When the current term ends, if this replica leads now.
-    pub fn term_end(&self) -> Option<Instant> {
-        (*self.term.borrow()).filter(|end| Instant::now() < *end)
+    /// The current term, if this replica leads now.
+    pub fn term(&self) -> Option<Term> {
+        (*self.term.borrow()).filter(|term| Instant::now() < term.until)
     }
 
     /// Waits until this replica leads. Never returns if the elector stopped without leading.
@@ -112,18 +120,18 @@ impl Leadership {
     /// renewal fails, the Lease goes to someone else, or the term runs out unrenewed.
     pub async fn lost(&mut self) {
         loop {
-            let Some(end) = self.term_end() else {
+            let Some(term) = self.term() else {
                 return;
             };
             tokio::select! {
                 changed = self.term.changed() => {
                     if changed.is_err() {
                         // The elector is gone: the term ends at its end, renewed no more.
-                        tokio::time::sleep_until(end).await;
+                        tokio::time::sleep_until(term.until).await;
                         return;
                     }
                 }
-                () = tokio::time::sleep_until(end) => {}
+                () = tokio::time::sleep_until(term.until) => {}
             }
         }
     }
@@ -133,7 +141,7 @@ impl Leadership {
 pub struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
-    term: watch::Sender<Option<Instant>>,
+    term: watch::Sender<Option<Term>>,
     /// The Lease's `resourceVersion` when last seen, and when (by our clock) it was first
     /// seen at that version.
     observed: Option<(String, Instant)>,
@@ -168,8 +176,14 @@ impl Elector {
                 .await
             {
                 Ok(Ok(true)) => {
-                    let end = started + self.config.renew_deadline;
-                    self.term.send_replace(Some(end));
+                    let now = Instant::now();
+                    let until = started + self.config.renew_deadline;
+                    let since = match *self.term.borrow() {
+                        Some(term) if now < term.until => term.since,
+                        _ => now,
+                    };
+                    self.term
+                        .send_replace((now < until).then_some(Term { since, until }));
                 }
                 Ok(Ok(false)) => {
                     self.term.send_replace(None);
@@ -182,7 +196,10 @@ impl Elector {
                 () = tokio::time::sleep_until(started + self.config.retry_period) => {}
             }
         }
-        let was_leading = self.term.borrow().is_some_and(|end| Instant::now() < end);
+        let was_leading = self
+            .term
+            .borrow()
+            .is_some_and(|term| Instant::now() < term.until);
         self.term.send_replace(None);
         if was_leading {
             let _ = self.release().await;
