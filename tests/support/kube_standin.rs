@@ -120,7 +120,8 @@ impl KubeStandin {
             .cloned()
     }
 
-    /// Stores `object` (a Secret or Lease as JSON) as if a user had created it.
+    /// Stores `object` (a Secret or Lease as JSON) as if a user had created or edited it,
+    /// whatever its `resourceVersion` says.
     pub fn insert(&self, resource: &str, namespace: &str, object: Value) {
         let resource = Resource::from_plural(resource).expect("secrets or leases");
         let mut state = self.shared.state.lock().unwrap();
@@ -128,10 +129,10 @@ impl KubeStandin {
             .as_str()
             .expect("metadata.name")
             .to_owned();
-        let object = state.admit(resource, namespace, object, None);
-        state
-            .objects
-            .insert((resource, namespace.to_owned(), name), object);
+        let key = (resource, namespace.to_owned(), name);
+        let previous = state.objects.get(&key).cloned();
+        let object = state.admit(resource, namespace, object, previous.as_ref());
+        state.objects.insert(key, object);
     }
 
     /// Every request so far, in order.
