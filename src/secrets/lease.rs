@@ -6,13 +6,30 @@
 //! retry period; write only with the `resourceVersion` just read, so of two contenders at
 //! most one write succeeds.
 //!
-//! Safety does not rest on the elector task running on time. A term is valid until
-//! `start of the last successful write + renew deadline`, and [`Leadership::is_leader`]
-//! compares that with the clock itself. Another contender waits at least the lease duration
-//! (longer than the renew deadline) after it last saw the Lease change, so the old term has
-//! ended by the clock before a new one can start.
+//! Safety does not rest on the elector task running on time. A [`Term`] is valid until the
+//! start of the last successful round (read, then write) plus the renew deadline, and
+//! [`Leadership::is_leader`] compares that with the clock itself. Another contender waits at
+//! least the lease duration (longer than the renew deadline) after it last saw the Lease
+//! change, so the old term has ended by the clock before a new one can start.
 //!
 //! Uses tokio's clock throughout.
+//!
+//! ```ignore
+//! let (elector, mut leadership) = Elector::new(client, LeaseConfig::new(ns, "rackform", pod))?;
+//! tokio::spawn(elector.run(shutdown_signal));
+//! leadership.acquired().await;
+//! for action in plan.actions() {
+//!     if !leadership.is_leader() {
+//!         break; // lost: stop before the next action
+//!     }
+//!     apply(action).await;
+//! }
+//! ```
+//!
+//! # Caveats
+//! Checking before each action bounds, not prevents, overlap: an action started just before
+//! the term ends runs on after it. Keep actions shorter than the renew deadline, or make them
+//! safe to run twice (rackform's are idempotent: it observes before it acts).
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
