@@ -520,13 +520,112 @@ async fn dir_store_survives_a_kill_between_write_and_rename() {
     assert!(read.data.same_as(&ca_data("old")));
 }
 
+/// A large kubeconfig value whose every 6-byte chunk is `n`: a torn or mixed file shows.
+fn patterned(n: usize) -> SecretData {
+    SecretData::new().with("value", format!("{n:06}").repeat(20_000))
+}
+
+fn assert_patterned(data: &SecretData) {
+    let value = data.get("value").unwrap().expose_secret();
+    assert_eq!(value.len(), 6 * 20_000, "torn value");
+    assert!(
+        value.chunks(6).all(|chunk| chunk == &value[..6]),
+        "mixed value"
+    );
+}
+
+const WRITER_DIR_ENV: &str = "RACKFORM_TEST_SECRET_WRITER_DIR";
+
+/// Not a test by itself: the writer process that `dir_store_survives_a_killed_writer`
+/// starts and kills. Replaces `core-kubeconfig` in a loop, forever.
+#[test]
+#[ignore = "a child process of dir_store_survives_a_killed_writer"]
+fn dir_store_writer_child() {
+    let Some(dir) = std::env::var_os(WRITER_DIR_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = DirSecrets::open(dir).unwrap();
+        let inventory = store.inventory("core").await.unwrap();
+        let mut version = inventory
+            .get(SecretKind::Kubeconfig)
+            .unwrap()
+            .version
+            .clone();
+        for n in 1.. {
+            match store
+                .replace("core", SecretKind::Kubeconfig, &version, patterned(n))
+                .await
+                .unwrap()
+            {
+                Replaced::Replaced(meta) => version = meta.version,
+                other => panic!("{other:?}"),
+            }
+            if n == 2 {
+                println!("WRITING");
+                std::io::Write::flush(&mut std::io::stdout()).unwrap();
+            }
+        }
+    });
+}
+
+/// The store's own writer, in a real process, is killed (SIGKILL) at an arbitrary point of
+/// its write loop, three times: each time the store reopens to a whole value and no leftover.
+#[tokio::test]
+async fn dir_store_survives_a_killed_writer() {
+    let dir = private_dir();
+    DirSecrets::open(dir.path())
+        .unwrap()
+        .create_if_absent("core", SecretKind::Kubeconfig, patterned(0))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "secrets::dir_store_writer_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(WRITER_DIR_ENV, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        assert!(
+            lines.any(|line| line.unwrap().contains("WRITING")),
+            "the writer never started writing"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let store = DirSecrets::open(dir.path()).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["core-kubeconfig.json"], "leftovers after reopening");
+        let read = store
+            .read("core", SecretKind::Kubeconfig)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_patterned(&read.data);
+    }
+}
+
 /// Readers never see a torn file while a writer replaces a secret over and over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn dir_store_readers_never_see_a_torn_file() {
     let dir = private_dir();
     let store = Arc::new(DirSecrets::open(dir.path()).unwrap());
     let core = cluster("core");
-    let big = |n: usize| SecretData::new().with("value", format!("{n:06}").repeat(20_000));
+    let big = patterned;
     let Created::Created(mut meta) = store
         .create_if_absent(&core, SecretKind::Kubeconfig, big(0))
         .await
@@ -557,12 +656,7 @@ async fn dir_store_readers_never_see_a_torn_file() {
             .await
             .unwrap()
             .unwrap();
-        let value = read.data.get("value").unwrap().expose_secret();
-        assert_eq!(value.len(), 6 * 20_000);
-        assert!(
-            value.chunks(6).all(|chunk| chunk == &value[..6]),
-            "torn value"
-        );
+        assert_patterned(&read.data);
         reads += 1;
         tokio::task::yield_now().await;
     }
