@@ -263,6 +263,23 @@ async fn kube_store_never_changes_a_user_secret() {
     assert!(standin.object("secrets", NS, "ml-ca").is_some());
 }
 
+/// A secret whose body does not decode is an error that shows where, never what.
+#[tokio::test]
+async fn kube_store_errors_never_quote_a_body() {
+    let standin = KubeStandin::start();
+    standin.insert(
+        "secrets",
+        NS,
+        json!({"metadata": {"name": "core-ca"}, "type": "kubernetes.io/tls",
+               "data": {"tls.key": "SECRET-KEY-MATERIAL not base64 !!"}}),
+    );
+    let store = KubeSecrets::new(standin.client(), NS);
+    let error = store.read("core", SecretKind::Ca).await.unwrap_err();
+    let shown = format!("{error} {error:?} {:?}", std::error::Error::source(&error));
+    assert!(shown.contains("core-ca"), "{shown}");
+    assert!(!shown.contains("SECRET-KEY-MATERIAL"), "{shown}");
+}
+
 #[tokio::test]
 async fn dir_store_never_changes_a_user_secret() {
     let dir = private_dir();

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, GetParams, ListParams, ObjectMeta, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use secrecy::ExposeSecret;
 
@@ -28,18 +28,44 @@ pub async fn connect() -> Result<kube::Client> {
 ///
 /// Secrets rackform creates carry `cluster.x-k8s.io/cluster-name=<cluster>` and
 /// `app.kubernetes.io/managed-by=rackform`, and type `cluster.x-k8s.io/secret`.
+///
+/// Requests whose answers carry values (get, create, replace, delete) go through
+/// [`KubeSecrets::send`] rather than kube-rs's typed calls: those log the whole response
+/// body at `warn` when it fails to decode (`kube-client`'s `Client::request`), and a
+/// secret's body holds its keys.
 #[derive(Clone)]
 pub struct KubeSecrets {
     api: Api<Secret>,
+    client: kube::Client,
     namespace: String,
 }
 
 impl KubeSecrets {
     pub fn new(client: kube::Client, namespace: &str) -> Self {
         KubeSecrets {
-            api: Api::namespaced(client, namespace),
+            api: Api::namespaced(client.clone(), namespace),
+            client,
             namespace: namespace.to_owned(),
         }
+    }
+
+    fn request(&self) -> kube::core::Request {
+        kube::core::Request::new(self.api.resource_url())
+    }
+
+    /// Sends `request` and decodes its answer as `T`, logging nothing of the body.
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    ) -> Result<T, kube::Error> {
+        let request = request.map_err(kube::Error::BuildRequest)?;
+        let text = self.client.request_text(request).await?;
+        serde_json::from_str(&text).map_err(kube::Error::SerdeError)
+    }
+
+    /// The body of a create or replace, as JSON.
+    fn body(secret: &Secret) -> Vec<u8> {
+        serde_json::to_vec(secret).expect("a Secret always serialises")
     }
 
     fn failed(&self, operation: &'static str, name: &SecretName, error: &kube::Error) -> Error {
@@ -52,12 +78,12 @@ impl KubeSecrets {
     }
 
     async fn read_name(&self, name: &SecretName) -> Result<Option<StoredSecret>> {
-        let secret = self
-            .api
-            .get_opt(name.as_str())
-            .await
-            .map_err(|error| self.failed("reading", name, &error))?;
-        Ok(secret.map(|secret| stored(name, secret)))
+        let request = self.request().get(name.as_str(), &GetParams::default());
+        match self.send::<Secret>(request).await {
+            Ok(secret) => Ok(Some(stored(name, secret))),
+            Err(error) if is_reason(&error, kube::core::Status::is_not_found) => Ok(None),
+            Err(error) => Err(self.failed("reading", name, &error)),
+        }
     }
 
     async fn meta_of(&self, name: &SecretName) -> Result<Option<PartialObjectMeta<Secret>>> {
@@ -66,6 +92,13 @@ impl KubeSecrets {
             .await
             .map_err(|error| self.failed("reading metadata of", name, &error))
     }
+}
+
+/// An answer of which only the metadata is read; the rest, values included, is skipped.
+#[derive(serde::Deserialize)]
+struct MetaOnly {
+    #[serde(default)]
+    metadata: ObjectMeta,
 }
 
 fn is_reason(error: &kube::Error, test: fn(&kube::core::Status) -> bool) -> bool {
@@ -170,7 +203,10 @@ impl SecretStore for KubeSecrets {
         // A create that loses a race gets 409 AlreadyExists: the winner's secret is read and
         // returned. It may vanish again before the read (a deletion in between), so retry.
         for _ in 0..3 {
-            match self.api.create(&PostParams::default(), &secret).await {
+            let request = self
+                .request()
+                .create(&PostParams::default(), Self::body(&secret));
+            match self.send::<MetaOnly>(request).await {
                 Ok(created) => return Ok(Created::Created(meta_from(&name, &created.metadata))),
                 Err(error) if is_reason(&error, kube::core::Status::is_already_exists) => {
                     if let Some(existing) = self.read_name(&name).await? {
@@ -218,11 +254,10 @@ impl SecretStore for KubeSecrets {
             data: Some(to_wire(&data)),
             ..Secret::default()
         };
-        match self
-            .api
-            .replace(name.as_str(), &PostParams::default(), &secret)
-            .await
-        {
+        let request =
+            self.request()
+                .replace(name.as_str(), &PostParams::default(), Self::body(&secret));
+        match self.send::<MetaOnly>(request).await {
             Ok(replaced) => Ok(Replaced::Replaced(meta_from(&name, &replaced.metadata))),
             Err(error) if is_reason(&error, kube::core::Status::is_conflict) => {
                 let now = self.meta_of(&name).await?;
@@ -261,7 +296,9 @@ impl SecretStore for KubeSecrets {
                     }),
                     ..DeleteParams::default()
                 };
-                match self.api.delete(name.as_str(), &params).await {
+                let request = self.request().delete(name.as_str(), &params);
+                // The answer is a Status or the deleted secret; only success matters.
+                match self.send::<serde::de::IgnoredAny>(request).await {
                     Ok(_) => {
                         outcome.deleted.push(name.clone());
                         break;
