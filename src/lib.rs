@@ -9,6 +9,7 @@ pub mod pki;
 pub mod plan;
 pub mod report;
 pub mod seal;
+pub mod secrets;
 pub mod source;
 pub mod spec;
 

@@ -6,4 +6,5 @@ mod pki;
 mod plan;
 mod schema;
 mod seal;
+mod secrets;
 mod validate;
