@@ -4,4 +4,6 @@
 //! Start with `docs/ARCHITECTURE.md`, then [`spec`], which reads what users write.
 
 pub mod cli;
+pub mod metal;
+pub mod sim;
 pub mod spec;

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod sim;
+
 /// GitOps for bare-metal Kubernetes on Packet (Equinix Metal).
 #[derive(Debug, Parser)]
 #[command(name = "rackform", version, about, long_about = None)]
@@ -17,12 +19,16 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    Sim(sim::Args),
+}
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Sim(args) => sim::run(&args),
+    };
     match result {
         Ok(code) => code,
         Err(error) => {
