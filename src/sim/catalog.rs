@@ -422,3 +422,36 @@ pub fn os_json(os: &Os) -> Value {
         "default_operating_system": os.slug == "ubuntu_22_04",
     })
 }
+
+/// A plan as nested in a device or reservation: without the availability lists.
+pub fn plan_summary_json(plan: &Plan) -> Value {
+    let mut value = plan_json(plan);
+    if let Value::Object(map) = &mut value {
+        map.remove("available_in");
+        map.remove("available_in_metros");
+    }
+    value
+}
+
+/// Nested catalogue objects, rendered once: `kind` is `plan`, `os`, `metro` or `facility`.
+pub fn nested(kind: &str, key: &str) -> Option<&'static Value> {
+    static CACHE: std::sync::OnceLock<std::collections::BTreeMap<String, Value>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        let mut cache = std::collections::BTreeMap::new();
+        for plan in PLANS {
+            cache.insert(format!("plan/{}", plan.slug), plan_summary_json(plan));
+        }
+        for os in OPERATING_SYSTEMS {
+            cache.insert(format!("os/{}", os.slug), os_json(os));
+        }
+        for metro in METROS {
+            cache.insert(format!("metro/{}", metro.code), metro_json(metro));
+            for (code, name) in metro.facilities {
+                cache.insert(format!("facility/{code}"), facility_json(metro, code, name));
+            }
+        }
+        cache
+    });
+    cache.get(&format!("{kind}/{}", key.to_ascii_lowercase()))
+}

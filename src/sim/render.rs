@@ -17,11 +17,11 @@ pub fn href(kind: &str, id: &str) -> Value {
 }
 
 fn metro_json(code: &str) -> Option<Value> {
-    catalog::metro(code).map(catalog::metro_json)
+    catalog::nested("metro", code).cloned()
 }
 
 fn facility_json(code: &str) -> Option<Value> {
-    catalog::facility(code).map(|(m, c, name)| catalog::facility_json(m, c, name))
+    catalog::nested("facility", code).cloned()
 }
 
 fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
@@ -88,12 +88,12 @@ pub fn device(world: &World, device: &DeviceRec) -> Value {
     insert_some(
         &mut map,
         "plan",
-        catalog::plan(&device.plan).map(catalog::plan_json),
+        catalog::nested("plan", &device.plan).cloned(),
     );
     insert_some(
         &mut map,
         "operating_system",
-        catalog::os(&device.os).map(catalog::os_json),
+        catalog::nested("os", &device.os).cloned(),
     );
     insert_some(&mut map, "metro", metro_json(&device.metro));
     insert_some(
@@ -217,8 +217,8 @@ pub fn hardware(hardware: &HardwareRec) -> Value {
         "project": href("projects", &hardware.project),
         "created_at": hardware.created_at,
     });
-    if let Some(plan) = catalog::plan(&hardware.plan) {
-        value["plan"] = catalog::plan_json(plan);
+    if let Some(plan) = catalog::nested("plan", &hardware.plan) {
+        value["plan"] = plan.clone();
     }
     if let Some(facility) = facility_json(&hardware.facility) {
         value["facility"] = facility;

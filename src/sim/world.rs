@@ -792,7 +792,7 @@ impl World {
             .filter(|d| facility.is_none_or(|f| d.facility.as_ref() == Some(f)))
             .filter(|d| search.is_none_or(|s| self.matches_search(d, s)))
             .collect();
-        devices.sort_by_key(|d| d.seq);
+        devices.sort_unstable_by_key(|d| d.seq);
         Ok(devices)
     }
 
