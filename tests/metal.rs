@@ -798,3 +798,58 @@ async fn admin_endpoints_count_requests_and_set_faults() {
     assert_eq!(reset.status(), 204);
     assert_eq!(sim.total_requests(), 0);
 }
+
+#[tokio::test]
+async fn requests_in_flight_stay_within_the_bound() {
+    let sim = start_sim(SimConfig::default()).await;
+    let project = project(&sim);
+    let ids = sim
+        .insert_devices(project.as_str(), 12, "c3.small.x86", "da", |_| Vec::new())
+        .unwrap();
+    sim.set_faults(Faults {
+        latency_ms: 20,
+        ..Faults::default()
+    });
+    let mut config = config_for(&sim);
+    config.max_concurrent = 2;
+    let client = Arc::new(PacketClient::new(config).unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in ids {
+        let client = client.clone();
+        tasks.spawn(async move { client.get_device(&id.as_str().into()).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        assert!(result.unwrap().unwrap().is_some());
+    }
+    assert_eq!(sim.request_count("GET /devices/{id}"), 12);
+    assert!(sim.max_in_flight() <= 2, "{}", sim.max_in_flight());
+}
+
+#[tokio::test]
+async fn timeouts_are_retried_then_reported() {
+    let sim = start_sim(SimConfig::default()).await;
+    let project = project(&sim);
+    sim.set_faults(Faults {
+        latency_ms: 30_000,
+        ..Faults::default()
+    });
+    let mut config = config_for(&sim);
+    config.timeout = Duration::from_millis(200);
+    config.retry.max_attempts = 2;
+    let client = PacketClient::new(config).unwrap();
+    let error = client
+        .list_devices(&project, &DeviceQuery::all())
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), None);
+    assert_eq!(
+        error.disposition(),
+        rackform::metal::Disposition::Retry(Duration::from_secs(30))
+    );
+    let chain = format!("{:#}", anyhow::Error::from(error));
+    assert!(
+        chain.contains("gave up after 2 attempts: sending the request"),
+        "{chain}"
+    );
+    assert_eq!(sim.request_count(DEVICES), 2);
+}

@@ -140,12 +140,27 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             }
         }
         println!("admin: http://{}/_sim/requests, /_sim/faults", sim.addr());
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
+        stopped().await?;
         sim.shutdown().await.context("stopping the simulator")?;
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Waits for Ctrl-C or, on Unix, SIGTERM.
+async fn stopped() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C"),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")
+    }
 }
 
 #[cfg(test)]

@@ -307,6 +307,14 @@ impl PacketClient {
             items.extend(batch);
             let Some(meta) = meta else { break };
             let current = meta.current_page.unwrap_or(page);
+            if current != page {
+                // A server that ignores `page` would otherwise be walked for ever, or
+                // silently read as its first page only.
+                return Err(ApiError::Pagination {
+                    requested: page,
+                    answered: current,
+                });
+            }
             match meta.last_page {
                 Some(last) if current < last && current < MAX_PAGES => page = current + 1,
                 _ => break,

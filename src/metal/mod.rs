@@ -508,6 +508,9 @@ pub enum ApiError {
     Transport(#[source] reqwest::Error),
     #[error("decoding the response body")]
     Decode(#[source] serde_path_to_error::Error<serde_json::Error>),
+    /// The API did not serve the page that was asked for.
+    #[error("asked for page {requested}, the API answered page {answered}")]
+    Pagination { requested: u32, answered: u32 },
     #[error("gave up after {attempts} attempts")]
     GaveUp {
         attempts: u32,
@@ -531,7 +534,15 @@ impl ApiError {
             Self::Status { status, .. } => Some(*status),
             Self::GaveUp { last, .. } => last.status(),
             Self::Transport(error) => error.status().map(|s| s.as_u16()),
-            Self::Decode(_) => None,
+            Self::Decode(_) | Self::Pagination { .. } => None,
+        }
+    }
+
+    fn is_decode(&self) -> bool {
+        match self {
+            Self::Decode(_) | Self::Pagination { .. } => true,
+            Self::GaveUp { last, .. } => last.is_decode(),
+            _ => false,
         }
     }
 
@@ -562,14 +573,19 @@ impl Error {
         }
     }
 
-    /// Whether to wait for a new input or try again later.
+    /// Whether to wait for a new input or try again later: throttling, server errors
+    /// and transport failures are worth another pass; refusals (4xx), undecodable
+    /// answers and local configuration errors are not.
     pub fn disposition(&self) -> Disposition {
-        match self.status() {
-            Some(400..=499) if self.status() != Some(429) => Disposition::Stalled,
-            _ => match self {
-                Self::Api { .. } => Disposition::Retry(Duration::from_secs(30)),
-                _ => Disposition::Stalled,
-            },
+        let Self::Api { source, .. } = self else {
+            return Disposition::Stalled;
+        };
+        match source.status() {
+            Some(429) => Disposition::Retry(Duration::from_secs(60)),
+            Some(400..=499) => Disposition::Stalled,
+            Some(_) => Disposition::Retry(Duration::from_secs(30)),
+            None if source.is_decode() => Disposition::Stalled,
+            None => Disposition::Retry(Duration::from_secs(30)),
         }
     }
 }

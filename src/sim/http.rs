@@ -145,6 +145,14 @@ async fn api_layer(
         .expect("counter lock poisoned")
         .entry(endpoint)
         .or_default() += 1;
+    let in_flight = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.max_in_flight.fetch_max(in_flight, Ordering::SeqCst);
+    let response = answer_api(&shared, request, next).await;
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+async fn answer_api(shared: &Arc<Shared>, request: Request, next: Next) -> Response {
     let latency = shared
         .faults
         .lock()

@@ -19,7 +19,7 @@ mod world;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -120,6 +120,8 @@ pub(crate) struct Shared {
     world: Mutex<World>,
     faults: Mutex<FaultState>,
     counts: Mutex<BTreeMap<String, u64>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     request_ids: Mutex<SplitMix>,
     timing: Timing,
     token: Option<String>,
@@ -285,6 +287,8 @@ impl Sim {
             world: Mutex::new(world),
             faults: Mutex::new(FaultState::new(config.faults.clone(), config.seed)),
             counts: Mutex::new(BTreeMap::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
             request_ids: Mutex::new(SplitMix::new(config.seed ^ 0x7265_7175_6573_7473)),
             timing,
             token: config.token.clone(),
@@ -378,12 +382,19 @@ impl Sim {
         self.requests().values().sum()
     }
 
+    /// Clears the request counters and the in-flight high-water mark.
     pub fn reset_requests(&self) {
         self.shared
             .counts
             .lock()
             .expect("counter lock poisoned")
             .clear();
+        self.shared.max_in_flight.store(0, Ordering::SeqCst);
+    }
+
+    /// The most API requests that were ever being answered at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn faults(&self) -> Faults {
