@@ -853,3 +853,31 @@ async fn timeouts_are_retried_then_reported() {
     );
     assert_eq!(sim.request_count(DEVICES), 2);
 }
+
+#[tokio::test]
+async fn a_create_cut_off_mid_answer_is_found_by_the_next_list() {
+    let sim = start_sim(SimConfig::default()).await;
+    let project = project(&sim);
+    let client = client(&sim);
+    sim.set_faults(Faults {
+        truncate_next: 1,
+        ..Faults::default()
+    });
+    let tags = identity("eof", Pool::ControlPlane, 0);
+    let error = client
+        .create_device(&project, &new_device(&tags, "sv"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), None, "{error:?}");
+    assert_eq!(
+        sim.request_count("POST /projects/{id}/devices"),
+        1,
+        "a create whose answer was lost is not blindly retried"
+    );
+    let found = client
+        .list_devices(&project, &DeviceQuery::cluster("eof"))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "observing before creating finds it");
+    assert_eq!(found[0].rackform, DeviceTags::Managed(tags));
+}

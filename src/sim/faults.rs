@@ -28,6 +28,9 @@ pub struct Faults {
     /// The next API requests answer these statuses, one each, in order (429, 500, 502, 503
     /// or 504 carry the usual bodies and headers; others get a generic error body).
     pub fail_next: VecDeque<u16>,
+    /// The next this-many API answers that reach a handler are cut off half-way (the
+    /// request takes effect; the client sees the connection close early).
+    pub truncate_next: u32,
     /// The next this-many created devices end `failed` instead of `active`.
     pub fail_provision: u32,
     /// The next this-many created devices stay `provisioning` for ever.

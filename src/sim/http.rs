@@ -50,6 +50,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 .delete(delete_device),
         )
         .route("/devices/{id}/ips", get(device_ips).post(assign_ip))
+        .route("/devices/{id}/actions", axum::routing::post(device_action))
         .route("/devices/{id}/userdata", get(device_userdata))
         .route("/ips/{id}", get(get_ip).delete(delete_ip))
         .route("/hardware-reservations/{id}", get(get_hardware))
@@ -180,7 +181,12 @@ async fn answer_api(shared: &Arc<Shared>, request: Request, next: Next) -> Respo
     } else if !shared.authorized(request.headers().get("x-auth-token")) {
         json_response(401, &json!({ "errors": ["Invalid authentication token"] }))
     } else {
-        next.run(request).await
+        let response = next.run(request).await;
+        if shared.take_truncation() {
+            truncate(response).await
+        } else {
+            response
+        }
     };
     let request_id = shared.request_id();
     let headers = response.headers_mut();
@@ -193,6 +199,22 @@ async fn answer_api(shared: &Arc<Shared>, request: Request, next: Next) -> Respo
     set("x-ratelimit-limit", figures.limit.to_string());
     set("x-ratelimit-remaining", figures.remaining.to_string());
     set("x-ratelimit-reset", figures.reset.to_string());
+    response
+}
+
+/// Sends half the body under the full `Content-Length`: the connection closes early and
+/// the client sees an unexpected EOF (CAPP's "probably created" case).
+async fn truncate(response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let full = bytes.len();
+    let mut response = Response::from_parts(parts, axum::body::Body::from(bytes.slice(..full / 2)));
+    response.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from_str(&full.to_string()).expect("digits are a valid header"),
+    );
     response
 }
 
@@ -367,6 +389,17 @@ async fn delete_device(State(shared): AppState, Path(id): Path<String>) -> Respo
         world.delete_device(&id, now, timing)?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }))
+}
+
+async fn device_action(State(shared): AppState, Path(id): Path<String>, body: Bytes) -> Response {
+    let timing = shared.timing;
+    answer((|| {
+        let body = parse_body(&body)?;
+        shared.write(|world, now| {
+            world.action(&id, &body, now, timing)?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        })
+    })())
 }
 
 async fn device_ips(State(shared): AppState, Path(id): Path<String>) -> Response {

@@ -159,6 +159,17 @@ impl Shared {
         result
     }
 
+    /// Whether to cut this answer short (`Faults::truncate_next`).
+    fn take_truncation(&self) -> bool {
+        let mut state = self.faults.lock().expect("fault lock poisoned");
+        if state.faults.truncate_next > 0 {
+            state.faults.truncate_next -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
     fn faults(&self) -> Faults {
         self.faults
             .lock()

@@ -123,6 +123,14 @@ enum Step {
     StartProvisioning,
     Finish,
     Remove,
+    /// End of a power or reinstall transition.
+    Settle(Settled),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    Active,
+    Inactive,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,6 +296,10 @@ impl World {
                 ("provisioning", Fate::Stuck) => None,
                 ("provisioning", _) => Some((now.at + timing.provision, Step::Finish)),
                 ("deprovisioning", _) => Some((now.at + timing.deprovision, Step::Remove)),
+                ("powering_off", _) => Some((now.at, Step::Settle(Settled::Inactive))),
+                ("powering_on" | "reinstalling", _) => {
+                    Some((now.at + timing.provision / 4, Step::Settle(Settled::Active)))
+                }
                 _ => None,
             };
         }
@@ -382,6 +394,15 @@ impl World {
                 self.assign_management_ips(id, &metro, now);
             }
             Step::Remove => self.remove_device(id),
+            Step::Settle(settled) => {
+                let device = self.devices.get_mut(id).expect("due device exists");
+                device.next = None;
+                device.updated_at = now.stamp.clone();
+                device.state = match settled {
+                    Settled::Active => "active".into(),
+                    Settled::Inactive => "inactive".into(),
+                };
+            }
         }
     }
 
@@ -760,6 +781,65 @@ impl World {
         device.state = "deprovisioning".into();
         device.updated_at = now.stamp.clone();
         device.next = Some((now.at + timing.deprovision, Step::Remove));
+        Ok(())
+    }
+
+    /// `POST /devices/{id}/actions`: power, reboot, rescue and reinstall.
+    pub fn action(&mut self, id: &str, body: &Value, now: &Now, timing: Timing) -> Outcome<()> {
+        let device = self.devices.get_mut(id).ok_or_else(Fail::not_found)?;
+        let Some(kind) = text(body, "type") else {
+            return Err(Fail::new(422, "Type can't be blank"));
+        };
+        let state = device.state.clone();
+        let (allowed, transition): (&[&str], Option<(&str, Settled)>) = match kind.as_str() {
+            "power_off" => (&["active"], Some(("powering_off", Settled::Inactive))),
+            "power_on" => (&["inactive"], Some(("powering_on", Settled::Active))),
+            "reboot" | "rescue" => (&["active"], None),
+            "reinstall" => (
+                &["active", "inactive", "failed"],
+                Some(("reinstalling", Settled::Active)),
+            ),
+            other => {
+                return Err(Fail::new(
+                    422,
+                    format!("Type {other} is not included in the list"),
+                ));
+            }
+        };
+        if !allowed.contains(&state.as_str()) {
+            return Err(Fail::new(
+                422,
+                format!("Cannot {kind} a device that is {state}"),
+            ));
+        }
+        if kind == "reinstall" {
+            if device.locked {
+                return Err(Fail::new(422, "Cannot reinstall a locked device"));
+            }
+            if let Some(slug) = text(body, "operating_system") {
+                let plan = catalog::plan(&device.plan);
+                match catalog::os(&slug) {
+                    Some(os) if plan.is_some_and(|p| os.runs_on(p)) => device.os = slug,
+                    Some(_) => {
+                        return Err(Fail::new(
+                            422,
+                            format!("{slug} is not provisionable on {}", device.plan),
+                        ));
+                    }
+                    None => {
+                        return Err(Fail::new(
+                            422,
+                            format!("{slug} is not a valid operating system"),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some((passing, settled)) = transition {
+            device.state = passing.into();
+            device.updated_at = now.stamp.clone();
+            device.next = Some((now.at + timing.provision / 4, Step::Settle(settled)));
+        }
         Ok(())
     }
 
@@ -1205,5 +1285,40 @@ mod tests {
         world.tick(&at(51), timing);
         assert_eq!(state(&world), None);
         assert!(world.device_assignments(&id).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn power_and_reinstall_actions() {
+        let timing = Timing {
+            provision: Duration::from_secs(8),
+            deprovision: Duration::ZERO,
+        };
+        let mut world = World::new(0);
+        let t0 = now();
+        let project = world.create_project("p", &t0).id;
+        let id = world
+            .insert_active(&project, 1, "c3.small.x86", "sv", &|_| Vec::new(), &t0)
+            .unwrap()
+            .remove(0);
+        let at = |secs| Now {
+            at: t0.at + Duration::from_secs(secs),
+            stamp: t0.stamp.clone(),
+        };
+        let act = |world: &mut World, kind: &str, secs| {
+            world.action(&id, &json!({ "type": kind }), &at(secs), timing)
+        };
+        assert_eq!(
+            act(&mut world, "power_on", 0).unwrap_err().errors,
+            vec!["Cannot power_on a device that is active".to_owned()]
+        );
+        act(&mut world, "power_off", 0).unwrap();
+        assert_eq!(world.devices[&id].state, "powering_off");
+        world.tick(&at(2), timing);
+        assert_eq!(world.devices[&id].state, "inactive");
+        act(&mut world, "reinstall", 3).unwrap();
+        assert_eq!(world.devices[&id].state, "reinstalling");
+        world.tick(&at(5), timing);
+        assert_eq!(world.devices[&id].state, "active");
+        assert_eq!(act(&mut world, "explode", 6).unwrap_err().status, 422);
     }
 }

@@ -261,6 +261,21 @@ async fn sim_answers_match_the_official_openapi_spec() {
         .unwrap();
     let assignment_id = assignment["id"].as_str().unwrap().to_owned();
     r.call("GET", "/devices/{id}/ips", &d("/ips"), None).await;
+    r.call(
+        "POST",
+        "/devices/{id}/actions",
+        &d("/actions"),
+        Some(json!({"type": "power_off"})),
+    )
+    .await;
+    r.call(
+        "POST",
+        "/devices/{id}/actions",
+        &d("/actions"),
+        Some(json!({"type": "explode"})),
+    )
+    .await;
+    r.call("GET", "/devices/{id}", &d(""), None).await;
     r.call("GET", "/projects/{id}/ips", &p("/ips"), None).await;
     r.call("GET", "/ips/{id}", &format!("/ips/{reservation_id}"), None)
         .await;
