@@ -74,7 +74,8 @@ impl ClientConfig {
 pub struct PacketClient {
     http: reqwest::Client,
     base: Url,
-    token: Token,
+    /// The `X-Auth-Token` value, marked sensitive (hyper keeps it out of its debug output).
+    token: HeaderValue,
     retry: RetryPolicy,
     jitter: Mutex<Jitter>,
     limiter: Option<RateLimiter>,
@@ -93,8 +94,8 @@ impl PacketClient {
     /// Builds a client.
     ///
     /// # Errors
-    /// [`Error::BaseUrl`] for an unusable base URL, [`Error::BuildClient`] when the TLS
-    /// stack cannot be set up.
+    /// [`Error::BaseUrl`] for an unusable base URL, [`Error::BadToken`] for a token that
+    /// cannot be sent in a header, [`Error::BuildClient`] when the TLS stack cannot be set up.
     pub fn new(config: ClientConfig) -> Result<Self> {
         let mut base_url = config.base_url.clone();
         if !base_url.ends_with('/') {
@@ -110,6 +111,9 @@ impl PacketClient {
                 source: url::ParseError::RelativeUrlWithCannotBeABaseBase,
             });
         }
+        let mut token =
+            HeaderValue::from_str(config.token.expose()).map_err(|_| Error::BadToken)?;
+        token.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let http = reqwest::Client::builder()
@@ -122,7 +126,7 @@ impl PacketClient {
         Ok(Self {
             http,
             base,
-            token: config.token,
+            token,
             retry: config.retry,
             jitter: Mutex::new(
                 config
@@ -162,13 +166,10 @@ impl PacketClient {
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        let mut token =
-            HeaderValue::from_str(self.token.expose()).unwrap_or(HeaderValue::from_static(""));
-        token.set_sensitive(true);
         let mut request = self
             .http
             .request(method.clone(), url.clone())
-            .header("X-Auth-Token", token);
+            .header("X-Auth-Token", self.token.clone());
         if let Some(body) = body {
             request = request
                 .header(CONTENT_TYPE, "application/json")
@@ -530,5 +531,36 @@ impl Metal for PacketClient {
             .into_iter()
             .map(HardwareReservation::from)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_refused_without_showing_it() {
+        let mut config = ClientConfig::new(Token::new("line\nbreak-secret"));
+        config.base_url = "http://127.0.0.1:1/metal/v1".into();
+        let error = PacketClient::new(config).unwrap_err();
+        assert!(matches!(error, Error::BadToken));
+        assert!(!format!("{error} {error:?}").contains("secret"));
+    }
+
+    #[test]
+    fn paths_are_joined_under_the_base() {
+        let mut config = ClientConfig::new(Token::new("t"));
+        config.base_url = "http://127.0.0.1:1/metal/v1".into();
+        let client = PacketClient::new(config).unwrap();
+        assert_eq!(
+            client.url(&["projects", "a b", "devices"]).as_str(),
+            "http://127.0.0.1:1/metal/v1/projects/a%20b/devices"
+        );
+        let mut config = ClientConfig::new(Token::new("t"));
+        config.base_url = "not a url".into();
+        assert!(matches!(
+            PacketClient::new(config),
+            Err(Error::BaseUrl { .. })
+        ));
     }
 }

@@ -24,7 +24,9 @@ use secrecy::{ExposeSecret, SecretString};
 pub use auth::{TOKEN_ENV_VARS, Token};
 pub use client::{ClientConfig, DEFAULT_BASE_URL, PacketClient};
 pub use retry::{Jitter, RateLimiter, RetryPolicy};
-pub use tags::{CONTROL_PLANE, DeviceTags, MAX_TAG_LEN, Pool, RackformTags, TagError, cluster_tag};
+pub use tags::{
+    CONTROL_PLANE, DeviceTags, MAX_TAG_LEN, PartialTags, Pool, RackformTags, TagError, cluster_tag,
+};
 
 /// Result of a [`Metal`] call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -236,6 +238,11 @@ impl Device {
             .map(|ip| ip.address.as_str())
     }
 
+    /// `created_at` as Unix seconds.
+    pub fn created_unix(&self) -> Option<i64> {
+        self.created_at.as_deref().and_then(unix_seconds)
+    }
+
     /// The private (management) IPv4 address.
     pub fn private_ipv4(&self) -> Option<&str> {
         self.ip_addresses
@@ -243,6 +250,65 @@ impl Device {
             .find(|ip| !ip.public && ip.address_family == 4)
             .map(|ip| ip.address.as_str())
     }
+}
+
+/// Parses an RFC 3339 timestamp (`2019-08-24T14:15:22Z`, fractions and offsets allowed)
+/// into Unix seconds.
+pub fn unix_seconds(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &fraction[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && matches!(&rest[3..4], ":") => {
+            let sign = match &rest[..1] {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            let hours: i64 = rest[1..3].parse().ok()?;
+            let minutes: i64 = rest[4..6].parse().ok()?;
+            sign * (hours * 3600 + minutes * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
 }
 
 /// An address assigned to a device.
@@ -483,6 +549,8 @@ pub enum Error {
         #[source]
         source: url::ParseError,
     },
+    #[error("the Packet API token holds characters an HTTP header cannot carry")]
+    BadToken,
     #[error("building the HTTP client")]
     BuildClient(#[source] reqwest::Error),
     /// A call to the API failed; `op` says which.
@@ -587,5 +655,50 @@ impl Error {
             None if source.is_decode() => Disposition::Stalled,
             None => Disposition::Retry(Duration::from_secs(30)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_to_unix_seconds() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(unix_seconds("2019-08-24T14:15:22Z"), Some(1_566_656_122));
+        assert_eq!(
+            unix_seconds("2024-02-29T23:59:59.123Z"),
+            Some(1_709_251_199)
+        );
+        assert_eq!(
+            unix_seconds("2021-09-03T16:32:00+03:00"),
+            Some(1_630_675_920)
+        );
+        for bad in [
+            "",
+            "2019-08-24",
+            "2019-13-24T14:15:22Z",
+            "2019-08-24T14:15:22",
+            "2019-08-24T14:15:22+3",
+        ] {
+            assert_eq!(unix_seconds(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn disposition_splits_refusals_from_bad_days() {
+        let status = |status| Error::Api {
+            op: "x".into(),
+            source: ApiError::Status {
+                status,
+                messages: Vec::new(),
+                request_id: None,
+            },
+        };
+        assert_eq!(status(422).disposition(), Disposition::Stalled);
+        assert_eq!(status(403).disposition(), Disposition::Stalled);
+        assert!(matches!(status(429).disposition(), Disposition::Retry(_)));
+        assert!(matches!(status(503).disposition(), Disposition::Retry(_)));
+        assert_eq!(Error::NoToken.disposition(), Disposition::Stalled);
     }
 }

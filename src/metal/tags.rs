@@ -4,7 +4,8 @@
 //! `rackform:pool=<pool|control-plane>`, `rackform:ordinal=<n>` and
 //! `rackform:spec=<short hash>`. [`DeviceTags::parse`] turns a device's tag list into
 //! [`DeviceTags`]: unmanaged (no `rackform:` tag), managed, or malformed (a `rackform:` tag
-//! is present but the set is incomplete or contradictory). Malformed is never "absent".
+//! is present but the set is incomplete or contradictory; what could be read is kept, so
+//! such a device still shows under its cluster). Malformed is never "absent".
 
 use std::fmt;
 
@@ -89,7 +90,20 @@ pub enum DeviceTags {
     Unmanaged,
     Managed(RackformTags),
     /// Some `rackform:` tags, but not a usable set. Needs a human; never deleted.
-    Malformed(TagError),
+    Malformed {
+        /// What could be read (the first value of each key).
+        partial: PartialTags,
+        error: TagError,
+    },
+}
+
+/// The readable part of a malformed tag set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartialTags {
+    pub cluster: Option<String>,
+    pub pool: Option<Pool>,
+    pub ordinal: Option<u32>,
+    pub spec: Option<String>,
 }
 
 /// Why a device's `rackform:` tags are unusable.
@@ -113,9 +127,10 @@ impl DeviceTags {
     /// Parses a device's tags. Tags without the `rackform:` prefix and unknown
     /// `rackform:` keys are ignored.
     pub fn parse<S: AsRef<str>>(tags: &[S]) -> Self {
-        let mut found: [Option<&str>; 4] = [None; 4];
         let keys = [CLUSTER, POOL, ORDINAL, SPEC];
+        let mut found: [Option<&str>; 4] = [None; 4];
         let mut any = false;
+        let mut conflict = None;
         for tag in tags {
             let Some(rest) = tag.as_ref().strip_prefix(PREFIX) else {
                 continue;
@@ -129,7 +144,7 @@ impl DeviceTags {
             };
             match found[slot] {
                 Some(first) if first != value => {
-                    return Self::Malformed(TagError::Conflicting {
+                    conflict.get_or_insert(TagError::Conflicting {
                         key: keys[slot],
                         first: first.to_owned(),
                         second: value.to_owned(),
@@ -141,26 +156,54 @@ impl DeviceTags {
         if !any {
             return Self::Unmanaged;
         }
-        let mut values = [""; 4];
-        for (slot, key) in keys.iter().enumerate() {
-            match found[slot] {
-                None => return Self::Malformed(TagError::Missing { key }),
-                Some("") => return Self::Malformed(TagError::Empty { key }),
-                Some(value) => values[slot] = value,
-            }
-        }
-        let [cluster, pool, ordinal, spec] = values;
-        let Ok(ordinal) = ordinal.parse::<u32>() else {
-            return Self::Malformed(TagError::BadOrdinal {
-                value: ordinal.to_owned(),
-            });
+        let [cluster, pool, ordinal, spec] = found.map(|v| v.filter(|v| !v.is_empty()));
+        let partial = PartialTags {
+            cluster: cluster.map(str::to_owned),
+            pool: pool.map(Pool::parse),
+            ordinal: ordinal.and_then(|o| o.parse().ok()),
+            spec: spec.map(str::to_owned),
         };
-        Self::Managed(RackformTags {
-            cluster: cluster.to_owned(),
-            pool: Pool::parse(pool),
-            ordinal,
-            spec: spec.to_owned(),
-        })
+        let error = conflict.or_else(|| {
+            keys.iter().zip(found).find_map(|(key, value)| match value {
+                None => Some(TagError::Missing { key }),
+                Some("") => Some(TagError::Empty { key }),
+                Some(_) => None,
+            })
+        });
+        let error = error.or_else(|| {
+            partial.ordinal.is_none().then(|| TagError::BadOrdinal {
+                value: ordinal.unwrap_or_default().to_owned(),
+            })
+        });
+        match (error, partial) {
+            (
+                None,
+                PartialTags {
+                    cluster: Some(cluster),
+                    pool: Some(pool),
+                    ordinal: Some(ordinal),
+                    spec: Some(spec),
+                },
+            ) => Self::Managed(RackformTags {
+                cluster,
+                pool,
+                ordinal,
+                spec,
+            }),
+            (error, partial) => Self::Malformed {
+                error: error.expect("a complete, consistent set is managed"),
+                partial,
+            },
+        }
+    }
+
+    /// The cluster the device says it belongs to, even when its tags are malformed.
+    pub fn cluster(&self) -> Option<&str> {
+        match self {
+            Self::Unmanaged => None,
+            Self::Managed(tags) => Some(&tags.cluster),
+            Self::Malformed { partial, .. } => partial.cluster.as_deref(),
+        }
     }
 
     /// The identity, when the tags form a usable set.
@@ -197,6 +240,24 @@ mod tests {
         assert_eq!(
             tags("edge", Pool::ControlPlane, 0).hostname(),
             "edge-control-plane-0"
+        );
+    }
+
+    #[test]
+    fn malformed_sets_keep_what_they_can() {
+        let tags = DeviceTags::parse(&["rackform:cluster=edge", "rackform:pool=control-plane"]);
+        assert_eq!(tags.cluster(), Some("edge"));
+        assert_eq!(
+            tags,
+            DeviceTags::Malformed {
+                partial: PartialTags {
+                    cluster: Some("edge".into()),
+                    pool: Some(Pool::ControlPlane),
+                    ordinal: None,
+                    spec: None,
+                },
+                error: TagError::Missing { key: "ordinal" },
+            }
         );
     }
 
@@ -251,8 +312,11 @@ mod tests {
                 TagError::Empty { key: "cluster" },
             ),
         ];
-        for (input, error) in cases {
-            assert_eq!(DeviceTags::parse(input), DeviceTags::Malformed(error));
+        for (input, want) in cases {
+            let DeviceTags::Malformed { error, .. } = DeviceTags::parse(input) else {
+                panic!("{input:?} should be malformed");
+            };
+            assert_eq!(error, want);
         }
     }
 }
