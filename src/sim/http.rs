@@ -4,7 +4,14 @@
 //! Every API request is counted by endpoint (`METHOD /path/{template}`), delayed by the
 //! configured latency, offered to fault injection, authenticated by `X-Auth-Token`, and
 //! answered with `X-Request-Id` and `X-RateLimit-*` headers. Admin routes are never
-//! counted, delayed, faulted or authenticated.
+//! counted, delayed, faulted or authenticated:
+//!
+//! - `GET /_sim/health`: `ok` once serving.
+//! - `GET /_sim/requests`: `{"GET /projects/{id}/devices": 40, ...}`; `DELETE` resets.
+//! - `GET /_sim/faults`, `PUT /_sim/faults`: the [`Faults`] knobs as JSON (missing fields
+//!   reset to "no fault", unknown fields are refused with 422).
+//! - `POST /_sim/projects` `{"name": ...}`: a new project (as `POST /projects`).
+//! - `POST /_sim/save`: write the state file now.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -9,6 +9,25 @@
 //!
 //! Start with [`Sim::start`]: tests bind `127.0.0.1:0`, pass the listener, and point the
 //! client at [`Sim::base_url`]. [`Sim::requests`] counts API calls by endpoint.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use rackform::metal::{ClientConfig, DeviceQuery, Metal, PacketClient, ProjectId, Token};
+//! use rackform::sim::{Faults, Sim, SimConfig};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let sim = Sim::start(listener, SimConfig::default()).await?;
+//! let mut config = ClientConfig::new(Token::new("any"));
+//! config.base_url = sim.base_url();
+//! let client = PacketClient::new(config)?;
+//! let project = ProjectId(sim.project_id("rackform").expect("made at start"));
+//! sim.set_faults(Faults { fail_next: [503].into(), ..Faults::default() });
+//! client.list_devices(&project, &DeviceQuery::cluster("edge")).await?;
+//! assert_eq!(sim.request_count("GET /projects/{id}/devices"), 2);
+//! sim.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod catalog;
 mod faults;
