@@ -887,3 +887,23 @@ async fn a_create_cut_off_mid_answer_is_found_by_the_next_list() {
     assert_eq!(found.len(), 1, "observing before creating finds it");
     assert_eq!(found[0].rackform, DeviceTags::Managed(tags));
 }
+
+#[tokio::test]
+async fn facility_based_creates_are_flagged_deprecated() {
+    let (logs, _guard) = capture_logs();
+    let sim = start_sim(SimConfig::default()).await;
+    let project = project(&sim);
+    let client = client(&sim);
+    let mut new = new_device(&identity("old", Pool::ControlPlane, 0), "sv");
+    new.location = Location::Facilities(vec!["sv15".into(), "any".into()]);
+    let device = client.create_device(&project, &new).await.unwrap();
+    assert_eq!(device.metro.as_deref(), Some("sv"));
+    let logs = logs.text();
+    assert!(
+        logs.contains("Packet API marked this call deprecated")
+            && logs.contains("Tue, 30 Jun 2026 00:00:00 GMT"),
+        "{logs}"
+    );
+    let active = client.get_device(&device.id).await.unwrap().unwrap();
+    assert_eq!(active.facility.as_deref(), Some("sv15"));
+}

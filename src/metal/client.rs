@@ -200,6 +200,14 @@ impl PacketClient {
             let (error, server_wait, retryable) = match outcome {
                 Ok((status, headers, body)) => {
                     debug!(method = %method, path = url.path(), status, "Packet API answered");
+                    if headers.contains_key("deprecation") {
+                        warn!(
+                            method = %method,
+                            path = url.path(),
+                            sunset = headers.get("sunset").and_then(|v| v.to_str().ok()),
+                            "Packet API marked this call deprecated"
+                        );
+                    }
                     if let Some(wait) = retry::rate_limit_wait(&headers, SystemTime::now()) {
                         self.pause.extend(wait.min(self.retry.max_delay));
                     }

@@ -356,7 +356,7 @@ async fn list_devices(
 }
 
 async fn create_device(State(shared): AppState, Path(id): Path<String>, body: Bytes) -> Response {
-    answer((|| {
+    let mut response = answer((|| {
         let body = parse_body(&body)?;
         let timing = shared.timing;
         shared.write(|world, now| {
@@ -368,7 +368,27 @@ async fn create_device(State(shared): AppState, Path(id): Path<String>, body: By
             world.start(&device.id, now, timing, list_delay);
             Ok(json_response(201, &render::device(world, &device)))
         })
-    })())
+    })());
+    if uses_facility(&body) {
+        // Facility-based calls were deprecated in May 2023 (RFC 8594 signalling).
+        let headers = response.headers_mut();
+        headers.insert("deprecation", HeaderValue::from_static("true"));
+        headers.insert(
+            "sunset",
+            HeaderValue::from_static("Tue, 30 Jun 2026 00:00:00 GMT"),
+        );
+    }
+    response
+}
+
+fn uses_facility(body: &Bytes) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|body| {
+        let present = |key| {
+            body.get(key)
+                .is_some_and(|v| v.as_str() != Some("") && !v.is_null())
+        };
+        present("facility") && !present("metro")
+    })
 }
 
 async fn get_device(State(shared): AppState, Path(id): Path<String>) -> Response {

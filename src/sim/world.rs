@@ -1240,6 +1240,59 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn facilities_are_checked_and_pick_the_metro() {
+        let mut world = World::new(0);
+        let now = now();
+        let project = world.create_project("p", &now).id;
+        let mut faults = Faults::default();
+        let bad = json!({"plan": "c3.small.x86", "operating_system": "ubuntu_22_04",
+            "facility": ["ams1", "xx9"], "no_ssh_keys": true});
+        assert_eq!(
+            world
+                .create_device(&project, &bad, &mut faults, &now)
+                .unwrap_err()
+                .errors,
+            vec![
+                "ams1 is not a valid facility".to_owned(),
+                "xx9 is not a valid facility".into()
+            ]
+        );
+        let good = json!({"plan": "c3.small.x86", "operating_system": "ubuntu_22_04",
+            "facility": "am6", "no_ssh_keys": true});
+        let device = world
+            .create_device(&project, &good, &mut faults, &now)
+            .unwrap();
+        assert_eq!(device.metro, "am");
+        let unsold = json!({"plan": "s3.xlarge.x86", "operating_system": "ubuntu_22_04",
+            "metro": "sy", "no_ssh_keys": true});
+        assert_eq!(
+            world
+                .create_device(&project, &unsold, &mut faults, &now)
+                .unwrap_err()
+                .errors,
+            vec!["Facility can't be blank".to_owned()]
+        );
+    }
+
+    #[test]
+    fn same_seed_same_ids() {
+        let ids = |seed| {
+            let mut world = World::new(seed);
+            let now = Now {
+                at: Instant::now(),
+                stamp: "2026-01-01T00:00:00Z".into(),
+            };
+            let project = world.create_project("p", &now).id;
+            let devices = world
+                .insert_active(&project, 3, "c3.small.x86", "da", &|_| Vec::new(), &now)
+                .unwrap();
+            (project, devices)
+        };
+        assert_eq!(ids(5), ids(5));
+        assert_ne!(ids(5), ids(6));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn lifecycle_follows_the_clock() {
         let timing = Timing {
             provision: Duration::from_secs(40),
