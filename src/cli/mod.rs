@@ -20,6 +20,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the Packet API simulator (paths under /metal/v1, admin under /_sim).
     Sim(sim::Args),
 }
 
