@@ -458,9 +458,13 @@ async fn creates_retry_on_503_but_not_on_500() {
     assert_eq!(sim.request_count("POST /projects/{id}/devices"), 2);
 
     sim.set_faults(Faults {
-        fail_next: [500].into(),
+        fail_next_at: [("POST /projects/{id}/devices".to_owned(), [500].into())].into(),
         ..Faults::default()
     });
+    client
+        .list_devices(&project, &DeviceQuery::all())
+        .await
+        .unwrap();
     let error = client
         .create_device(
             &project,

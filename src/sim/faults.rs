@@ -1,11 +1,12 @@
 //! Fault injection: what the simulator does wrong, on purpose.
 //!
 //! Owns [`Faults`] (the knobs, settable at start and through `PUT /_sim/faults`) and the
-//! per-request decision: a scripted status from `fail_next`, a 429 above `rate_limit`
+//! per-request decision: a scripted status from `fail_next_at` or `fail_next`, a 429 above
+//! `rate_limit`
 //! requests a second, or a random 500/503 at `error_rate`. Provisioning faults
 //! (`fail_provision`, `stuck_provision`) and delayed list visibility are read by the world.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,9 @@ pub struct Faults {
     /// The next API requests answer these statuses, one each, in order (429, 500, 502, 503
     /// or 504 carry the usual bodies and headers; others get a generic error body).
     pub fail_next: VecDeque<u16>,
+    /// Like `fail_next`, for one endpoint only, named as the request counters name it:
+    /// `{"POST /projects/{id}/devices": [500]}` fails the next create.
+    pub fail_next_at: BTreeMap<String, VecDeque<u16>>,
     /// The next this-many API answers that reach a handler are cut off half-way (the
     /// request takes effect; the client sees the connection close early).
     pub truncate_next: u32,
@@ -88,8 +92,8 @@ impl FaultState {
         }
     }
 
-    /// Decides the fate of one API request arriving at Unix second `second`.
-    pub fn decide(&mut self, second: u64) -> (Option<Injected>, RateFigures) {
+    /// Decides the fate of one API request to `endpoint` arriving at Unix second `second`.
+    pub fn decide(&mut self, endpoint: &str, second: u64) -> (Option<Injected>, RateFigures) {
         if second != self.window {
             self.window = second;
             self.in_window = 0;
@@ -106,7 +110,15 @@ impl FaultState {
         } else {
             self.faults.retry_after_secs
         };
-        if let Some(status) = self.faults.fail_next.pop_front() {
+        let queue = self.faults.fail_next_at.get_mut(endpoint);
+        let (scripted, drained) = match queue {
+            Some(queue) => (queue.pop_front(), queue.is_empty()),
+            None => (None, false),
+        };
+        if drained {
+            self.faults.fail_next_at.remove(endpoint);
+        }
+        if let Some(status) = scripted.or_else(|| self.faults.fail_next.pop_front()) {
             return (
                 Some(Injected::Status {
                     status,
@@ -156,7 +168,7 @@ mod tests {
             },
             1,
         );
-        let first = state.decide(100).0;
+        let first = state.decide("GET /x", 100).0;
         assert_eq!(
             first,
             Some(Injected::Status {
@@ -164,8 +176,8 @@ mod tests {
                 retry_after: 1
             })
         );
-        assert_eq!(state.decide(100).0, None);
-        let (third, figures) = state.decide(100);
+        assert_eq!(state.decide("GET /x", 100).0, None);
+        let (third, figures) = state.decide("GET /x", 100);
         assert_eq!(
             third,
             Some(Injected::Status {
@@ -174,7 +186,28 @@ mod tests {
             })
         );
         assert_eq!((figures.remaining, figures.reset), (0, 101));
-        assert_eq!(state.decide(101).0, None, "a new window starts");
+        assert_eq!(state.decide("GET /x", 101).0, None, "a new window starts");
+    }
+
+    #[test]
+    fn endpoint_scripts_wait_for_their_endpoint() {
+        let mut state = FaultState::new(
+            Faults {
+                fail_next_at: BTreeMap::from([("POST /d".to_owned(), VecDeque::from([500]))]),
+                ..Faults::default()
+            },
+            1,
+        );
+        assert_eq!(state.decide("GET /d", 5).0, None);
+        assert_eq!(
+            state.decide("POST /d", 5).0,
+            Some(Injected::Status {
+                status: 500,
+                retry_after: 1
+            })
+        );
+        assert_eq!(state.decide("POST /d", 5).0, None);
+        assert!(state.faults.fail_next_at.is_empty());
     }
 
     #[test]
@@ -186,7 +219,7 @@ mod tests {
         let run = |seed| {
             let mut state = FaultState::new(faults.clone(), seed);
             (0..200)
-                .map(|_| state.decide(0).0.is_some())
+                .map(|_| state.decide("GET /x", 0).0.is_some())
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(9), run(9));

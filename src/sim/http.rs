@@ -151,16 +151,21 @@ async fn api_layer(
         .counts
         .lock()
         .expect("counter lock poisoned")
-        .entry(endpoint)
+        .entry(endpoint.clone())
         .or_default() += 1;
     let in_flight = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     shared.max_in_flight.fetch_max(in_flight, Ordering::SeqCst);
-    let response = answer_api(&shared, request, next).await;
+    let response = answer_api(&shared, &endpoint, request, next).await;
     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     response
 }
 
-async fn answer_api(shared: &Arc<Shared>, request: Request, next: Next) -> Response {
+async fn answer_api(
+    shared: &Arc<Shared>,
+    endpoint: &str,
+    request: Request,
+    next: Next,
+) -> Response {
     let latency = shared
         .faults
         .lock()
@@ -178,7 +183,7 @@ async fn answer_api(shared: &Arc<Shared>, request: Request, next: Next) -> Respo
         .faults
         .lock()
         .expect("fault lock poisoned")
-        .decide(second);
+        .decide(endpoint, second);
     let mut response = if let Some(Injected::Status {
         status,
         retry_after,
