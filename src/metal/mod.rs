@@ -322,7 +322,11 @@ pub struct DeviceIp {
     pub management: bool,
 }
 
-/// Which devices to list.
+/// Which devices to list. Either way it is one paginated list call per page.
+///
+/// The API filters by one exact tag. For the whole fleet (including clusters removed from
+/// Git), list with no tag and group by [`DeviceTags::cluster`]; for one cluster, use
+/// [`DeviceQuery::cluster`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceQuery {
     /// Only devices carrying exactly this tag.
