@@ -911,3 +911,26 @@ async fn facility_based_creates_are_flagged_deprecated() {
     let active = client.get_device(&device.id).await.unwrap().unwrap();
     assert_eq!(active.facility.as_deref(), Some("sv15"));
 }
+
+#[tokio::test]
+async fn starts_on_a_std_listener_the_caller_bound() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sim = Sim::start_std(listener, SimConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(sim.addr(), addr);
+    let health = reqwest::get(format!("http://{addr}/_sim/health"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(health, "ok");
+    let devices = client(&sim)
+        .list_devices(&project(&sim), &DeviceQuery::all())
+        .await
+        .unwrap();
+    assert!(devices.is_empty());
+    sim.shutdown().await.unwrap();
+}
