@@ -4,12 +4,14 @@
 //! Start with `docs/ARCHITECTURE.md`, then [`spec`], which reads what users write.
 
 pub mod cli;
+pub mod metal;
 pub mod observe;
 pub mod pki;
 pub mod plan;
 pub mod report;
 pub mod seal;
 pub mod secrets;
+pub mod sim;
 pub mod source;
 pub mod spec;
 

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod metal;
 mod pki;
 mod plan;
 mod schema;

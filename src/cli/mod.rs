@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod decrypt;
 mod keygen;
+mod sim;
 mod validate;
 
 /// GitOps for bare-metal Kubernetes on Packet (Equinix Metal).
@@ -28,6 +29,8 @@ enum Command {
     Keygen(keygen::Args),
     /// Decrypt a SOPS (age) file, such as a committed kubeconfig, and print it.
     Decrypt(decrypt::Args),
+    /// Serve the Packet API simulator (paths under /metal/v1, admin under /_sim).
+    Sim(sim::Args),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -37,6 +40,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Decrypt(args) => decrypt::run(args),
+        Command::Sim(args) => sim::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,229 @@
+//! Fault injection: what the simulator does wrong, on purpose.
+//!
+//! Owns [`Faults`] (the knobs, settable at start and through `PUT /_sim/faults`) and the
+//! per-request decision: a scripted status from `fail_next_at` or `fail_next`, a 429 above
+//! `rate_limit`
+//! requests a second, or a random 500/503 at `error_rate`. Provisioning faults
+//! (`fail_provision`, `stuck_provision`) and delayed list visibility are read by the world.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::world::SplitMix;
+
+/// Fault knobs. Every field defaults to "no fault".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Added before every API answer, in milliseconds.
+    pub latency_ms: u64,
+    /// Share (0.0–1.0) of API requests answered 500 or 503 (half each), drawn from the
+    /// seeded generator.
+    pub error_rate: f64,
+    /// Requests a second (a fixed one-second window) above which the API answers 429.
+    pub rate_limit: Option<u32>,
+    /// `Retry-After` seconds sent with 429 and 503 answers. 0 means "until the window ends".
+    pub retry_after_secs: u64,
+    /// The next API requests answer these statuses, one each, in order (429, 500, 502, 503
+    /// or 504 carry the usual bodies and headers; others get a generic error body).
+    pub fail_next: VecDeque<u16>,
+    /// Like `fail_next`, for one endpoint only, named as the request counters name it:
+    /// `{"POST /projects/{id}/devices": [500]}` fails the next create.
+    pub fail_next_at: BTreeMap<String, VecDeque<u16>>,
+    /// The next this-many API answers that reach a handler are cut off half-way (the
+    /// request takes effect; the client sees the connection close early).
+    pub truncate_next: u32,
+    /// The next this-many created devices end `failed` instead of `active`.
+    pub fail_provision: u32,
+    /// The next this-many created devices stay `provisioning` for ever.
+    pub stuck_provision: u32,
+    /// A new device is missing from list answers for this long (GET by id works).
+    pub list_delay_ms: u64,
+    /// Failed devices answer 403 to GET and vanish from lists, as the API did 2018–2020.
+    pub hide_failed: bool,
+}
+
+impl Faults {
+    pub fn latency(&self) -> Duration {
+        Duration::from_millis(self.latency_ms)
+    }
+
+    pub fn list_delay(&self) -> Duration {
+        Duration::from_millis(self.list_delay_ms)
+    }
+}
+
+/// What to answer instead of the real thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injected {
+    Status { status: u16, retry_after: u64 },
+}
+
+/// Faults plus the state needed to apply them.
+#[derive(Debug)]
+pub struct FaultState {
+    pub faults: Faults,
+    rng: SplitMix,
+    window: u64,
+    in_window: u32,
+}
+
+/// Rate-limit figures for the `X-RateLimit-*` headers.
+#[derive(Debug, Clone, Copy)]
+pub struct RateFigures {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Unix seconds.
+    pub reset: u64,
+}
+
+/// Limit advertised when no rate limit is set.
+const UNLIMITED: u32 = 10_000;
+
+impl FaultState {
+    pub fn new(faults: Faults, seed: u64) -> Self {
+        Self {
+            faults,
+            rng: SplitMix::new(seed ^ 0x5eed_fa17),
+            window: 0,
+            in_window: 0,
+        }
+    }
+
+    /// Decides the fate of one API request to `endpoint` arriving at Unix second `second`.
+    pub fn decide(&mut self, endpoint: &str, second: u64) -> (Option<Injected>, RateFigures) {
+        if second != self.window {
+            self.window = second;
+            self.in_window = 0;
+        }
+        self.in_window += 1;
+        let limit = self.faults.rate_limit.unwrap_or(UNLIMITED);
+        let figures = RateFigures {
+            limit,
+            remaining: limit.saturating_sub(self.in_window),
+            reset: second + 1,
+        };
+        let retry_after = if self.faults.retry_after_secs == 0 {
+            1
+        } else {
+            self.faults.retry_after_secs
+        };
+        let queue = self.faults.fail_next_at.get_mut(endpoint);
+        let (scripted, drained) = match queue {
+            Some(queue) => (queue.pop_front(), queue.is_empty()),
+            None => (None, false),
+        };
+        if drained {
+            self.faults.fail_next_at.remove(endpoint);
+        }
+        if let Some(status) = scripted.or_else(|| self.faults.fail_next.pop_front()) {
+            return (
+                Some(Injected::Status {
+                    status,
+                    retry_after,
+                }),
+                figures,
+            );
+        }
+        if self.faults.rate_limit.is_some() && self.in_window > limit {
+            return (
+                Some(Injected::Status {
+                    status: 429,
+                    retry_after,
+                }),
+                figures,
+            );
+        }
+        if self.faults.error_rate > 0.0 && self.rng.next_f64() < self.faults.error_rate {
+            let status = if self.rng.next_u64() % 2 == 0 {
+                500
+            } else {
+                503
+            };
+            return (
+                Some(Injected::Status {
+                    status,
+                    retry_after,
+                }),
+                figures,
+            );
+        }
+        (None, figures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripted_then_throttled() {
+        let mut state = FaultState::new(
+            Faults {
+                rate_limit: Some(2),
+                fail_next: VecDeque::from([503]),
+                ..Faults::default()
+            },
+            1,
+        );
+        let first = state.decide("GET /x", 100).0;
+        assert_eq!(
+            first,
+            Some(Injected::Status {
+                status: 503,
+                retry_after: 1
+            })
+        );
+        assert_eq!(state.decide("GET /x", 100).0, None);
+        let (third, figures) = state.decide("GET /x", 100);
+        assert_eq!(
+            third,
+            Some(Injected::Status {
+                status: 429,
+                retry_after: 1
+            })
+        );
+        assert_eq!((figures.remaining, figures.reset), (0, 101));
+        assert_eq!(state.decide("GET /x", 101).0, None, "a new window starts");
+    }
+
+    #[test]
+    fn endpoint_scripts_wait_for_their_endpoint() {
+        let mut state = FaultState::new(
+            Faults {
+                fail_next_at: BTreeMap::from([("POST /d".to_owned(), VecDeque::from([500]))]),
+                ..Faults::default()
+            },
+            1,
+        );
+        assert_eq!(state.decide("GET /d", 5).0, None);
+        assert_eq!(
+            state.decide("POST /d", 5).0,
+            Some(Injected::Status {
+                status: 500,
+                retry_after: 1
+            })
+        );
+        assert_eq!(state.decide("POST /d", 5).0, None);
+        assert!(state.faults.fail_next_at.is_empty());
+    }
+
+    #[test]
+    fn error_rate_is_seeded() {
+        let faults = Faults {
+            error_rate: 0.5,
+            ..Faults::default()
+        };
+        let run = |seed| {
+            let mut state = FaultState::new(faults.clone(), seed);
+            (0..200)
+                .map(|_| state.decide("GET /x", 0).0.is_some())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(9), run(9));
+        let failures = run(9).iter().filter(|f| **f).count();
+        assert!((50..150).contains(&failures), "{failures}");
+    }
+}

@@ -1,0 +1,552 @@
+//! The Packet API simulator: an HTTP server on the real paths and JSON shapes, for tests,
+//! `rackform demo` and `rackform sim`.
+//!
+//! Owns the simulated world (`world`), its catalogue of plans, metros and operating
+//! systems (`catalog`), Packet JSON rendering (`render`), fault injection (`faults`) and
+//! the axum routes (`http`). It keeps state in memory, optionally saved to a JSON file so
+//! it survives a restart. It never calls out and is deterministic for a given seed (ids,
+//! injected errors); only lifecycle timing follows the tokio clock.
+//!
+//! Start with [`Sim::start`]: tests bind `127.0.0.1:0`, pass the listener, and point the
+//! client at [`Sim::base_url`]. [`Sim::requests`] counts API calls by endpoint.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use rackform::metal::{ClientConfig, DeviceQuery, Metal, PacketClient, ProjectId, Token};
+//! use rackform::sim::{Faults, Sim, SimConfig};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let sim = Sim::start(listener, SimConfig::default()).await?;
+//! let mut config = ClientConfig::new(Token::new("any"));
+//! config.base_url = sim.base_url();
+//! let client = PacketClient::new(config)?;
+//! let project = ProjectId(sim.project_id("rackform").expect("made at start"));
+//! sim.set_faults(Faults { fail_next: [503].into(), ..Faults::default() });
+//! client.list_devices(&project, &DeviceQuery::cluster("edge")).await?;
+//! assert_eq!(sim.request_count("GET /projects/{id}/devices"), 2);
+//! sim.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod catalog;
+mod faults;
+mod http;
+mod render;
+mod world;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+pub use catalog::{METROS, OPERATING_SYSTEMS, PLANS};
+use faults::FaultState;
+pub use faults::Faults;
+pub use world::HardwareSeed;
+use world::{Now, SplitMix, Timing, World};
+
+/// Result of a simulator operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong starting, saving or loading the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("using the listener")]
+    Listener(#[source] std::io::Error),
+    #[error("reading simulator state from {path}")]
+    ReadState {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing simulator state in {path}")]
+    ParseState {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("writing simulator state to {path}")]
+    WriteState {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("project {0} does not exist in the simulator")]
+    NoProject(String),
+    #[error("hardware reservation for unknown plan {plan:?} or facility {facility:?}")]
+    BadHardware { plan: String, facility: String },
+}
+
+/// How the simulator starts.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Seed of ids, request ids and injected errors.
+    pub seed: u64,
+    /// From create to `active`.
+    pub provision_delay: Duration,
+    /// From delete to gone.
+    pub deprovision_delay: Duration,
+    pub faults: Faults,
+    /// When set, `X-Auth-Token` must equal it; otherwise any non-empty token is accepted.
+    pub token: Option<String>,
+    /// Projects created at start (unless the state file already has one of that name).
+    pub projects: Vec<String>,
+    /// Hardware reservations given to the first project at start.
+    pub hardware_reservations: Vec<HardwareSeed>,
+    /// Where to keep state across restarts.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            provision_delay: Duration::ZERO,
+            deprovision_delay: Duration::ZERO,
+            faults: Faults::default(),
+            token: None,
+            projects: vec!["rackform".to_owned()],
+            hardware_reservations: Vec::new(),
+            state_file: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct StateFile {
+    #[allow(dead_code)]
+    version: u32,
+    world: World,
+}
+
+#[derive(Serialize)]
+struct SavedState<'a> {
+    version: u32,
+    world: &'a World,
+}
+
+/// State shared by the handlers.
+pub(crate) struct Shared {
+    world: Mutex<World>,
+    faults: Mutex<FaultState>,
+    counts: Mutex<BTreeMap<String, u64>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    request_ids: Mutex<SplitMix>,
+    timing: Timing,
+    token: Option<String>,
+    wall_start: SystemTime,
+    start: Instant,
+    dirty: AtomicBool,
+    state_file: Option<PathBuf>,
+}
+
+impl Shared {
+    fn now(&self) -> Now {
+        let at = Instant::now();
+        let wall = self.wall_start + at.duration_since(self.start);
+        Now {
+            at,
+            stamp: rfc3339(wall),
+        }
+    }
+
+    /// Runs `f` on the world after applying due transitions.
+    fn read<T>(&self, f: impl FnOnce(&World, &Now) -> T) -> T {
+        let now = self.now();
+        let mut world = self.world.lock().expect("world lock poisoned");
+        world.tick(&now, self.timing);
+        f(&world, &now)
+    }
+
+    /// Like [`Shared::read`], for changes; marks the state for saving.
+    fn write<T>(&self, f: impl FnOnce(&mut World, &Now) -> T) -> T {
+        let now = self.now();
+        let mut world = self.world.lock().expect("world lock poisoned");
+        world.tick(&now, self.timing);
+        let result = f(&mut world, &now);
+        self.dirty.store(true, Ordering::SeqCst);
+        result
+    }
+
+    /// Whether to cut this answer short (`Faults::truncate_next`).
+    fn take_truncation(&self) -> bool {
+        let mut state = self.faults.lock().expect("fault lock poisoned");
+        if state.faults.truncate_next > 0 {
+            state.faults.truncate_next -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn faults(&self) -> Faults {
+        self.faults
+            .lock()
+            .expect("fault lock poisoned")
+            .faults
+            .clone()
+    }
+
+    fn authorized(&self, token: Option<&axum::http::HeaderValue>) -> bool {
+        let Some(token) = token
+            .and_then(|t| t.to_str().ok())
+            .filter(|t| !t.is_empty())
+        else {
+            return false;
+        };
+        self.token.as_deref().is_none_or(|want| want == token)
+    }
+
+    fn request_id(&self) -> String {
+        self.request_ids
+            .lock()
+            .expect("request id lock poisoned")
+            .uuid()
+    }
+
+    /// Writes the state file, if there is one and something changed.
+    fn save(&self) -> Result<()> {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        if !self.dirty.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let bytes = {
+            let world = self.world.lock().expect("world lock poisoned");
+            serde_json::to_vec_pretty(&SavedState {
+                version: 1,
+                world: &world,
+            })
+            .expect("the world serializes")
+        };
+        let write = |path: &Path| -> std::io::Result<()> {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, path)
+        };
+        write(path).map_err(|source| Error::WriteState {
+            path: path.clone(),
+            source,
+        })
+    }
+}
+
+/// A running simulator. Dropping it stops the server (without a final save); call
+/// [`Sim::shutdown`] to stop cleanly.
+pub struct Sim {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Sim {
+    /// Serves on `listener` (already bound by the caller) from a task of the current
+    /// tokio runtime.
+    ///
+    /// # Errors
+    /// A listener without an address, or an unreadable state file.
+    pub async fn start(listener: tokio::net::TcpListener, config: SimConfig) -> Result<Self> {
+        let addr = listener.local_addr().map_err(Error::Listener)?;
+        let start = Instant::now();
+        let wall_start = SystemTime::now();
+        let timing = Timing {
+            provision: config.provision_delay,
+            deprovision: config.deprovision_delay,
+        };
+        let now = Now {
+            at: start,
+            stamp: rfc3339(wall_start),
+        };
+        let mut world = match &config.state_file {
+            Some(path) if path.exists() => {
+                let mut world = load(path)?;
+                world.resume(&now, timing);
+                world
+            }
+            _ => World::new(config.seed),
+        };
+        for name in &config.projects {
+            if world.project_by_name(name).is_none() {
+                world.create_project(name, &now);
+            }
+        }
+        if let Some(first) = config.projects.first() {
+            let project = world
+                .project_by_name(first)
+                .map(|p| p.id.clone())
+                .expect("created above");
+            for seed in &config.hardware_reservations {
+                let known = catalog::plan(&seed.plan).is_some()
+                    && catalog::facility(&seed.facility).is_some();
+                if !known {
+                    return Err(Error::BadHardware {
+                        plan: seed.plan.clone(),
+                        facility: seed.facility.clone(),
+                    });
+                }
+                let exists = world
+                    .hardware
+                    .values()
+                    .filter(|h| {
+                        h.project == project && h.plan == seed.plan && h.facility == seed.facility
+                    })
+                    .count()
+                    >= config
+                        .hardware_reservations
+                        .iter()
+                        .filter(|s| *s == seed)
+                        .count();
+                if !exists {
+                    world.add_hardware(&project, seed, &now);
+                }
+            }
+        }
+        let shared = Arc::new(Shared {
+            world: Mutex::new(world),
+            faults: Mutex::new(FaultState::new(config.faults.clone(), config.seed)),
+            counts: Mutex::new(BTreeMap::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            request_ids: Mutex::new(SplitMix::new(config.seed ^ 0x7265_7175_6573_7473)),
+            timing,
+            token: config.token.clone(),
+            wall_start,
+            start,
+            dirty: AtomicBool::new(config.state_file.is_some()),
+            state_file: config.state_file.clone(),
+        });
+        shared.save()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = http::router(shared.clone());
+        let saver = shared.clone();
+        let task = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(250));
+            let server = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            let save_loop = async {
+                loop {
+                    interval.tick().await;
+                    if let Err(error) = saver.save() {
+                        warn!(error = %error, "Saving simulator state failed");
+                    }
+                }
+            };
+            tokio::select! {
+                result = server => {
+                    if let Err(error) = result {
+                        warn!(error = %error, "Simulator server stopped");
+                    }
+                }
+                () = save_loop => {}
+            }
+        });
+        info!(%addr, "Packet API simulator listening");
+        Ok(Self {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Like [`Sim::start`] with a standard listener (made non-blocking here).
+    ///
+    /// # Errors
+    /// As [`Sim::start`], and when the listener cannot be handed to tokio.
+    pub async fn start_std(listener: std::net::TcpListener, config: SimConfig) -> Result<Self> {
+        listener.set_nonblocking(true).map_err(Error::Listener)?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(Error::Listener)?;
+        Self::start(listener, config).await
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API root for a client, e.g. `http://127.0.0.1:41234/metal/v1/`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}{}/", self.addr, render::PREFIX)
+    }
+
+    /// The id of a project by name.
+    pub fn project_id(&self, name: &str) -> Option<String> {
+        self.shared
+            .read(|world, _| world.project_by_name(name).map(|p| p.id.clone()))
+    }
+
+    /// Creates a project and returns its id.
+    pub fn create_project(&self, name: &str) -> String {
+        self.shared
+            .write(|world, now| world.create_project(name, now).id)
+    }
+
+    /// API requests so far, by endpoint (`"GET /projects/{id}/devices"`).
+    pub fn requests(&self) -> BTreeMap<String, u64> {
+        self.shared
+            .counts
+            .lock()
+            .expect("counter lock poisoned")
+            .clone()
+    }
+
+    /// API requests so far to one endpoint.
+    pub fn request_count(&self, endpoint: &str) -> u64 {
+        self.requests().get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// API requests so far, all endpoints.
+    pub fn total_requests(&self) -> u64 {
+        self.requests().values().sum()
+    }
+
+    /// Clears the request counters and the in-flight high-water mark.
+    pub fn reset_requests(&self) {
+        self.shared
+            .counts
+            .lock()
+            .expect("counter lock poisoned")
+            .clear();
+        self.shared.max_in_flight.store(0, Ordering::SeqCst);
+    }
+
+    /// The most API requests that were ever being answered at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.shared.faults()
+    }
+
+    /// Replaces the fault knobs (as `PUT /_sim/faults` does).
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared
+            .faults
+            .lock()
+            .expect("fault lock poisoned")
+            .faults = faults;
+    }
+
+    /// Seeds `n` active devices at once (no API calls), tagged by `tags(i)`.
+    ///
+    /// # Errors
+    /// [`Error::NoProject`] for an unknown project.
+    pub fn insert_devices(
+        &self,
+        project: &str,
+        n: usize,
+        plan: &str,
+        metro: &str,
+        tags: impl Fn(usize) -> Vec<String>,
+    ) -> Result<Vec<String>> {
+        self.shared
+            .write(|world, now| world.insert_active(project, n, plan, metro, &tags, now))
+            .map_err(|_| Error::NoProject(project.to_owned()))
+    }
+
+    /// A device's state as the API would report it now, or `None` once it is gone.
+    pub fn device_state(&self, id: &str) -> Option<String> {
+        self.shared
+            .read(|world, _| world.devices.get(id).map(|d| d.state.clone()))
+    }
+
+    /// Writes the state file now (if any).
+    ///
+    /// # Errors
+    /// [`Error::WriteState`].
+    pub fn save(&self) -> Result<()> {
+        self.shared.dirty.store(true, Ordering::SeqCst);
+        self.shared.save()
+    }
+
+    /// Stops serving, waits for open requests, and saves the state file.
+    ///
+    /// # Errors
+    /// [`Error::WriteState`].
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.save()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<World> {
+    let bytes = std::fs::read(path).map_err(|source| Error::ReadState {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file: StateFile = serde_json::from_slice(&bytes).map_err(|source| Error::ParseState {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(file.world)
+}
+
+/// RFC 3339 in UTC, seconds precision.
+fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant), for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)),
+            "2024-02-29T23:59:59Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+}

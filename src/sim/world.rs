@@ -1,0 +1,1377 @@
+//! The simulator's world: projects, devices, IP reservations and assignments, hardware
+//! reservations, and the clock-driven device lifecycle.
+//!
+//! Owns the rules of the API (validation, state transitions, what may be deleted when) as
+//! plain methods that return records or a [`Fail`] (status and the API's messages). Knows
+//! nothing of HTTP; `render` turns records into Packet JSON and `http` serves them.
+//! Time is tokio time: transitions are applied lazily by [`World::tick`] on each request.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::catalog;
+use super::faults::Faults;
+
+/// A failed API call: HTTP status and the messages for `{"errors": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fail {
+    pub status: u16,
+    pub errors: Vec<String>,
+}
+
+impl Fail {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            errors: vec![message.into()],
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(404, "Not found")
+    }
+
+    pub fn unprocessable(errors: Vec<String>) -> Self {
+        Self {
+            status: 422,
+            errors,
+        }
+    }
+}
+
+pub type Outcome<T> = Result<T, Fail>;
+
+/// The moment of a request: tokio time for the lifecycle, and an RFC 3339 stamp.
+#[derive(Debug, Clone)]
+pub struct Now {
+    pub at: Instant,
+    pub stamp: String,
+}
+
+/// SplitMix64, the simulator's only source of randomness (ids, error rolls).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A version-4-shaped UUID.
+    pub fn uuid(&mut self) -> String {
+        let (a, b) = (self.next_u64(), self.next_u64());
+        format_uuid(a, b)
+    }
+}
+
+/// Formats 128 bits as a UUID with version 4 and RFC 4122 variant bits.
+pub fn format_uuid(a: u64, b: u64) -> String {
+    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// Provisioning timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// From create to `active` (a quarter of it `queued`, the rest `provisioning`).
+    pub provision: Duration,
+    /// From delete to gone.
+    pub deprovision: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// How a device's provisioning will end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fate {
+    Active,
+    Failed,
+    Stuck,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    StartProvisioning,
+    Finish,
+    Remove,
+    /// End of a power or reinstall transition.
+    Settle(Settled),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    Active,
+    Inactive,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceRec {
+    pub id: String,
+    pub short_id: String,
+    pub seq: u64,
+    pub project: String,
+    pub hostname: String,
+    pub description: Option<String>,
+    pub plan: String,
+    pub os: String,
+    pub metro: String,
+    pub facility: Option<String>,
+    pub preferred_facilities: Vec<String>,
+    pub tags: Vec<String>,
+    pub userdata: String,
+    pub customdata: Value,
+    pub billing_cycle: String,
+    pub locked: bool,
+    pub always_pxe: bool,
+    pub ipxe_script_url: Option<String>,
+    pub hardware_reservation: Option<String>,
+    pub state: String,
+    pub fate: Fate,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip)]
+    next: Option<(Instant, Step)>,
+    #[serde(skip)]
+    pub visible_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssignmentRec {
+    pub id: String,
+    pub device: String,
+    pub reservation: Option<String>,
+    pub address: String,
+    pub network: String,
+    pub gateway: String,
+    pub netmask: String,
+    pub cidr: u8,
+    pub family: u8,
+    pub public: bool,
+    pub management: bool,
+    pub metro: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReservationRec {
+    pub id: String,
+    pub project: String,
+    pub kind: String,
+    pub network: String,
+    pub cidr: u8,
+    pub family: u8,
+    pub public: bool,
+    pub metro: String,
+    pub tags: Vec<String>,
+    pub details: Option<String>,
+    pub state: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HardwareRec {
+    pub id: String,
+    pub short_id: String,
+    pub project: String,
+    pub plan: String,
+    pub facility: String,
+    pub device: Option<String>,
+    pub need_of_service: bool,
+    pub created_at: String,
+}
+
+/// A hardware reservation to seed a project with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardwareSeed {
+    pub plan: String,
+    pub facility: String,
+}
+
+/// Everything the simulator knows. Serialisable for the state file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct World {
+    rng: SplitMix,
+    seq: u64,
+    management_blocks: u32,
+    elastic_blocks: u32,
+    pub projects: BTreeMap<String, Project>,
+    pub devices: BTreeMap<String, DeviceRec>,
+    pub assignments: BTreeMap<String, AssignmentRec>,
+    pub reservations: BTreeMap<String, ReservationRec>,
+    pub hardware: BTreeMap<String, HardwareRec>,
+}
+
+/// Most IP reservations a project may hold before requests need approval.
+pub const IP_QUOTA: usize = 64;
+const BILLING_CYCLES: [&str; 4] = ["hourly", "daily", "monthly", "yearly"];
+
+/// Reads a string field, treating `""` and `null` as absent (clients send both).
+fn text(body: &Value, key: &str) -> Option<String> {
+    match body.get(key) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn flag(body: &Value, key: &str) -> bool {
+    body.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn strings(body: &Value, key: &str) -> Vec<String> {
+    match body.get(key) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn ipv4(n: u32) -> String {
+    let [a, b, c, d] = n.to_be_bytes();
+    format!("{a}.{b}.{c}.{d}")
+}
+
+fn netmask_v4(cidr: u8) -> String {
+    let mask = if cidr == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(cidr))
+    };
+    ipv4(mask)
+}
+
+impl World {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rng: SplitMix::new(seed),
+            seq: 0,
+            management_blocks: 0,
+            elastic_blocks: 0,
+            projects: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            assignments: BTreeMap::new(),
+            reservations: BTreeMap::new(),
+            hardware: BTreeMap::new(),
+        }
+    }
+
+    /// After loading from a file: restart the timers of devices caught mid-transition.
+    pub fn resume(&mut self, now: &Now, timing: Timing) {
+        for device in self.devices.values_mut() {
+            device.next = match (device.state.as_str(), device.fate) {
+                ("queued", _) => Some((now.at, Step::StartProvisioning)),
+                ("provisioning", Fate::Stuck) => None,
+                ("provisioning", _) => Some((now.at + timing.provision, Step::Finish)),
+                ("deprovisioning", _) => Some((now.at + timing.deprovision, Step::Remove)),
+                ("powering_off", _) => Some((now.at, Step::Settle(Settled::Inactive))),
+                ("powering_on" | "reinstalling", _) => {
+                    Some((now.at + timing.provision / 4, Step::Settle(Settled::Active)))
+                }
+                _ => None,
+            };
+        }
+    }
+
+    pub fn create_project(&mut self, name: &str, now: &Now) -> Project {
+        let project = Project {
+            id: self.rng.uuid(),
+            name: name.to_owned(),
+            created_at: now.stamp.clone(),
+        };
+        self.projects.insert(project.id.clone(), project.clone());
+        project
+    }
+
+    pub fn project_by_name(&self, name: &str) -> Option<&Project> {
+        self.projects.values().find(|p| p.name == name)
+    }
+
+    pub fn project(&self, id: &str) -> Outcome<&Project> {
+        self.projects.get(id).ok_or_else(Fail::not_found)
+    }
+
+    pub fn add_hardware(&mut self, project: &str, seed: &HardwareSeed, now: &Now) -> HardwareRec {
+        let id = self.rng.uuid();
+        let record = HardwareRec {
+            short_id: id[..8].to_owned(),
+            id: id.clone(),
+            project: project.to_owned(),
+            plan: seed.plan.clone(),
+            facility: seed.facility.clone(),
+            device: None,
+            need_of_service: false,
+            created_at: now.stamp.clone(),
+        };
+        self.hardware.insert(id, record.clone());
+        record
+    }
+
+    /// Applies every transition due by `now`.
+    pub fn tick(&mut self, now: &Now, timing: Timing) {
+        let due: Vec<String> = self
+            .devices
+            .values()
+            .filter(|d| d.next.is_some_and(|(at, _)| at <= now.at))
+            .map(|d| d.id.clone())
+            .collect();
+        for id in due {
+            while let Some((at, step)) = self.devices.get(&id).and_then(|d| d.next) {
+                if at > now.at {
+                    break;
+                }
+                self.step(&id, at, step, now, timing);
+            }
+        }
+    }
+
+    fn step(&mut self, id: &str, at: Instant, step: Step, now: &Now, timing: Timing) {
+        match step {
+            Step::StartProvisioning => {
+                let device = self.devices.get_mut(id).expect("due device exists");
+                device.state = "provisioning".into();
+                device.updated_at = now.stamp.clone();
+                device.next = match device.fate {
+                    Fate::Stuck => None,
+                    _ => Some((at + timing.provision * 3 / 4, Step::Finish)),
+                };
+            }
+            Step::Finish => {
+                let device = self.devices.get_mut(id).expect("due device exists");
+                device.next = None;
+                device.updated_at = now.stamp.clone();
+                if device.fate == Fate::Failed {
+                    device.state = "failed".into();
+                    return;
+                }
+                device.state = "active".into();
+                let metro = device.metro.clone();
+                if device.facility.is_none() {
+                    let chosen = device
+                        .preferred_facilities
+                        .iter()
+                        .find(|f| catalog::facility(f).is_some_and(|(m, _, _)| m.code == metro))
+                        .cloned()
+                        .or_else(|| {
+                            catalog::metro(&metro)
+                                .and_then(|m| m.facilities.first())
+                                .map(|(code, _)| (*code).to_owned())
+                        });
+                    device.facility = chosen;
+                }
+                self.assign_management_ips(id, &metro, now);
+            }
+            Step::Remove => self.remove_device(id),
+            Step::Settle(settled) => {
+                let device = self.devices.get_mut(id).expect("due device exists");
+                device.next = None;
+                device.updated_at = now.stamp.clone();
+                device.state = match settled {
+                    Settled::Active => "active".into(),
+                    Settled::Inactive => "inactive".into(),
+                };
+            }
+        }
+    }
+
+    fn assign_management_ips(&mut self, device: &str, metro: &str, now: &Now) {
+        let n = self.management_blocks;
+        self.management_blocks += 1;
+        // Public IPv4 /31 from 147.75.0.0/16, private IPv4 /31 from 10.0.0.0/8,
+        // public IPv6 /127 from 2604:1380:4641::/48.
+        let public = 0x934b_0000u32 + 2 * (n % 32_768);
+        let private = 0x0a00_0000u32 + 2 * n;
+        let v6_net = format!("2604:1380:4641:{:x}::", n);
+        let blocks = [
+            (
+                ipv4(public + 1),
+                ipv4(public),
+                ipv4(public),
+                31u8,
+                4u8,
+                true,
+                netmask_v4(31),
+            ),
+            (
+                ipv4(private + 1),
+                ipv4(private),
+                ipv4(private),
+                31,
+                4,
+                false,
+                netmask_v4(31),
+            ),
+            (
+                format!("{v6_net}1"),
+                v6_net.clone(),
+                v6_net.clone(),
+                127,
+                6,
+                true,
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".to_owned(),
+            ),
+        ];
+        for (address, network, gateway, cidr, family, public, netmask) in blocks {
+            let id = self.rng.uuid();
+            self.assignments.insert(
+                id.clone(),
+                AssignmentRec {
+                    id,
+                    device: device.to_owned(),
+                    reservation: None,
+                    address,
+                    network,
+                    gateway,
+                    netmask,
+                    cidr,
+                    family,
+                    public,
+                    management: true,
+                    metro: metro.to_owned(),
+                    created_at: now.stamp.clone(),
+                },
+            );
+        }
+    }
+
+    fn remove_device(&mut self, id: &str) {
+        self.devices.remove(id);
+        self.assignments.retain(|_, a| a.device != id);
+        for hardware in self.hardware.values_mut() {
+            if hardware.device.as_deref() == Some(id) {
+                hardware.device = None;
+            }
+        }
+    }
+
+    /// Validates a create body and orders the device.
+    pub fn create_device(
+        &mut self,
+        project: &str,
+        body: &Value,
+        faults: &mut Faults,
+        now: &Now,
+    ) -> Outcome<DeviceRec> {
+        self.project(project)?;
+        if !body.is_object() {
+            return Err(Fail::unprocessable(vec![
+                "Request body must be a JSON object".into(),
+            ]));
+        }
+        let mut errors = Vec::new();
+        let plan_slug = text(body, "plan");
+        let os_slug = text(body, "operating_system");
+        let plan = match &plan_slug {
+            None => {
+                errors.push("Plan can't be blank".into());
+                None
+            }
+            Some(slug) => {
+                let plan = catalog::plan(slug);
+                if plan.is_none() {
+                    errors.push(format!("{slug} is not a valid plan"));
+                }
+                plan
+            }
+        };
+        let os = match &os_slug {
+            None => {
+                errors.push("Operating system can't be blank".into());
+                None
+            }
+            Some(slug) => {
+                let os = catalog::os(slug);
+                if os.is_none() {
+                    errors.push(format!("{slug} is not a valid operating system"));
+                }
+                os
+            }
+        };
+        let facilities = strings(body, "facility");
+        let mut metro = None;
+        match text(body, "metro") {
+            Some(code) => match catalog::metro(&code) {
+                Some(m) => metro = Some(m),
+                None => errors.push(format!("{code} is not a valid metro")),
+            },
+            None if facilities.is_empty() => errors.push("Facility can't be blank".into()),
+            None => {
+                for code in &facilities {
+                    match catalog::facility(code) {
+                        Some((m, _, _)) => {
+                            if metro.is_none() {
+                                metro = Some(m);
+                            }
+                        }
+                        None if code == "any" => {}
+                        None => errors.push(format!("{code} is not a valid facility")),
+                    }
+                }
+                if metro.is_none() && errors.is_empty() {
+                    metro = catalog::METROS.first();
+                }
+            }
+        }
+        if let (Some(plan), Some(metro)) = (plan, metro) {
+            if !plan.sold_in(metro.code) {
+                errors.push("Facility can't be blank".into());
+            }
+        }
+        if let (Some(plan), Some(os)) = (plan, os) {
+            if !os.runs_on(plan) {
+                errors.push(format!("{} is not provisionable on {}", os.slug, plan.slug));
+            }
+        }
+        let ipxe_script_url = text(body, "ipxe_script_url");
+        let userdata = text(body, "userdata").unwrap_or_default();
+        let custom_ipxe = os_slug.as_deref() == Some("custom_ipxe");
+        if ipxe_script_url.is_some() && !custom_ipxe {
+            errors
+                .push("ipxe_script_url is only valid with the custom_ipxe operating system".into());
+        }
+        if custom_ipxe && ipxe_script_url.is_none() && !userdata.starts_with("#!ipxe") {
+            errors.push("custom_ipxe requires an ipxe_script_url or iPXE userdata".into());
+        }
+        let has_keys = ["ssh_keys", "project_ssh_keys", "user_ssh_keys"]
+            .iter()
+            .any(|key| {
+                body.get(key)
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty())
+            });
+        if !has_keys && !flag(body, "no_ssh_keys") {
+            errors.push(
+                "must have at least one SSH key or explicitly send no_ssh_keys option".into(),
+            );
+        }
+        let tags = strings(body, "tags");
+        for tag in &tags {
+            if tag.chars().count() > 80 {
+                errors.push(format!(
+                    "Tag {tag:?} is too long (maximum is 80 characters)"
+                ));
+            }
+        }
+        let billing_cycle = text(body, "billing_cycle").unwrap_or_else(|| "hourly".into());
+        if !BILLING_CYCLES.contains(&billing_cycle.as_str()) {
+            errors.push(format!(
+                "Billing cycle {billing_cycle} is not included in the list"
+            ));
+        }
+        let hostname = text(body, "hostname");
+        if let Some(hostname) = &hostname {
+            if hostname.len() > 253 {
+                errors.push("Hostname is too long (maximum is 253 characters)".into());
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Fail::unprocessable(errors));
+        }
+        let (plan, os, metro) = (
+            plan.expect("validated"),
+            os.expect("validated"),
+            metro.expect("validated"),
+        );
+        let hardware_reservation = match text(body, "hardware_reservation_id") {
+            None => None,
+            Some(wanted) => Some(self.claim_hardware(project, &wanted, plan.slug, metro.code)?),
+        };
+        let id = self.rng.uuid();
+        self.seq += 1;
+        let fate = if faults.fail_provision > 0 {
+            faults.fail_provision -= 1;
+            Fate::Failed
+        } else if faults.stuck_provision > 0 {
+            faults.stuck_provision -= 1;
+            Fate::Stuck
+        } else {
+            Fate::Active
+        };
+        let facility = hardware_reservation
+            .as_ref()
+            .and_then(|h| self.hardware.get(h))
+            .map(|h| h.facility.clone());
+        let device = DeviceRec {
+            short_id: id[..8].to_owned(),
+            id: id.clone(),
+            seq: self.seq,
+            project: project.to_owned(),
+            hostname: hostname
+                .unwrap_or_else(|| format!("{}-{}", plan.slug.replace('.', "-"), &id[..8])),
+            description: text(body, "description"),
+            plan: plan.slug.to_owned(),
+            os: os.slug.to_owned(),
+            metro: metro.code.to_owned(),
+            facility,
+            preferred_facilities: facilities,
+            tags,
+            userdata,
+            customdata: match body.get("customdata") {
+                Some(Value::Object(map)) => Value::Object(map.clone()),
+                Some(Value::String(s)) => serde_json::from_str(s).unwrap_or_default(),
+                _ => Value::Object(Default::default()),
+            },
+            billing_cycle,
+            locked: flag(body, "locked"),
+            always_pxe: flag(body, "always_pxe"),
+            ipxe_script_url,
+            hardware_reservation: hardware_reservation.clone(),
+            state: "queued".into(),
+            fate,
+            created_at: now.stamp.clone(),
+            updated_at: now.stamp.clone(),
+            next: None,
+            visible_at: None,
+        };
+        if let Some(h) = hardware_reservation.and_then(|h| self.hardware.get_mut(&h)) {
+            h.device = Some(id.clone());
+        }
+        self.devices.insert(id.clone(), device);
+        Ok(self.devices[&id].clone())
+    }
+
+    /// Starts the lifecycle clock of a just-created device.
+    pub fn start(&mut self, id: &str, now: &Now, timing: Timing, list_delay: Duration) {
+        if let Some(device) = self.devices.get_mut(id) {
+            device.next = Some((now.at + timing.provision / 4, Step::StartProvisioning));
+            if !list_delay.is_zero() {
+                device.visible_at = Some(now.at + list_delay);
+            }
+        }
+    }
+
+    fn claim_hardware(
+        &self,
+        project: &str,
+        wanted: &str,
+        plan: &str,
+        metro: &str,
+    ) -> Outcome<String> {
+        let free =
+            |h: &&HardwareRec| h.project == project && h.device.is_none() && !h.need_of_service;
+        if wanted == "next-available" {
+            return self
+                .hardware
+                .values()
+                .filter(free)
+                .find(|h| {
+                    h.plan == plan
+                        && catalog::facility(&h.facility).is_some_and(|(m, _, _)| m.code == metro)
+                })
+                .map(|h| h.id.clone())
+                .ok_or_else(|| {
+                    Fail::new(
+                        422,
+                        format!(
+                            "There are no available hardware reservations for {plan} in {metro}"
+                        ),
+                    )
+                });
+        }
+        let Some(hardware) = self.hardware.get(wanted).filter(|h| h.project == project) else {
+            return Err(Fail::new(
+                422,
+                format!("Hardware reservation {wanted} was not found"),
+            ));
+        };
+        if !free(&hardware) {
+            return Err(Fail::new(422, "Server is not provisionable"));
+        }
+        if hardware.plan != plan {
+            return Err(Fail::new(
+                422,
+                format!(
+                    "Hardware reservation {wanted} is for plan {}, not {plan}",
+                    hardware.plan
+                ),
+            ));
+        }
+        Ok(hardware.id.clone())
+    }
+
+    /// A device of the API's reach (`hide_failed` puts failed devices out of it).
+    pub fn device(&self, id: &str, faults: &Faults) -> Outcome<&DeviceRec> {
+        let device = self.devices.get(id).ok_or_else(Fail::not_found)?;
+        if faults.hide_failed && device.state == "failed" {
+            return Err(Fail::new(403, "You are not authorized to view this device"));
+        }
+        Ok(device)
+    }
+
+    /// Partial update (PUT or PATCH).
+    pub fn update_device(&mut self, id: &str, body: &Value, now: &Now) -> Outcome<DeviceRec> {
+        let device = self.devices.get_mut(id).ok_or_else(Fail::not_found)?;
+        if let Some(hostname) = text(body, "hostname") {
+            device.hostname = hostname;
+        }
+        if let Some(description) = text(body, "description") {
+            device.description = Some(description);
+        }
+        if body.get("tags").is_some() {
+            let tags = strings(body, "tags");
+            if let Some(long) = tags.iter().find(|t| t.chars().count() > 80) {
+                return Err(Fail::new(
+                    422,
+                    format!("Tag {long:?} is too long (maximum is 80 characters)"),
+                ));
+            }
+            device.tags = tags;
+        }
+        if let Some(locked) = body.get("locked").and_then(Value::as_bool) {
+            device.locked = locked;
+        }
+        if let Some(userdata) = body.get("userdata").and_then(Value::as_str) {
+            device.userdata = userdata.to_owned();
+        }
+        if let Some(Value::Object(map)) = body.get("customdata") {
+            device.customdata = Value::Object(map.clone());
+        }
+        device.updated_at = now.stamp.clone();
+        Ok(device.clone())
+    }
+
+    /// Accepts a delete: the device deprovisions, then disappears.
+    pub fn delete_device(&mut self, id: &str, now: &Now, timing: Timing) -> Outcome<()> {
+        let device = self.devices.get_mut(id).ok_or_else(Fail::not_found)?;
+        match device.state.as_str() {
+            "deprovisioning" | "deleted" => return Err(Fail::not_found()),
+            "queued" | "provisioning" => {
+                return Err(Fail::new(
+                    422,
+                    "Cannot delete a device while it is provisioning",
+                ));
+            }
+            _ => {}
+        }
+        if device.locked {
+            return Err(Fail::new(422, "Cannot delete a locked device"));
+        }
+        device.state = "deprovisioning".into();
+        device.updated_at = now.stamp.clone();
+        device.next = Some((now.at + timing.deprovision, Step::Remove));
+        Ok(())
+    }
+
+    /// `POST /devices/{id}/actions`: power, reboot, rescue and reinstall.
+    pub fn action(&mut self, id: &str, body: &Value, now: &Now, timing: Timing) -> Outcome<()> {
+        let device = self.devices.get_mut(id).ok_or_else(Fail::not_found)?;
+        let Some(kind) = text(body, "type") else {
+            return Err(Fail::new(422, "Type can't be blank"));
+        };
+        let state = device.state.clone();
+        let (allowed, transition): (&[&str], Option<(&str, Settled)>) = match kind.as_str() {
+            "power_off" => (&["active"], Some(("powering_off", Settled::Inactive))),
+            "power_on" => (&["inactive"], Some(("powering_on", Settled::Active))),
+            "reboot" | "rescue" => (&["active"], None),
+            "reinstall" => (
+                &["active", "inactive", "failed"],
+                Some(("reinstalling", Settled::Active)),
+            ),
+            other => {
+                return Err(Fail::new(
+                    422,
+                    format!("Type {other} is not included in the list"),
+                ));
+            }
+        };
+        if !allowed.contains(&state.as_str()) {
+            return Err(Fail::new(
+                422,
+                format!("Cannot {kind} a device that is {state}"),
+            ));
+        }
+        if kind == "reinstall" {
+            if device.locked {
+                return Err(Fail::new(422, "Cannot reinstall a locked device"));
+            }
+            if let Some(slug) = text(body, "operating_system") {
+                let plan = catalog::plan(&device.plan);
+                match catalog::os(&slug) {
+                    Some(os) if plan.is_some_and(|p| os.runs_on(p)) => device.os = slug,
+                    Some(_) => {
+                        return Err(Fail::new(
+                            422,
+                            format!("{slug} is not provisionable on {}", device.plan),
+                        ));
+                    }
+                    None => {
+                        return Err(Fail::new(
+                            422,
+                            format!("{slug} is not a valid operating system"),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some((passing, settled)) = transition {
+            device.state = passing.into();
+            device.updated_at = now.stamp.clone();
+            device.next = Some((now.at + timing.provision / 4, Step::Settle(settled)));
+        }
+        Ok(())
+    }
+
+    /// Devices of a project in creation order, with the list filters applied.
+    pub fn list_devices(
+        &self,
+        project: &str,
+        filters: &BTreeMap<String, String>,
+        faults: &Faults,
+        now: &Now,
+    ) -> Outcome<Vec<&DeviceRec>> {
+        self.project(project)?;
+        let tag = filters.get("tag").filter(|t| !t.is_empty());
+        let hostname = filters.get("hostname").filter(|t| !t.is_empty());
+        let metro = filters
+            .get("metro")
+            .filter(|t| !t.is_empty())
+            .map(|m| m.to_ascii_lowercase());
+        let facility = filters.get("facility").filter(|t| !t.is_empty());
+        let search = filters.get("search").filter(|t| !t.is_empty());
+        let mut devices: Vec<&DeviceRec> = self
+            .devices
+            .values()
+            .filter(|d| d.project == project)
+            .filter(|d| d.visible_at.is_none_or(|at| at <= now.at))
+            .filter(|d| !(faults.hide_failed && d.state == "failed"))
+            .filter(|d| tag.is_none_or(|tag| d.tags.iter().any(|t| t == tag)))
+            .filter(|d| hostname.is_none_or(|h| d.hostname.contains(h.as_str())))
+            .filter(|d| metro.as_ref().is_none_or(|m| &d.metro == m))
+            .filter(|d| facility.is_none_or(|f| d.facility.as_ref() == Some(f)))
+            .filter(|d| search.is_none_or(|s| self.matches_search(d, s)))
+            .collect();
+        devices.sort_unstable_by_key(|d| d.seq);
+        Ok(devices)
+    }
+
+    fn matches_search(&self, device: &DeviceRec, needle: &str) -> bool {
+        device.hostname.contains(needle)
+            || device
+                .description
+                .as_deref()
+                .is_some_and(|d| d.contains(needle))
+            || device.tags.iter().any(|t| t.contains(needle))
+            || device.id.starts_with(needle)
+            || device.short_id == needle
+            || device.plan.contains(needle)
+            || device.os.contains(needle)
+            || self
+                .assignments
+                .values()
+                .any(|a| a.device == device.id && a.address == needle)
+    }
+
+    pub fn device_assignments(&self, device: &str) -> Vec<&AssignmentRec> {
+        let mut found: Vec<&AssignmentRec> = self
+            .assignments
+            .values()
+            .filter(|a| a.device == device)
+            .collect();
+        found.sort_by(|a, b| {
+            (!a.management, &a.created_at, &a.id).cmp(&(!b.management, &b.created_at, &b.id))
+        });
+        found
+    }
+
+    pub fn reservation_assignments(&self, reservation: &str) -> Vec<&AssignmentRec> {
+        self.assignments
+            .values()
+            .filter(|a| a.reservation.as_deref() == Some(reservation))
+            .collect()
+    }
+
+    /// `POST /projects/{id}/ips`.
+    pub fn reserve_ips(
+        &mut self,
+        project: &str,
+        body: &Value,
+        now: &Now,
+    ) -> Outcome<ReservationRec> {
+        self.project(project)?;
+        let mut errors = Vec::new();
+        let kind = text(body, "type");
+        let quantity = body.get("quantity").and_then(Value::as_u64);
+        match kind.as_deref() {
+            None => errors.push("Type can't be blank".to_owned()),
+            Some("public_ipv4" | "private_ipv4" | "global_ipv4" | "public_ipv6") => {}
+            Some(other) => errors.push(format!("Type {other} is not included in the list")),
+        }
+        let family = if kind.as_deref() == Some("public_ipv6") {
+            6u8
+        } else {
+            4
+        };
+        let max_bits = if family == 6 { 64 } else { 8 };
+        let bits = match quantity {
+            None => {
+                errors.push("Quantity can't be blank".into());
+                0
+            }
+            Some(q) if q == 0 || !q.is_power_of_two() || q.trailing_zeros() > max_bits => {
+                errors.push(format!("Quantity {q} is not a valid block size"));
+                0
+            }
+            Some(q) => q.trailing_zeros() as u8,
+        };
+        let global = kind.as_deref() == Some("global_ipv4");
+        let metro = match (text(body, "metro"), text(body, "facility")) {
+            (Some(code), _) => match catalog::metro(&code) {
+                Some(m) => Some(m.code),
+                None => {
+                    errors.push(format!("{code} is not a valid metro"));
+                    None
+                }
+            },
+            (None, Some(code)) => match catalog::facility(&code) {
+                Some((m, _, _)) => Some(m.code),
+                None => {
+                    errors.push(format!("{code} is not a valid facility"));
+                    None
+                }
+            },
+            (None, None) if global => Some(""),
+            (None, None) => {
+                errors.push("Metro can't be blank".into());
+                None
+            }
+        };
+        let tags = strings(body, "tags");
+        if !errors.is_empty() {
+            return Err(Fail::unprocessable(errors));
+        }
+        let held = self
+            .reservations
+            .values()
+            .filter(|r| r.project == project)
+            .count();
+        let over_quota = held >= IP_QUOTA;
+        if over_quota && flag(body, "fail_on_approval_required") {
+            return Err(Fail::new(
+                422,
+                "Your request would require manual approval: the project has reached its IP address quota",
+            ));
+        }
+        let kind = kind.expect("validated");
+        let n = self.elastic_blocks;
+        self.elastic_blocks += 1;
+        let (network, cidr) = if family == 6 {
+            (format!("2604:1380:ff00:{n:x}::"), 128 - bits)
+        } else {
+            let base = match kind.as_str() {
+                "private_ipv4" => 0x0ac8_0000u32,
+                "global_ipv4" => 0x93_4b_c0_00u32 + 0x10_0000,
+                _ => 0x8bb2_0000u32,
+            };
+            (ipv4(base + 256 * n), 32 - bits)
+        };
+        let id = self.rng.uuid();
+        let record = ReservationRec {
+            id: id.clone(),
+            project: project.to_owned(),
+            public: kind != "private_ipv4",
+            kind,
+            network,
+            cidr,
+            family,
+            metro: metro.expect("validated").to_owned(),
+            tags,
+            details: text(body, "details"),
+            state: if over_quota {
+                "pending".into()
+            } else {
+                "created".into()
+            },
+            created_at: now.stamp.clone(),
+        };
+        self.reservations.insert(id, record.clone());
+        Ok(record)
+    }
+
+    pub fn project_reservations(&self, project: &str) -> Outcome<Vec<&ReservationRec>> {
+        self.project(project)?;
+        let mut found: Vec<&ReservationRec> = self
+            .reservations
+            .values()
+            .filter(|r| r.project == project)
+            .collect();
+        found.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(found)
+    }
+
+    /// `POST /devices/{id}/ips`: routes an address of a reservation to a device.
+    pub fn assign(&mut self, device: &str, body: &Value, now: &Now) -> Outcome<AssignmentRec> {
+        let device = self
+            .devices
+            .get(device)
+            .ok_or_else(Fail::not_found)?
+            .clone();
+        let Some(address) = text(body, "address") else {
+            return Err(Fail::new(422, "Address can't be blank"));
+        };
+        let (address, cidr) = match address.split_once('/') {
+            Some((a, c)) => match c.parse::<u8>() {
+                Ok(c) => (a.to_owned(), Some(c)),
+                Err(_) => return Err(Fail::new(422, format!("{address} is not a valid address"))),
+            },
+            None => (address, None),
+        };
+        let Some(reservation) = self
+            .reservations
+            .values()
+            .find(|r| r.project == device.project && r.network == address)
+            .cloned()
+        else {
+            return Err(Fail::new(
+                422,
+                format!("Address {address} is not in a reservation of this project"),
+            ));
+        };
+        if reservation.state != "created" {
+            return Err(Fail::new(
+                422,
+                format!("IP reservation {} is {}", reservation.id, reservation.state),
+            ));
+        }
+        if device.state == "deprovisioning" {
+            return Err(Fail::new(
+                422,
+                "Cannot assign an address to a device being deprovisioned",
+            ));
+        }
+        if !reservation.metro.is_empty() && reservation.metro != device.metro {
+            return Err(Fail::new(
+                422,
+                format!(
+                    "IP reservation metro {} does not match device metro {}",
+                    reservation.metro, device.metro
+                ),
+            ));
+        }
+        if self
+            .assignments
+            .values()
+            .any(|a| a.device == device.id && a.reservation.as_deref() == Some(&reservation.id))
+        {
+            return Err(Fail::new(422, "Address has already been taken"));
+        }
+        let cidr = cidr.unwrap_or(reservation.cidr);
+        let id = self.rng.uuid();
+        let record = AssignmentRec {
+            id: id.clone(),
+            device: device.id.clone(),
+            reservation: Some(reservation.id.clone()),
+            address: address.clone(),
+            network: reservation.network.clone(),
+            gateway: reservation.network.clone(),
+            netmask: if reservation.family == 4 {
+                netmask_v4(cidr)
+            } else {
+                "ffff:ffff:ffff:ffff::".into()
+            },
+            cidr,
+            family: reservation.family,
+            public: reservation.public,
+            management: false,
+            metro: device.metro.clone(),
+            created_at: now.stamp.clone(),
+        };
+        self.assignments.insert(id, record.clone());
+        Ok(record)
+    }
+
+    /// `DELETE /ips/{id}`: unassigns an assignment or releases a reservation.
+    pub fn delete_ip(&mut self, id: &str) -> Outcome<()> {
+        if let Some(assignment) = self.assignments.get(id) {
+            if assignment.management {
+                return Err(Fail::new(422, "Cannot remove a management address"));
+            }
+            self.assignments.remove(id);
+            return Ok(());
+        }
+        if self.reservations.remove(id).is_some() {
+            self.assignments
+                .retain(|_, a| a.reservation.as_deref() != Some(id));
+            return Ok(());
+        }
+        Err(Fail::not_found())
+    }
+
+    pub fn project_hardware(&self, project: &str) -> Outcome<Vec<&HardwareRec>> {
+        self.project(project)?;
+        Ok(self
+            .hardware
+            .values()
+            .filter(|h| h.project == project)
+            .collect())
+    }
+
+    /// Test seeding: `n` devices at once, already `active`, tagged by `tags(i)`.
+    pub fn insert_active(
+        &mut self,
+        project: &str,
+        n: usize,
+        plan: &str,
+        metro: &str,
+        tags: &dyn Fn(usize) -> Vec<String>,
+        now: &Now,
+    ) -> Outcome<Vec<String>> {
+        self.project(project)?;
+        let facility = catalog::metro(metro)
+            .and_then(|m| m.facilities.first())
+            .map(|(c, _)| (*c).to_owned());
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = self.rng.uuid();
+            self.seq += 1;
+            self.devices.insert(
+                id.clone(),
+                DeviceRec {
+                    short_id: id[..8].to_owned(),
+                    id: id.clone(),
+                    seq: self.seq,
+                    project: project.to_owned(),
+                    hostname: format!("seeded-{i}"),
+                    description: None,
+                    plan: plan.to_owned(),
+                    os: "ubuntu_22_04".into(),
+                    metro: metro.to_owned(),
+                    facility: facility.clone(),
+                    preferred_facilities: Vec::new(),
+                    tags: tags(i),
+                    userdata: String::new(),
+                    customdata: Value::Object(Default::default()),
+                    billing_cycle: "hourly".into(),
+                    locked: false,
+                    always_pxe: false,
+                    ipxe_script_url: None,
+                    hardware_reservation: None,
+                    state: "active".into(),
+                    fate: Fate::Active,
+                    created_at: now.stamp.clone(),
+                    updated_at: now.stamp.clone(),
+                    next: None,
+                    visible_at: None,
+                },
+            );
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> Now {
+        Now {
+            at: Instant::now(),
+            stamp: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn uuids_are_v4_shaped_and_seeded() {
+        let mut a = SplitMix::new(1);
+        let mut b = SplitMix::new(1);
+        let id = a.uuid();
+        assert_eq!(id, b.uuid());
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn validation_collects_every_error() {
+        let mut world = World::new(0);
+        let now = now();
+        let project = world.create_project("p", &now).id;
+        let body = json!({"plan": "x9.huge", "operating_system": "", "metro": "zz", "tags": ["a".repeat(81)]});
+        let fail = world
+            .create_device(&project, &body, &mut Faults::default(), &now)
+            .unwrap_err();
+        assert_eq!(fail.status, 422);
+        assert_eq!(
+            fail.errors,
+            vec![
+                "x9.huge is not a valid plan".to_owned(),
+                "Operating system can't be blank".into(),
+                "zz is not a valid metro".into(),
+                "must have at least one SSH key or explicitly send no_ssh_keys option".into(),
+                format!(
+                    "Tag {:?} is too long (maximum is 80 characters)",
+                    "a".repeat(81)
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn facilities_are_checked_and_pick_the_metro() {
+        let mut world = World::new(0);
+        let now = now();
+        let project = world.create_project("p", &now).id;
+        let mut faults = Faults::default();
+        let bad = json!({"plan": "c3.small.x86", "operating_system": "ubuntu_22_04",
+            "facility": ["ams1", "xx9"], "no_ssh_keys": true});
+        assert_eq!(
+            world
+                .create_device(&project, &bad, &mut faults, &now)
+                .unwrap_err()
+                .errors,
+            vec![
+                "ams1 is not a valid facility".to_owned(),
+                "xx9 is not a valid facility".into()
+            ]
+        );
+        let good = json!({"plan": "c3.small.x86", "operating_system": "ubuntu_22_04",
+            "facility": "am6", "no_ssh_keys": true});
+        let device = world
+            .create_device(&project, &good, &mut faults, &now)
+            .unwrap();
+        assert_eq!(device.metro, "am");
+        let unsold = json!({"plan": "s3.xlarge.x86", "operating_system": "ubuntu_22_04",
+            "metro": "sy", "no_ssh_keys": true});
+        assert_eq!(
+            world
+                .create_device(&project, &unsold, &mut faults, &now)
+                .unwrap_err()
+                .errors,
+            vec!["Facility can't be blank".to_owned()]
+        );
+    }
+
+    #[test]
+    fn same_seed_same_ids() {
+        let ids = |seed| {
+            let mut world = World::new(seed);
+            let now = Now {
+                at: Instant::now(),
+                stamp: "2026-01-01T00:00:00Z".into(),
+            };
+            let project = world.create_project("p", &now).id;
+            let devices = world
+                .insert_active(&project, 3, "c3.small.x86", "da", &|_| Vec::new(), &now)
+                .unwrap();
+            (project, devices)
+        };
+        assert_eq!(ids(5), ids(5));
+        assert_ne!(ids(5), ids(6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lifecycle_follows_the_clock() {
+        let timing = Timing {
+            provision: Duration::from_secs(40),
+            deprovision: Duration::from_secs(10),
+        };
+        let mut world = World::new(0);
+        let t0 = now();
+        let project = world.create_project("p", &t0).id;
+        let body = json!({"plan": "c3.small.x86", "operating_system": "ubuntu_22_04", "metro": "da", "no_ssh_keys": true});
+        let id = world
+            .create_device(&project, &body, &mut Faults::default(), &t0)
+            .unwrap()
+            .id;
+        world.start(&id, &t0, timing, Duration::ZERO);
+        let at = |secs| Now {
+            at: t0.at + Duration::from_secs(secs),
+            stamp: t0.stamp.clone(),
+        };
+        let state = |world: &World| world.devices.get(&id).map(|d| d.state.clone());
+        world.tick(&at(5), timing);
+        assert_eq!(state(&world).as_deref(), Some("queued"));
+        world.tick(&at(10), timing);
+        assert_eq!(state(&world).as_deref(), Some("provisioning"));
+        assert_eq!(
+            world
+                .delete_device(&id, &at(11), timing)
+                .unwrap_err()
+                .errors,
+            vec!["Cannot delete a device while it is provisioning".to_owned()]
+        );
+        world.tick(&at(40), timing);
+        assert_eq!(state(&world).as_deref(), Some("active"));
+        assert_eq!(world.device_assignments(&id).len(), 3);
+        assert_eq!(world.devices[&id].facility.as_deref(), Some("da11"));
+        world.delete_device(&id, &at(41), timing).unwrap();
+        assert_eq!(
+            world
+                .delete_device(&id, &at(42), timing)
+                .unwrap_err()
+                .status,
+            404
+        );
+        world.tick(&at(51), timing);
+        assert_eq!(state(&world), None);
+        assert!(world.device_assignments(&id).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn power_and_reinstall_actions() {
+        let timing = Timing {
+            provision: Duration::from_secs(8),
+            deprovision: Duration::ZERO,
+        };
+        let mut world = World::new(0);
+        let t0 = now();
+        let project = world.create_project("p", &t0).id;
+        let id = world
+            .insert_active(&project, 1, "c3.small.x86", "sv", &|_| Vec::new(), &t0)
+            .unwrap()
+            .remove(0);
+        let at = |secs| Now {
+            at: t0.at + Duration::from_secs(secs),
+            stamp: t0.stamp.clone(),
+        };
+        let act = |world: &mut World, kind: &str, secs| {
+            world.action(&id, &json!({ "type": kind }), &at(secs), timing)
+        };
+        assert_eq!(
+            act(&mut world, "power_on", 0).unwrap_err().errors,
+            vec!["Cannot power_on a device that is active".to_owned()]
+        );
+        act(&mut world, "power_off", 0).unwrap();
+        assert_eq!(world.devices[&id].state, "powering_off");
+        world.tick(&at(2), timing);
+        assert_eq!(world.devices[&id].state, "inactive");
+        act(&mut world, "reinstall", 3).unwrap();
+        assert_eq!(world.devices[&id].state, "reinstalling");
+        world.tick(&at(5), timing);
+        assert_eq!(world.devices[&id].state, "active");
+        assert_eq!(act(&mut world, "explode", 6).unwrap_err().status, 422);
+    }
+}
