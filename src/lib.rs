@@ -3,6 +3,7 @@
 //! The pipeline is `source → spec → observe → plan → apply → report`; each stage is a module.
 //! Start with `docs/ARCHITECTURE.md`, then [`spec`], which reads what users write.
 
+pub mod apply;
 pub mod cli;
 pub mod metal;
 pub mod observe;

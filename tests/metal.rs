@@ -665,10 +665,12 @@ async fn hardware_reservations_are_claimed_and_freed() {
     let sim = start_sim(SimConfig {
         hardware_reservations: vec![
             HardwareSeed {
+                id: None,
                 plan: "m3.large.x86".into(),
                 facility: "da11".into(),
             },
             HardwareSeed {
+                id: None,
                 plan: "m3.large.x86".into(),
                 facility: "da11".into(),
             },

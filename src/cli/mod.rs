@@ -8,8 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod apply;
+mod connect;
 mod decrypt;
 mod keygen;
+mod plan;
 mod sim;
 mod validate;
 
@@ -25,6 +28,10 @@ pub struct Cli {
 enum Command {
     /// Parse and check every declaration of a fleet repository; exit 1 on any error.
     Validate(validate::Args),
+    /// Show what applying would change (read-only); exit 0 no changes, 2 changes, 1 errors.
+    Plan(plan::Args),
+    /// Plan (or take a saved plan), show it, and apply it.
+    Apply(apply::Args),
     /// Generate an age identity for reading sealed kubeconfigs.
     Keygen(keygen::Args),
     /// Decrypt a SOPS (age) file, such as a committed kubeconfig, and print it.
@@ -38,6 +45,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Apply(args) => apply::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Decrypt(args) => decrypt::run(args),
         Command::Sim(args) => sim::run(args),
@@ -48,5 +57,16 @@ pub fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks over every command and flag.
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

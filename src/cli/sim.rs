@@ -27,7 +27,7 @@ pub struct Args {
     /// Project to create at start (repeatable).
     #[arg(long = "project", default_value = "rackform")]
     pub projects: Vec<String>,
-    /// Hardware reservation for the first project, as PLAN@FACILITY (repeatable).
+    /// Hardware reservation for the first project, as [ID=]PLAN@FACILITY (repeatable).
     #[arg(long = "hardware-reservation", value_parser = parse_hardware)]
     pub hardware_reservations: Vec<HardwareSeed>,
     /// File holding the token clients must send; without it any non-empty token is accepted.
@@ -63,7 +63,7 @@ pub struct Args {
 }
 
 /// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -82,10 +82,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_hardware(text: &str) -> Result<HardwareSeed, String> {
-    let (plan, facility) = text
+    let (id, rest) = match text.split_once('=') {
+        Some((id, rest)) => (Some(id.to_owned()), rest),
+        None => (None, text),
+    };
+    let (plan, facility) = rest
         .split_once('@')
-        .ok_or_else(|| format!("{text:?} is not PLAN@FACILITY, e.g. c3.small.x86@da11"))?;
+        .ok_or_else(|| format!("{text:?} is not [ID=]PLAN@FACILITY, e.g. c3.small.x86@da11"))?;
     Ok(HardwareSeed {
+        id,
         plan: plan.to_owned(),
         facility: facility.to_owned(),
     })

@@ -1,9 +1,11 @@
 //! The observed world as plain data: what exists on Packet and in the secret store, grouped
 //! by the cluster each thing belongs to.
 //!
-//! Owns [`World`] and its parts. Decides nothing: `plan` reads a `World`, and the code that
-//! fills one from the Packet API and the secret store joins this module with `apply`.
+//! Owns [`World`] and its parts, and [`fetch::world`], which fills one from the Packet API
+//! and the secret store. Decides nothing: `plan` reads a `World`.
 //! A `World` also reads from YAML, so plan fixtures and offline planning can describe one.
+
+pub mod fetch;
 
 use std::collections::{BTreeMap, BTreeSet};
 

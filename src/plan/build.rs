@@ -75,6 +75,7 @@ pub fn build(inputs: &Inputs) -> Plan {
     let mut plan = Plan {
         stamp: Stamp {
             commit: inputs.commit.map(str::to_owned),
+            fleet: fleet.digest.clone(),
             world: world_hash(world),
         },
         clusters,
@@ -128,6 +129,7 @@ struct ClusterBuilder<'a> {
     waiting: Vec<String>,
     orphans: Vec<String>,
     problems: Vec<String>,
+    notes: Vec<String>,
 }
 
 impl<'a> ClusterBuilder<'a> {
@@ -140,6 +142,7 @@ impl<'a> ClusterBuilder<'a> {
             waiting: Vec::new(),
             orphans: Vec::new(),
             problems: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -205,6 +208,7 @@ impl<'a> ClusterBuilder<'a> {
             waiting: self.waiting,
             orphans: self.orphans,
             problems: self.problems,
+            notes: self.notes,
         }
     }
 }
@@ -760,11 +764,11 @@ fn removed(b: &mut ClusterBuilder, observed: &ObservedCluster, prune: bool) -> C
             b.orphans
                 .push(format!("{} ({})", device.hostname, device.id));
         }
-        b.problem(if observed.deletion_protection {
+        b.notes.push(if observed.deletion_protection {
             "removed from Git but deletion-protected: nothing is deleted; turn protection off in its last declaration first"
         } else {
             "removed from Git; pruning is off in rackform.yaml, so nothing is deleted"
-        });
+        }.to_owned());
         return ClusterChange::Orphaned;
     }
     let mut sorted = devices;

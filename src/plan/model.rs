@@ -34,6 +34,32 @@ impl Plan {
         self.actions().next().is_none()
     }
 
+    /// Compares the stamp of a saved plan with one made now from the same sources: `Err`
+    /// says what moved, and then the saved plan must not be applied.
+    pub fn check_stamp(&self, now: &Stamp) -> Result<(), String> {
+        let saved = &self.stamp;
+        if saved.commit != now.commit {
+            return Err(format!(
+                "the fleet commit moved from {} to {}",
+                saved.commit.as_deref().unwrap_or("none"),
+                now.commit.as_deref().unwrap_or("none")
+            ));
+        }
+        if saved.fleet != now.fleet {
+            return Err(format!(
+                "the fleet files changed (digest {} is now {})",
+                saved.fleet, now.fleet
+            ));
+        }
+        if saved.world != now.world {
+            return Err(format!(
+                "the observed world changed (hash {} is now {}): devices or secrets were created, changed or deleted since",
+                saved.world, now.world
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether any cluster needs a human (broken declaration, lost CA, ...).
     pub fn has_problems(&self) -> bool {
         self.clusters.iter().any(|c| !c.problems.is_empty())
@@ -67,6 +93,8 @@ impl Plan {
 pub struct Stamp {
     /// The fleet repository commit, when planned from Git.
     pub commit: Option<String>,
+    /// Digest of the fleet files the plan was made from ([`crate::spec::Fleet::digest`]).
+    pub fleet: String,
     /// Hash of the observed world the plan was made against.
     pub world: String,
 }
@@ -114,6 +142,9 @@ pub struct ClusterPlan {
     /// What needs a human before rackform will act on this cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Facts worth knowing that need nothing (why an orphaned cluster is kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

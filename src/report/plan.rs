@@ -138,6 +138,9 @@ pub fn text(plan: &Plan, colour: bool) -> String {
         for problem in &cluster.problems {
             let _ = writeln!(out, "  {} {problem}", paint("31;1", "problem:"));
         }
+        for note in &cluster.notes {
+            let _ = writeln!(out, "  note: {note}");
+        }
     }
     let unchanged = n_unchanged(plan);
     if unchanged > 0 {
@@ -288,6 +291,9 @@ pub fn markdown(plan: &Plan) -> String {
         }
         for problem in &cluster.problems {
             let _ = writeln!(out, "- :x: {}", escape(problem));
+        }
+        for note in &cluster.notes {
+            let _ = writeln!(out, "- {}", escape(note));
         }
         out.push_str("\n</details>\n\n");
     }

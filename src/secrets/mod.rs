@@ -12,6 +12,7 @@
 //! ([`Inventory`], [`SecretMeta`]) hold names and labels and have no field for a value.
 
 mod dir;
+mod either;
 mod kubernetes;
 pub mod lease;
 
@@ -22,6 +23,7 @@ use std::future::Future;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 pub use self::dir::DirSecrets;
+pub use self::either::Store;
 pub use self::kubernetes::{KubeSecrets, connect};
 
 /// The label Cluster API puts on every per-cluster secret.

@@ -296,18 +296,25 @@ impl Sim {
                         facility: seed.facility.clone(),
                     });
                 }
-                let exists = world
-                    .hardware
-                    .values()
-                    .filter(|h| {
-                        h.project == project && h.plan == seed.plan && h.facility == seed.facility
-                    })
-                    .count()
-                    >= config
-                        .hardware_reservations
-                        .iter()
-                        .filter(|s| *s == seed)
-                        .count();
+                let exists = match &seed.id {
+                    Some(id) => world.hardware.contains_key(id),
+                    None => {
+                        world
+                            .hardware
+                            .values()
+                            .filter(|h| {
+                                h.project == project
+                                    && h.plan == seed.plan
+                                    && h.facility == seed.facility
+                            })
+                            .count()
+                            >= config
+                                .hardware_reservations
+                                .iter()
+                                .filter(|s| *s == seed)
+                                .count()
+                    }
+                };
                 if !exists {
                     world.add_hardware(&project, seed, &now);
                 }

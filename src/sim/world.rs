@@ -212,6 +212,8 @@ pub struct HardwareRec {
 /// A hardware reservation to seed a project with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardwareSeed {
+    /// The reservation's id; a generated one when `None`.
+    pub id: Option<String>,
     pub plan: String,
     pub facility: String,
 }
@@ -305,9 +307,16 @@ impl World {
         }
     }
 
+    /// Creates a project; a name that is a UUID is taken as its id too, so a fleet's
+    /// `rackform.yaml` can name a simulated project as it names a real one.
     pub fn create_project(&mut self, name: &str, now: &Now) -> Project {
+        let id = if is_uuid(name) {
+            name.to_owned()
+        } else {
+            self.rng.uuid()
+        };
         let project = Project {
-            id: self.rng.uuid(),
+            id,
             name: name.to_owned(),
             created_at: now.stamp.clone(),
         };
@@ -324,7 +333,7 @@ impl World {
     }
 
     pub fn add_hardware(&mut self, project: &str, seed: &HardwareSeed, now: &Now) -> HardwareRec {
-        let id = self.rng.uuid();
+        let id = seed.id.clone().unwrap_or_else(|| self.rng.uuid());
         let record = HardwareRec {
             short_id: id[..8].to_owned(),
             id: id.clone(),
@@ -1189,6 +1198,15 @@ impl World {
         }
         Ok(ids)
     }
+}
+
+/// The canonical 8-4-4-4-12 hex form.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]

@@ -77,6 +77,9 @@ pub struct Fleet {
     pub broken: Vec<BrokenCluster>,
     /// Every problem found, by file and position.
     pub diagnostics: Vec<Diagnostic>,
+    /// SHA-256 (16 hex digits) over every file read, path and bytes: plans are stamped with
+    /// it, so a saved plan is refused once the declarations it was made from changed.
+    pub digest: String,
 }
 
 impl Fleet {
@@ -116,6 +119,60 @@ pub fn load_file(files: &impl RepoFiles, path: &str) -> Fleet {
 }
 
 fn load_selected(files: &impl RepoFiles, only: Option<&str>) -> Fleet {
+    let files = Digesting {
+        files,
+        read: std::cell::RefCell::new(BTreeMap::new()),
+    };
+    let mut fleet = load_from(&files, only);
+    fleet.digest = files.digest();
+    fleet
+}
+
+/// Remembers what was read, for [`Fleet::digest`].
+struct Digesting<'a, F> {
+    files: &'a F,
+    read: std::cell::RefCell<BTreeMap<String, Option<Vec<u8>>>>,
+}
+
+impl<F: RepoFiles> RepoFiles for Digesting<'_, F> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FileError> {
+        let bytes = self.files.read(path)?;
+        self.read
+            .borrow_mut()
+            .insert(path.to_owned(), bytes.clone());
+        Ok(bytes)
+    }
+
+    fn list_yaml(&self, dir: &str) -> Result<Vec<String>, FileError> {
+        self.files.list_yaml(dir)
+    }
+}
+
+impl<F> Digesting<'_, F> {
+    fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for (path, bytes) in self.read.borrow().iter() {
+            hasher.update((path.len() as u64).to_le_bytes());
+            hasher.update(path.as_bytes());
+            match bytes {
+                Some(bytes) => {
+                    hasher.update((bytes.len() as u64).to_le_bytes());
+                    hasher.update(bytes);
+                }
+                None => hasher.update(u64::MAX.to_le_bytes()),
+            }
+        }
+        hasher
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+fn load_from(files: &impl RepoFiles, only: Option<&str>) -> Fleet {
     let mut diagnostics = Vec::new();
     let fleet_document = read_settings(files, &mut diagnostics);
     let (settings, defaults) = match &fleet_document {
@@ -153,6 +210,7 @@ fn load_selected(files: &impl RepoFiles, only: Option<&str>) -> Fleet {
         clusters,
         broken,
         diagnostics,
+        digest: String::new(),
     }
 }
 

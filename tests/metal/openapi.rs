@@ -145,6 +145,7 @@ async fn sim_answers_match_the_official_openapi_spec() {
 
     let sim = super::start_sim(SimConfig {
         hardware_reservations: vec![HardwareSeed {
+            id: None,
             plan: "c3.small.x86".into(),
             facility: "da11".into(),
         }],

@@ -1,0 +1,520 @@
+//! What each action does, and the per-cluster material (PKI, join token, endpoint) that
+//! creating secrets and devices needs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rand::rngs::OsRng;
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+
+use super::Context;
+use crate::metal::{
+    self, BillingCycle, DeviceId, DeviceQuery, DeviceTags, IpKind, IpReservation, IpReservationId,
+    Location, Metal, NewIpReservation, Pool, ProjectId, RackformTags,
+};
+use crate::observe::SecretKind;
+use crate::observe::fetch::ENDPOINT_ROLE_TAG;
+use crate::pki::{self, BootstrapToken, ClusterPki, ExistingPki, userdata};
+use crate::plan::{NewDevice, Op, Role};
+use crate::secrets::{SecretData, SecretStore};
+use crate::spec::{CONTROL_PLANE_POOL, Cluster, ControlPlane, Placement};
+
+/// The API server port behind the control-plane IP.
+pub const API_SERVER_PORT: u16 = 6443;
+
+/// A short description of an action, for people.
+pub fn describe(op: &Op) -> String {
+    match op {
+        Op::CreateSecrets { cluster, kinds } => {
+            let kinds: Vec<&str> = kinds.iter().map(|k| k.suffix()).collect();
+            format!("create secrets {} of {cluster}", kinds.join(", "))
+        }
+        Op::ReserveEndpoint { cluster, .. } => format!("reserve the control-plane IP of {cluster}"),
+        Op::CreateDevice(new) => format!("create device {}", new.hostname),
+        Op::AssignEndpoint { cluster, hostname } => {
+            format!("assign the control-plane IP of {cluster} to {hostname}")
+        }
+        Op::DeleteDevice { hostname, .. } => format!("delete device {hostname}"),
+        Op::ReleaseEndpoint { address, .. } => format!("release control-plane IP {address}"),
+        Op::DeleteSecrets { cluster, .. } => format!("delete the secrets of {cluster}"),
+    }
+}
+
+/// What one apply run made or loaded for a cluster, shared by its actions.
+#[derive(Default)]
+pub struct Materials {
+    by_cluster: Mutex<BTreeMap<String, Arc<Material>>>,
+}
+
+struct Material {
+    /// The four pieces of key material, when the cluster runs its own control plane.
+    pki: Option<ClusterPki>,
+    /// The cluster CA's public key hash, for workers' join discovery.
+    ca_hash: pki::CaCertHash,
+    /// One join token per cluster per apply run, carried by `kubeadm init` when this run
+    /// creates the first control-plane node.
+    token: BootstrapToken,
+    /// `host:port` of the API server.
+    endpoint: String,
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+pub async fn run<M: Metal, S: SecretStore + Sync>(
+    context: &Context<'_, M, S>,
+    materials: &Materials,
+    action: &crate::plan::Action,
+) -> Result<String> {
+    match &action.op {
+        Op::CreateSecrets { cluster, kinds } => create_secrets(context, cluster, kinds).await,
+        Op::ReserveEndpoint { cluster, placement } => {
+            reserve_endpoint(context, cluster, placement).await
+        }
+        Op::CreateDevice(new) => create_device(context, materials, new).await,
+        Op::AssignEndpoint { cluster, hostname } => {
+            assign_endpoint(context, cluster, hostname).await
+        }
+        Op::DeleteDevice { device, .. } => delete_device(context, device).await,
+        Op::ReleaseEndpoint { cluster, ip, .. } => release_endpoint(context, cluster, ip).await,
+        Op::DeleteSecrets { cluster, kinds } => {
+            let deleted = context
+                .secrets
+                .delete_cluster(cluster, kinds)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(format!(
+                "deleted {}, kept {}",
+                deleted.deleted.len(),
+                deleted.kept.len()
+            ))
+        }
+    }
+}
+
+fn cluster<'a, M, S>(context: &'a Context<'_, M, S>, name: &str) -> Result<&'a Cluster> {
+    context
+        .fleet
+        .cluster(name)
+        .ok_or_else(|| format!("cluster {name} is not declared by the fleet applied"))
+}
+
+fn project_of<M, S>(context: &Context<'_, M, S>, cluster: &str) -> Result<ProjectId> {
+    match context.fleet.cluster(cluster) {
+        Some(cluster) => Ok(ProjectId::from(cluster.project.as_str())),
+        None => context
+            .fleet
+            .settings
+            .as_ref()
+            .map(|s| ProjectId::from(s.project.as_str()))
+            .ok_or_else(|| "the fleet settings are invalid".to_owned()),
+    }
+}
+
+fn endpoint_tags(cluster: &str) -> Vec<String> {
+    vec![metal::cluster_tag(cluster), ENDPOINT_ROLE_TAG.to_owned()]
+}
+
+/// The cluster's control-plane IP reservation, if it exists.
+async fn find_endpoint<M: Metal, S>(
+    context: &Context<'_, M, S>,
+    cluster: &str,
+) -> Result<Option<IpReservation>> {
+    let project = project_of(context, cluster)?;
+    let tag = metal::cluster_tag(cluster);
+    let reservations = context
+        .metal
+        .list_ip_reservations(&project, Some(&tag))
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(reservations
+        .into_iter()
+        .find(|r| r.tags.iter().any(|t| t == ENDPOINT_ROLE_TAG)))
+}
+
+async fn reserve_endpoint<M: Metal, S>(
+    context: &Context<'_, M, S>,
+    cluster: &str,
+    placement: &Placement,
+) -> Result<String> {
+    if let Some(existing) = find_endpoint(context, cluster).await? {
+        return Ok(format!("found {} from an earlier run", existing.address));
+    }
+    let metro = match placement {
+        Placement::Metro(metro) => metro.clone(),
+        // A facility's metro is its first two letters (`da11` is in `da`).
+        Placement::Facility(facility) => facility[..2].to_owned(),
+    };
+    let new = NewIpReservation {
+        kind: IpKind::PublicIpv4,
+        quantity: 1,
+        metro,
+        tags: endpoint_tags(cluster),
+        details: Some(format!(
+            "control-plane endpoint of {cluster}, managed by rackform"
+        )),
+    };
+    let project = project_of(context, cluster)?;
+    let reserved = context
+        .metal
+        .reserve_ip(&project, &new)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(format!("reserved {}", reserved.address))
+}
+
+async fn assign_endpoint<M: Metal, S>(
+    context: &Context<'_, M, S>,
+    cluster: &str,
+    hostname: &str,
+) -> Result<String> {
+    let reservation = find_endpoint(context, cluster)
+        .await?
+        .ok_or("the control-plane IP is not reserved")?;
+    let device = find_device(context, cluster, |d| d.hostname == hostname)
+        .await?
+        .ok_or_else(|| format!("device {hostname} does not exist"))?;
+    if reservation
+        .assignments
+        .iter()
+        .any(|a| a.device.as_ref() == Some(&device.id))
+    {
+        return Ok(format!("{} already on {hostname}", reservation.address));
+    }
+    for assignment in &reservation.assignments {
+        context
+            .metal
+            .unassign_ip(&assignment.id)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+    }
+    context
+        .metal
+        .assign_ip(&device.id, &reservation.address)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(format!("{} now on {hostname}", reservation.address))
+}
+
+async fn release_endpoint<M: Metal, S>(
+    context: &Context<'_, M, S>,
+    cluster: &str,
+    ip: &str,
+) -> Result<String> {
+    if let Some(reservation) = find_endpoint(context, cluster).await? {
+        for assignment in &reservation.assignments {
+            context
+                .metal
+                .unassign_ip(&assignment.id)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+        }
+    }
+    context
+        .metal
+        .release_ip(&IpReservationId::from(ip))
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Ok("released".into())
+}
+
+async fn find_device<M: Metal, S>(
+    context: &Context<'_, M, S>,
+    cluster: &str,
+    matches: impl Fn(&metal::Device) -> bool,
+) -> Result<Option<metal::Device>> {
+    let project = project_of(context, cluster)?;
+    let devices = context
+        .metal
+        .list_devices(&project, &DeviceQuery::cluster(cluster))
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(devices.into_iter().find(|d| {
+        !matches!(
+            d.state,
+            metal::DeviceState::Deprovisioning | metal::DeviceState::Deleted
+        ) && matches(d)
+    }))
+}
+
+async fn delete_device<M: Metal, S>(context: &Context<'_, M, S>, id: &str) -> Result<String> {
+    let id = DeviceId::from(id);
+    let deleted = context
+        .metal
+        .delete_device(&id)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    // Wait until it is gone, so that its hardware reservation and hostname are free again.
+    let deadline = tokio::time::Instant::now() + context.options.delete_timeout;
+    loop {
+        match context
+            .metal
+            .get_device(&id)
+            .await
+            .map_err(|e| format!("{e:#}"))?
+        {
+            None => break,
+            Some(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "still not gone after {:?}",
+                    context.options.delete_timeout
+                ));
+            }
+            Some(_) => tokio::time::sleep(context.options.poll).await,
+        }
+    }
+    Ok(match deleted {
+        metal::Deleted::Now => "deleted".into(),
+        metal::Deleted::AlreadyGone => "already gone".into(),
+    })
+}
+
+/// Reads the cluster's four key-material secrets, as `pki` wants them.
+async fn existing_pki<S: SecretStore + Sync>(secrets: &S, cluster: &str) -> Result<ExistingPki> {
+    let mut found: BTreeMap<String, BTreeMap<String, SecretString>> = BTreeMap::new();
+    for kind in [
+        SecretKind::Ca,
+        SecretKind::Etcd,
+        SecretKind::Proxy,
+        SecretKind::Sa,
+    ] {
+        if let Some(stored) = secrets
+            .read(cluster, kind)
+            .await
+            .map_err(|e| format!("{e:#}"))?
+        {
+            found.insert(format!("{cluster}-{}", kind.suffix()), stored.data.text());
+        }
+    }
+    ExistingPki::from_secrets(cluster, |name| found.get(name).cloned())
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn complete(existing: &ExistingPki) -> Option<ClusterPki> {
+    Some(ClusterPki {
+        ca: existing.ca.clone()?,
+        etcd: existing.etcd.clone()?,
+        front_proxy: existing.front_proxy.clone()?,
+        service_account: existing.service_account.clone()?,
+    })
+}
+
+async fn create_secrets<M: Metal, S: SecretStore + Sync>(
+    context: &Context<'_, M, S>,
+    cluster: &str,
+    kinds: &[SecretKind],
+) -> Result<String> {
+    let now = OffsetDateTime::now_utc();
+    let existing = existing_pki(context.secrets, cluster).await?;
+    let made = ClusterPki::complete(existing, now, &mut OsRng).map_err(|e| format!("{e:#}"))?;
+    let mut created = Vec::new();
+    for secret in made.secrets(cluster) {
+        let kind = SecretKind::ALL
+            .into_iter()
+            .find(|k| secret.name == format!("{cluster}-{}", k.suffix()))
+            .expect("pki names secrets as Cluster API does");
+        if !kinds.contains(&kind) {
+            continue;
+        }
+        let data: SecretData = secret.data.into_iter().collect();
+        if let crate::secrets::Created::Created(_) = context
+            .secrets
+            .create_if_absent(cluster, kind, data)
+            .await
+            .map_err(|e| format!("{e:#}"))?
+        {
+            created.push(kind.suffix());
+        }
+    }
+    if kinds.contains(&SecretKind::Kubeconfig) {
+        // Sign with the CA as stored: another writer may have won the race to create it.
+        let stored = complete(&existing_pki(context.secrets, cluster).await?)
+            .ok_or("the cluster's CA secrets are incomplete")?;
+        let reservation = find_endpoint(context, cluster)
+            .await?
+            .ok_or("the control-plane IP is not reserved")?;
+        let endpoint = format!("{}:{API_SERVER_PORT}", reservation.address);
+        let kubeconfig = stored
+            .ca
+            .admin_kubeconfig(cluster, &endpoint, now, &mut OsRng)
+            .map_err(|e| format!("{e:#}"))?;
+        let secret = kubeconfig.secret(cluster).map_err(|e| format!("{e:#}"))?;
+        let data: SecretData = secret.data.into_iter().collect();
+        if let crate::secrets::Created::Created(_) = context
+            .secrets
+            .create_if_absent(cluster, SecretKind::Kubeconfig, data)
+            .await
+            .map_err(|e| format!("{e:#}"))?
+        {
+            created.push("kubeconfig");
+        }
+    }
+    Ok(if created.is_empty() {
+        "all existed already".into()
+    } else {
+        format!("created {}", created.join(", "))
+    })
+}
+
+impl Materials {
+    async fn get<M: Metal, S: SecretStore + Sync>(
+        &self,
+        context: &Context<'_, M, S>,
+        cluster: &Cluster,
+    ) -> Result<Arc<Material>> {
+        let mut by_cluster = self.by_cluster.lock().await;
+        if let Some(material) = by_cluster.get(cluster.name.as_str()) {
+            return Ok(material.clone());
+        }
+        let name = cluster.name.as_str();
+        let existing = existing_pki(context.secrets, name).await?;
+        let (pki, ca_hash, endpoint) = match &cluster.control_plane {
+            ControlPlane::Managed(_) => {
+                let pki = complete(&existing)
+                    .ok_or("the cluster's key material secrets are missing or incomplete")?;
+                let reservation = find_endpoint(context, name)
+                    .await?
+                    .ok_or("the control-plane IP is not reserved")?;
+                let hash = pki.ca.cert_hash();
+                (
+                    Some(pki),
+                    hash,
+                    format!("{}:{API_SERVER_PORT}", reservation.address),
+                )
+            }
+            ControlPlane::External { host, port, .. } => {
+                let ca = existing.ca.ok_or_else(|| {
+                    format!("secret {name}-ca with the external control plane's CA is missing")
+                })?;
+                (None, ca.cert_hash(), format!("{host}:{port}"))
+            }
+        };
+        let token = BootstrapToken::generate(&mut OsRng, pki::DEFAULT_TOKEN_TTL);
+        let material = Arc::new(Material {
+            pki,
+            ca_hash,
+            token,
+            endpoint,
+        });
+        by_cluster.insert(name.to_owned(), material.clone());
+        Ok(material)
+    }
+}
+
+async fn create_device<M: Metal, S: SecretStore + Sync>(
+    context: &Context<'_, M, S>,
+    materials: &Materials,
+    new: &NewDevice,
+) -> Result<String> {
+    // A crash between create and the end of the last run must not make a duplicate.
+    let same = |d: &metal::Device| matches!(&d.rackform, DeviceTags::Managed(t) if t.pool.as_str() == new.pool && t.ordinal == new.ordinal);
+    if let Some(device) = find_device(context, &new.cluster, same).await? {
+        wait_active(context, &device.id).await?;
+        return Ok(format!("found {} from an earlier run, active", device.id));
+    }
+    let cluster = cluster(context, &new.cluster)?;
+    let material = materials.get(context, cluster).await?;
+    let pool = cluster.pools.iter().find(|p| p.name.as_str() == new.pool);
+    let (labels, taints) = match pool {
+        Some(pool) => (pool.labels.clone(), pool.taints.iter().map(taint).collect()),
+        None if new.pool == CONTROL_PLANE_POOL => {
+            (BTreeMap::new(), vec![userdata::Taint::control_plane()])
+        }
+        None => return Err(format!("pool {} is not declared", new.pool)),
+    };
+    let template = userdata::NodeTemplate {
+        cluster_name: cluster.name.to_string(),
+        kubernetes_version: cluster.kubernetes_version.to_string(),
+        control_plane_endpoint: material.endpoint.clone(),
+        pod_cidr: cluster.network.pod_cidr.to_string(),
+        service_cidr: cluster.network.service_cidr.to_string(),
+        service_domain: cluster.network.service_domain.clone(),
+        labels,
+        taints,
+        external_cloud_provider: false,
+    };
+    let role = match (new.role, &material.pki) {
+        (Role::Init, Some(pki)) => userdata::Role::InitControlPlane {
+            pki,
+            token: &material.token,
+        },
+        (Role::JoinControlPlane, Some(pki)) => userdata::Role::JoinControlPlane {
+            pki,
+            token: &material.token,
+        },
+        (Role::Worker, _) => userdata::Role::Worker {
+            ca_cert_hash: &material.ca_hash,
+            token: &material.token,
+        },
+        (_, None) => return Err("a control-plane node needs the cluster's key material".into()),
+    };
+    let rendered = userdata::render(&template, role).map_err(|e| format!("{e:#}"))?;
+    let location = match &new.placement {
+        Placement::Metro(metro) => Location::Metro(metro.clone()),
+        Placement::Facility(facility) => Location::Facilities(vec![facility.clone()]),
+    };
+    let mut device = metal::NewDevice::new(&new.hostname, location, &new.plan, &new.os);
+    device.userdata = Some(metal::Userdata::new(rendered.expose()));
+    device.tags = RackformTags {
+        cluster: new.cluster.clone(),
+        pool: Pool::parse(&new.pool),
+        ordinal: new.ordinal,
+        spec: new.spec.clone(),
+    }
+    .to_tags();
+    device.billing_cycle = Some(BillingCycle::Hourly);
+    device.hardware_reservation_id = new.reservation.clone();
+    device.ssh_keys = cluster.ssh_keys.clone();
+    device.no_ssh_keys = cluster.ssh_keys.is_empty();
+    device.description = Some(format!(
+        "{} of cluster {}, managed by rackform",
+        new.pool, new.cluster
+    ));
+    let project = ProjectId::from(new.project.as_str());
+    let created = context
+        .metal
+        .create_device(&project, &device)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    wait_active(context, &created.id).await?;
+    Ok(format!("created {}, active", created.id))
+}
+
+fn taint(taint: &crate::spec::Taint) -> userdata::Taint {
+    use crate::spec::TaintEffect;
+    userdata::Taint {
+        key: taint.key.clone(),
+        value: taint.value.clone(),
+        effect: match taint.effect {
+            TaintEffect::NoSchedule => userdata::TaintEffect::NoSchedule,
+            TaintEffect::PreferNoSchedule => userdata::TaintEffect::PreferNoSchedule,
+            TaintEffect::NoExecute => userdata::TaintEffect::NoExecute,
+        },
+    }
+}
+
+async fn wait_active<M: Metal, S>(context: &Context<'_, M, S>, id: &DeviceId) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + context.options.create_timeout;
+    loop {
+        let device = context
+            .metal
+            .get_device(id)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        match device.map(|d| d.state) {
+            Some(metal::DeviceState::Active) => return Ok(()),
+            Some(metal::DeviceState::Failed) => {
+                return Err(format!("device {id} failed to provision"));
+            }
+            None => return Err(format!("device {id} disappeared while provisioning")),
+            Some(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "device {id} not active after {:?}",
+                    context.options.create_timeout
+                ));
+            }
+            Some(_) => tokio::time::sleep(context.options.poll).await,
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Executes a [`Plan`] through the Packet API and the secret store, and nothing else.
+//!
+//! Owns the scheduler (actions run as soon as those they wait for are done, a bounded number
+//! at once) and what each action does. A failed action stops only the actions that wait for
+//! it; the rest go on, and the report says which failed and which were skipped.
+
+mod actions;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tracing::{Instrument, info_span};
+
+use crate::metal::Metal;
+use crate::plan::{Action, Op, Plan};
+use crate::secrets::SecretStore;
+use crate::spec::Fleet;
+
+pub use actions::describe;
+
+/// How apply paces itself.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Actions in flight at once, across clusters.
+    pub concurrency: usize,
+    /// How often a device being created or deleted is looked at.
+    pub poll: Duration,
+    /// How long a new device may take to become active.
+    pub create_timeout: Duration,
+    /// How long a deleted device may take to be gone.
+    pub delete_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            concurrency: 8,
+            poll: Duration::from_secs(5),
+            create_timeout: Duration::from_secs(60 * 60),
+            delete_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// What apply works with.
+pub struct Context<'a, M, S> {
+    pub metal: &'a M,
+    pub secrets: &'a S,
+    pub fleet: &'a Fleet,
+    pub options: Options,
+}
+
+/// How one action ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; says what happened (`created device 6f3c…`, `found from an earlier run`).
+    Done(String),
+    Failed(String),
+    /// Not started because an action it waits for did not succeed.
+    Skipped {
+        because: usize,
+    },
+}
+
+/// One event of an apply, for progress output.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    Started(&'a Action),
+    Finished(&'a Action, &'a Outcome),
+}
+
+/// Every action's outcome, by action id.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub outcomes: BTreeMap<usize, Outcome>,
+}
+
+impl Report {
+    pub fn n_failed(&self) -> usize {
+        self.outcomes
+            .values()
+            .filter(|o| matches!(o, Outcome::Failed(_)))
+            .count()
+    }
+
+    pub fn n_skipped(&self) -> usize {
+        self.outcomes
+            .values()
+            .filter(|o| matches!(o, Outcome::Skipped { .. }))
+            .count()
+    }
+
+    /// The failures of one cluster's actions, for its status file.
+    pub fn errors_of(&self, plan: &Plan, cluster: &str) -> Vec<String> {
+        plan.clusters
+            .iter()
+            .filter(|c| c.cluster == cluster)
+            .flat_map(|c| &c.actions)
+            .filter_map(|a| match self.outcomes.get(&a.id) {
+                Some(Outcome::Failed(why)) => Some(format!("{}: {why}", describe(&a.op))),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Why a plan was not applied at all.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("{0}; approve the deletions to apply it")]
+    DeleteGuard(String),
+}
+
+/// Runs every action of `plan`, each after those it waits for.
+///
+/// # Guarantees
+/// Only the plan's actions run. An action starts only when every action in its `after`
+/// list succeeded. Creates look for a device of the same cluster, pool and ordinal first, so
+/// running a plan again after a crash never makes a duplicate. Deletes of devices and
+/// secrets that are already gone succeed.
+///
+/// # Caveats
+/// A device is created when the API accepts it, but its action finishes only when it is
+/// active (or failed): a plan that creates many devices takes as long as they take.
+///
+/// # Errors
+/// [`Refused`] when the plan carries a delete-guard refusal; failures of single actions are
+/// in the [`Report`], not errors.
+pub async fn execute<M: Metal, S: SecretStore + Sync>(
+    context: &Context<'_, M, S>,
+    plan: &Plan,
+    mut progress: impl FnMut(Event),
+) -> Result<Report, Refused> {
+    if let Some(refusal) = &plan.refusal {
+        return Err(Refused::DeleteGuard(refusal.to_string()));
+    }
+    let actions: Vec<&Action> = plan.actions().collect();
+    let materials = actions::Materials::default();
+    let mut report = Report::default();
+    let mut started = vec![false; actions.len()];
+    let mut running = FuturesUnordered::new();
+    loop {
+        for (i, action) in actions.iter().enumerate() {
+            if started[i] {
+                continue;
+            }
+            let blocker = action
+                .after
+                .iter()
+                .find(|dep| !matches!(report.outcomes.get(dep), Some(Outcome::Done(_))));
+            match blocker.map(|dep| report.outcomes.get(dep)) {
+                None if running.len() < context.options.concurrency.max(1) => {
+                    started[i] = true;
+                    progress(Event::Started(action));
+                    let span = info_span!("action", action = %kind(&action.op), id = action.id);
+                    let materials = &materials;
+                    running.push(
+                        async move { (i, actions::run(context, materials, action).await) }
+                            .instrument(span),
+                    );
+                }
+                // Its dependency failed or was skipped: skip it too.
+                Some(Some(Outcome::Failed(_) | Outcome::Skipped { .. })) => {
+                    started[i] = true;
+                    let because = *blocker.expect("a blocker");
+                    let outcome = Outcome::Skipped { because };
+                    progress(Event::Finished(action, &outcome));
+                    report.outcomes.insert(action.id, outcome);
+                }
+                _ => {}
+            }
+        }
+        let Some((i, result)) = running.next().await else {
+            break;
+        };
+        let outcome = match result {
+            Ok(done) => Outcome::Done(done),
+            Err(why) => Outcome::Failed(why),
+        };
+        progress(Event::Finished(actions[i], &outcome));
+        report.outcomes.insert(actions[i].id, outcome);
+    }
+    // Anything never started waits on an id the plan does not have: a malformed plan.
+    for (i, action) in actions.iter().enumerate() {
+        if !started[i] {
+            let outcome = Outcome::Failed(format!(
+                "waits for actions that are not in the plan: {:?}",
+                action.after
+            ));
+            progress(Event::Finished(action, &outcome));
+            report.outcomes.insert(action.id, outcome);
+        }
+    }
+    Ok(report)
+}
+
+/// The action's name, for spans and logs.
+fn kind(op: &Op) -> &'static str {
+    match op {
+        Op::CreateSecrets { .. } => "create_secrets",
+        Op::ReserveEndpoint { .. } => "reserve_endpoint",
+        Op::CreateDevice(_) => "create_device",
+        Op::AssignEndpoint { .. } => "assign_endpoint",
+        Op::DeleteDevice { .. } => "delete_device",
+        Op::ReleaseEndpoint { .. } => "release_endpoint",
+        Op::DeleteSecrets { .. } => "delete_secrets",
+    }
+}

@@ -1,0 +1,191 @@
+//! What `plan` and `apply` share: the fleet repository, the Packet API, the secret store,
+//! and reading the world and the status files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::metal::{ClientConfig, PacketClient, Token};
+use crate::observe::{World, fetch};
+use crate::plan::{self, Plan};
+use crate::report::status::{self, Status};
+use crate::secrets::{DirSecrets, KubeSecrets, Store};
+use crate::source::DirFiles;
+use crate::spec::{self, Fleet, RepoFiles};
+
+#[derive(Debug, clap::Args)]
+pub struct Connect {
+    /// The fleet repository: a directory holding rackform.yaml.
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Packet API root; the simulator (`rackform sim`) serves http://127.0.0.1:7480/metal/v1/.
+    #[arg(long, env = "RACKFORM_PACKET_URL", default_value = crate::metal::DEFAULT_BASE_URL)]
+    pub packet_url: String,
+    /// File holding the Packet API token; without it PACKET_AUTH_TOKEN or METAL_AUTH_TOKEN.
+    #[arg(long, env = "RACKFORM_PACKET_TOKEN_FILE")]
+    pub packet_token_file: Option<PathBuf>,
+    /// Keep cluster secrets in this directory (mode 0700) instead of Kubernetes.
+    #[arg(long, env = "RACKFORM_SECRETS_DIR", conflicts_with = "namespace")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Kubernetes namespace for cluster secrets (in-cluster service account or KUBECONFIG).
+    #[arg(long, env = "RACKFORM_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Approve a plan that deletes more of the fleet than `deleteGuard` allows.
+    #[arg(long)]
+    pub approve_deletes: bool,
+}
+
+/// A fleet read from disk, with its clients.
+pub struct Session {
+    pub repo: PathBuf,
+    pub files: DirFiles,
+    pub fleet: Fleet,
+    pub metal: PacketClient,
+    pub store: Store,
+    pub approve_deletes: bool,
+}
+
+impl Session {
+    pub async fn open(args: &Connect) -> Result<Session> {
+        let files = DirFiles::open(&args.repo)
+            .with_context(|| format!("opening fleet repository {}", args.repo.display()))?;
+        let fleet = spec::load(&files);
+        let token = Token::load(args.packet_token_file.as_deref())
+            .context("reading the Packet API token")?;
+        let config = ClientConfig {
+            base_url: args.packet_url.clone(),
+            ..ClientConfig::new(token)
+        };
+        let metal = PacketClient::new(config).context("setting up the Packet API client")?;
+        let store = match (&args.secrets_dir, &args.namespace) {
+            (Some(dir), _) => Store::Dir(
+                DirSecrets::open(dir)
+                    .with_context(|| format!("opening secret directory {}", dir.display()))?,
+            ),
+            (None, Some(namespace)) => {
+                let client = crate::secrets::connect()
+                    .await
+                    .context("connecting to Kubernetes")?;
+                Store::Kube(Box::new(KubeSecrets::new(client, namespace)))
+            }
+            (None, None) => {
+                anyhow::bail!("say where cluster secrets live: --secrets-dir DIR or --namespace NS")
+            }
+        };
+        Ok(Session {
+            repo: args.repo.clone(),
+            files,
+            fleet,
+            metal,
+            store,
+            approve_deletes: args.approve_deletes,
+        })
+    }
+
+    /// The status files in the repository, by cluster; unreadable ones are skipped with a
+    /// warning (they are rackform's own output and are rewritten after the next apply).
+    pub fn statuses(&self) -> BTreeMap<String, Status> {
+        let Some(settings) = &self.fleet.settings else {
+            return BTreeMap::new();
+        };
+        let mut statuses = BTreeMap::new();
+        for path in self
+            .files
+            .list_yaml(&settings.paths.status)
+            .unwrap_or_default()
+        {
+            let Ok(Some(bytes)) = self.files.read(&path) else {
+                continue;
+            };
+            match status::parse(&String::from_utf8_lossy(&bytes)) {
+                Ok(status) => {
+                    statuses.insert(status.cluster.clone(), status);
+                }
+                Err(error) => {
+                    tracing::warn!(file = %path, %error, "Unreadable status file skipped.")
+                }
+            }
+        }
+        statuses
+    }
+
+    pub async fn observe(&self) -> Result<World> {
+        let protected = fetch::protected_from_status(&self.statuses());
+        fetch::world(
+            &self.metal,
+            &self.store,
+            &fetch::projects(&self.fleet),
+            &self.fleet,
+            &protected,
+        )
+        .await
+        .context("observing the world")
+    }
+
+    pub fn plan(&self, world: &World) -> Plan {
+        plan::build(&plan::Inputs {
+            fleet: &self.fleet,
+            world,
+            commit: None,
+            now: time::OffsetDateTime::now_utc().unix_timestamp(),
+            approve_deletes: self.approve_deletes,
+        })
+    }
+
+    /// Writes `status/<cluster>.yaml` for every cluster of `plan` (made after an apply from
+    /// the world then), and removes those of clusters that are gone entirely.
+    pub fn write_statuses(
+        &self,
+        plan: &Plan,
+        world: &World,
+        errors: impl Fn(&str) -> Vec<String>,
+    ) -> Result<()> {
+        let Some(settings) = &self.fleet.settings else {
+            return Ok(());
+        };
+        let dir = self.repo.join(&settings.paths.status);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let gone: BTreeSet<&str> = plan
+            .clusters
+            .iter()
+            .filter(|c| {
+                !world.clusters.contains_key(&c.cluster) && self.fleet.cluster(&c.cluster).is_none()
+            })
+            .map(|c| c.cluster.as_str())
+            .collect();
+        let empty = Default::default();
+        for cluster in &plan.clusters {
+            let path = dir.join(format!("{}.yaml", cluster.cluster));
+            if gone.contains(cluster.cluster.as_str()) {
+                if path.exists() {
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing {}", path.display()))?;
+                }
+                continue;
+            }
+            let observed = world.clusters.get(&cluster.cluster).unwrap_or(&empty);
+            let protection = match self.fleet.cluster(&cluster.cluster) {
+                Some(declared) => declared.deletion_protection,
+                None => observed.deletion_protection,
+            };
+            let status = status::of(
+                cluster,
+                observed,
+                protection,
+                None,
+                errors(&cluster.cluster),
+            );
+            std::fs::write(&path, status::render(&status))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

@@ -1,0 +1,190 @@
+//! Filling a [`World`] from the Packet API and the secret store.
+//!
+//! One paginated device list and one IP reservation list per Packet project, one metadata
+//! list of secrets, and a per-cluster metadata look-up only for declared clusters that have
+//! nothing labelled yet (a user-supplied CA made before the cluster).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tracing::instrument;
+
+use super::{DeviceState, Endpoint, ObservedDevice, World};
+use crate::metal::{self, DeviceQuery, DeviceTags, Metal, ProjectId};
+use crate::secrets::{self, SecretStore};
+use crate::spec::Fleet;
+
+/// The tag that marks a cluster's control-plane IP reservation.
+pub const ENDPOINT_ROLE_TAG: &str = "rackform:role=endpoint";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("listing devices of Packet project {project}")]
+    Devices {
+        project: String,
+        #[source]
+        source: metal::Error,
+    },
+    #[error("listing IP reservations of Packet project {project}")]
+    Ips {
+        project: String,
+        #[source]
+        source: metal::Error,
+    },
+    #[error("reading which secrets exist")]
+    Secrets(#[source] secrets::Error),
+}
+
+/// The Packet projects a fleet uses: its own and any a cluster names.
+pub fn projects(fleet: &Fleet) -> Vec<String> {
+    let mut projects: BTreeSet<String> = fleet.clusters.iter().map(|c| c.project.clone()).collect();
+    projects.extend(fleet.settings.iter().map(|s| s.project.clone()));
+    projects.into_iter().collect()
+}
+
+/// Observes everything rackform owns in `projects`, and the secrets of every cluster.
+///
+/// `protected` names the clusters whose last applied declaration was deletion-protected
+/// (from their status files), so that removing the file does not remove the protection.
+#[instrument(skip_all, fields(n_projects = projects.len()))]
+pub async fn world(
+    metal: &impl Metal,
+    store: &impl SecretStore,
+    projects: &[String],
+    fleet: &Fleet,
+    protected: &BTreeSet<String>,
+) -> Result<World, Error> {
+    let mut world = World::default();
+    for project in projects {
+        let id = ProjectId::from(project.as_str());
+        let devices = metal
+            .list_devices(&id, &DeviceQuery::all())
+            .await
+            .map_err(|source| Error::Devices {
+                project: project.clone(),
+                source,
+            })?;
+        for device in devices {
+            let Some(cluster) = device.rackform.cluster().map(str::to_owned) else {
+                continue;
+            };
+            world
+                .clusters
+                .entry(cluster)
+                .or_default()
+                .devices
+                .push(observed_device(&device));
+        }
+        let reservations = metal
+            .list_ip_reservations(&id, None)
+            .await
+            .map_err(|source| Error::Ips {
+                project: project.clone(),
+                source,
+            })?;
+        for reservation in reservations {
+            if !reservation.tags.iter().any(|t| t == ENDPOINT_ROLE_TAG) {
+                continue;
+            }
+            let Some(cluster) = reservation
+                .tags
+                .iter()
+                .find_map(|t| t.strip_prefix("rackform:cluster="))
+            else {
+                continue;
+            };
+            world
+                .clusters
+                .entry(cluster.to_owned())
+                .or_default()
+                .endpoint = Some(Endpoint {
+                id: reservation.id.to_string(),
+                address: reservation.address.clone(),
+                assigned_to: reservation
+                    .assignments
+                    .iter()
+                    .find_map(|a| a.device.as_ref().map(|d| d.to_string())),
+            });
+        }
+    }
+
+    let inventories = store.inventory_all().await.map_err(Error::Secrets)?;
+    for (cluster, inventory) in &inventories {
+        world.clusters.entry(cluster.clone()).or_default().secrets = inventory.owners();
+    }
+    // Declared clusters with nothing labelled yet may have user-supplied secrets.
+    for cluster in &fleet.clusters {
+        let name = cluster.name.as_str();
+        if inventories.contains_key(name) {
+            continue;
+        }
+        let inventory = store.inventory(name).await.map_err(Error::Secrets)?;
+        if !inventory.secrets.is_empty() {
+            world.clusters.entry(name.to_owned()).or_default().secrets = inventory.owners();
+        }
+    }
+    for (name, observed) in &mut world.clusters {
+        observed.deletion_protection = protected.contains(name);
+        observed
+            .devices
+            .sort_by(|a, b| (&a.pool, a.ordinal, &a.id).cmp(&(&b.pool, b.ordinal, &b.id)));
+    }
+    Ok(world)
+}
+
+fn observed_device(device: &metal::Device) -> ObservedDevice {
+    let (pool, ordinal, spec) = match &device.rackform {
+        DeviceTags::Managed(tags) => (
+            tags.pool.to_string(),
+            Some(tags.ordinal),
+            Some(tags.spec.clone()),
+        ),
+        // A malformed tag set has no ordinal here, so the planner reports it as an orphan.
+        DeviceTags::Malformed { partial, .. } => (
+            partial
+                .pool
+                .as_ref()
+                .map_or_else(|| "?".to_owned(), |p| p.to_string()),
+            None,
+            partial.spec.clone(),
+        ),
+        DeviceTags::Unmanaged => ("?".to_owned(), None, None),
+    };
+    ObservedDevice {
+        id: device.id.to_string(),
+        hostname: device.hostname.clone(),
+        pool,
+        ordinal,
+        spec,
+        state: state(&device.state),
+        reservation: device.hardware_reservation.as_ref().map(|r| r.to_string()),
+        created_at: device.created_unix(),
+    }
+}
+
+/// Packet's states, as planning sees them.
+pub fn state(state: &metal::DeviceState) -> DeviceState {
+    use metal::DeviceState as Packet;
+    match state {
+        Packet::Queued => DeviceState::Queued,
+        Packet::Provisioning => DeviceState::Provisioning,
+        Packet::Active => DeviceState::Active,
+        Packet::Failed => DeviceState::Failed,
+        Packet::Deprovisioning | Packet::Deleted => DeviceState::Deprovisioning,
+        Packet::PoweringOff
+        | Packet::Inactive
+        | Packet::PoweringOn
+        | Packet::Reinstalling
+        | Packet::Other(_) => DeviceState::Inactive,
+    }
+}
+
+/// Which clusters' status files say their last applied declaration was protected.
+pub fn protected_from_status(
+    statuses: &BTreeMap<String, crate::report::status::Status>,
+) -> BTreeSet<String> {
+    statuses
+        .iter()
+        .filter(|(_, s)| s.deletion_protection)
+        .map(|(name, _)| name.clone())
+        .collect()
+}

@@ -1,0 +1,99 @@
+//! Status files: `status/<cluster>.yaml`, written by rackform after each apply so that Git
+//! shows what runs, and read back for what must outlive a declaration (its deletion
+//! protection). They hold names, states and reasons, never a secret.
+
+use serde::{Deserialize, Serialize};
+
+use crate::observe::{DeviceState, ObservedCluster};
+use crate::plan::{ClusterChange, ClusterPlan};
+
+const HEADER: &str = "# Written by rackform after each apply; edits are overwritten.\n";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub cluster: String,
+    pub phase: Phase,
+    /// The deletion protection of the declaration last applied.
+    #[serde(default)]
+    pub deletion_protection: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub devices: Vec<DeviceStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    pub hostname: String,
+    pub id: String,
+    pub pool: String,
+    pub state: DeviceState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Every declared device is active and nothing is left to do.
+    Ready,
+    /// Devices are being created, replaced or removed.
+    Progressing,
+    /// The cluster needs a human (see `problems`).
+    Blocked,
+    /// The last apply failed for this cluster (see `errors`).
+    Failed,
+    /// Removed from Git and kept (pruning off or deletion-protected).
+    Orphaned,
+}
+
+/// The status of one cluster after an apply: `after` is the world observed then, `plan`
+/// the plan made from it (what is still to do), `errors` what the apply could not do.
+pub fn of(
+    plan: &ClusterPlan,
+    after: &ObservedCluster,
+    deletion_protection: bool,
+    commit: Option<&str>,
+    errors: Vec<String>,
+) -> Status {
+    let phase = match plan.change {
+        _ if !errors.is_empty() => Phase::Failed,
+        ClusterChange::Blocked => Phase::Blocked,
+        ClusterChange::Orphaned => Phase::Orphaned,
+        ClusterChange::NoChange if plan.waiting.is_empty() => Phase::Ready,
+        _ => Phase::Progressing,
+    };
+    let mut devices: Vec<DeviceStatus> = after
+        .devices
+        .iter()
+        .map(|d| DeviceStatus {
+            hostname: d.hostname.clone(),
+            id: d.id.clone(),
+            pool: d.pool.clone(),
+            state: d.state,
+        })
+        .collect();
+    devices.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    Status {
+        cluster: plan.cluster.clone(),
+        phase,
+        deletion_protection,
+        last_applied_commit: commit.map(str::to_owned),
+        endpoint: after.endpoint.as_ref().map(|e| e.address.clone()),
+        devices,
+        problems: plan.problems.clone(),
+        errors,
+    }
+}
+
+pub fn render(status: &Status) -> String {
+    HEADER.to_owned() + &serde_yaml::to_string(status).expect("statuses serialise")
+}
+
+pub fn parse(text: &str) -> Result<Status, serde_yaml::Error> {
+    serde_yaml::from_str(text)
+}
