@@ -2,6 +2,7 @@
 
 mod support;
 
+mod apply;
 mod metal;
 mod pki;
 mod plan;

@@ -1,8 +1,9 @@
 //! Filling a [`World`] from the Packet API and the secret store.
 //!
 //! One paginated device list and one IP reservation list per Packet project, one metadata
-//! list of secrets, and a per-cluster metadata look-up only for declared clusters that have
-//! nothing labelled yet (a user-supplied CA made before the cluster).
+//! list of the secrets labelled with a cluster (which finds clusters no longer declared),
+//! and a metadata look-up by name for each declared cluster (which finds user-supplied
+//! secrets that carry no labels).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -111,12 +112,10 @@ pub async fn world(
     for (cluster, inventory) in &inventories {
         world.clusters.entry(cluster.clone()).or_default().secrets = inventory.owners();
     }
-    // Declared clusters with nothing labelled yet may have user-supplied secrets.
+    // A declared cluster's secrets are looked up by name, so that a user-supplied one
+    // without rackform's labels (a CA made with openssl) counts too.
     for cluster in &fleet.clusters {
         let name = cluster.name.as_str();
-        if inventories.contains_key(name) {
-            continue;
-        }
         let inventory = store.inventory(name).await.map_err(Error::Secrets)?;
         if !inventory.secrets.is_empty() {
             world.clusters.entry(name.to_owned()).or_default().secrets = inventory.owners();

@@ -229,7 +229,12 @@ fn declared(
     observed: &ObservedCluster,
 ) -> ClusterChange {
     let live = observed.has_live_devices();
-    let exists = live || !observed.secrets.is_empty() || observed.endpoint.is_some();
+    // User-supplied secrets alone (a CA made before the cluster) do not make it exist.
+    let ours = observed
+        .secrets
+        .values()
+        .any(|owner| *owner == SecretOwner::Rackform);
+    let exists = live || ours || observed.endpoint.is_some();
     let missing = missing_secrets(&observed.secrets);
     let fresh_reason =
         |when_fresh: Reason, otherwise: Reason| if exists { otherwise } else { when_fresh };

@@ -1,0 +1,389 @@
+//! `rackform apply` end to end, as a user runs it: the example fleet built from nothing on
+//! the simulator, user-supplied CAs made with the real `openssl` used as they are, a second
+//! plan that has nothing to do, an apply killed half-way that converges when run again, and
+//! a saved plan refused once the world moved.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use rackform::metal::{ClientConfig, DeviceQuery, Metal, PacketClient, ProjectId, Token};
+use rackform::sim::{HardwareSeed, Sim, SimConfig};
+
+use crate::support::{crate_root, stderr, stdout, tool};
+
+const PROJECT: &str = "3b6a1a2e-6c0e-4d6b-9f57-2f1c8c5b7a10";
+const STORAGE_RESERVATIONS: [&str; 3] = [
+    "0d4f1c8e-2b7a-4c39-8e51-7a9d3f6b2c10",
+    "5e2a9b71-8c4d-4f0e-a3b6-91c7d2e8f405",
+    "a8c3e6f2-1d9b-47a5-b0e4-3f7c2d1a9b86",
+];
+/// Devices examples/fleet declares: core 3+6+3, edge-ams 1+2, ml 3+4+2, tenant-a 3.
+const EXAMPLE_DEVICES: usize = 27;
+
+/// The simulator on its own runtime, with the hardware the example fleet reserves.
+struct SimHandle {
+    runtime: tokio::runtime::Runtime,
+    sim: Sim,
+}
+
+impl SimHandle {
+    fn start(provision_delay: Duration) -> SimHandle {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let seed = |id: Option<&str>, plan: &str, facility: &str| HardwareSeed {
+            id: id.map(str::to_owned),
+            plan: plan.into(),
+            facility: facility.into(),
+        };
+        let mut hardware: Vec<HardwareSeed> = STORAGE_RESERVATIONS
+            .iter()
+            .map(|id| seed(Some(id), "s3.xlarge.x86", "da11"))
+            .collect();
+        hardware.extend((0..2).map(|_| seed(None, "n3.xlarge.x86", "sv15")));
+        let config = SimConfig {
+            provision_delay,
+            deprovision_delay: Duration::from_millis(20),
+            projects: vec![PROJECT.into()],
+            hardware_reservations: hardware,
+            ..SimConfig::default()
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sim = runtime.block_on(Sim::start_std(listener, config)).unwrap();
+        SimHandle { runtime, sim }
+    }
+
+    fn url(&self) -> String {
+        self.sim.base_url()
+    }
+
+    /// Hostnames of the project's live devices.
+    fn hostnames(&self) -> Vec<String> {
+        let client = PacketClient::new(ClientConfig {
+            base_url: self.url(),
+            ..ClientConfig::new(Token::new("test"))
+        })
+        .unwrap();
+        let devices = self
+            .runtime
+            .block_on(client.list_devices(&ProjectId::from(PROJECT), &DeviceQuery::all()))
+            .unwrap();
+        let mut names: Vec<String> = devices.into_iter().map(|d| d.hostname).collect();
+        names.sort();
+        names
+    }
+
+    fn creates(&self) -> u64 {
+        self.sim.request_count("POST /projects/{id}/devices")
+    }
+}
+
+/// A copy of examples/fleet and a secret directory, with CAs made by `openssl` exactly as
+/// the Cluster API book's "Using Custom Certificates" shows, for `core` (which runs its own
+/// control plane) and `tenant-a` (whose control plane is hosted elsewhere).
+struct Fleet {
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let source = crate_root().join("examples/fleet");
+        fs::create_dir_all(dir.path().join("fleet/clusters")).unwrap();
+        fs::copy(
+            source.join("rackform.yaml"),
+            dir.path().join("fleet/rackform.yaml"),
+        )
+        .unwrap();
+        for entry in fs::read_dir(source.join("clusters")).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(
+                entry.path(),
+                dir.path().join("fleet/clusters").join(entry.file_name()),
+            )
+            .unwrap();
+        }
+        let secrets = dir.path().join("secrets");
+        fs::create_dir(&secrets).unwrap();
+        fs::set_permissions(&secrets, fs::Permissions::from_mode(0o700)).unwrap();
+        let fleet = Fleet { dir };
+        for cluster in ["core", "tenant-a"] {
+            fleet.user_ca(cluster);
+        }
+        fleet
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn user_ca(&self, cluster: &str) {
+        let work = self.path(&format!("{cluster}-openssl"));
+        fs::create_dir(&work).unwrap();
+        let output = tool("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-subj",
+                "/CN=Kubernetes API",
+                "-new",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+            ])
+            .args([
+                "-keyout", "tls.key", "-sha256", "-days", "3650", "-out", "tls.crt",
+            ])
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        let b64 = |file: &str| {
+            base64::engine::general_purpose::STANDARD.encode(fs::read(work.join(file)).unwrap())
+        };
+        // As `kubectl create secret tls <cluster>-ca` would store it: no rackform labels.
+        let secret = serde_json::json!({
+            "name": format!("{cluster}-ca"),
+            "type": "kubernetes.io/tls",
+            "labels": {},
+            "version": 1,
+            "data": { "tls.crt": b64("tls.crt"), "tls.key": b64("tls.key") },
+        });
+        let path = self.path("secrets").join(format!("{cluster}-ca.json"));
+        fs::write(&path, serde_json::to_vec_pretty(&secret).unwrap()).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    fn command(&self, sim: &SimHandle, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rackform"));
+        command
+            .args(args)
+            .arg("--repo")
+            .arg(self.path("fleet"))
+            .args(["--packet-url", &sim.url(), "--secrets-dir"])
+            .arg(self.path("secrets"))
+            .env("PACKET_AUTH_TOKEN", "test-token-never-printed")
+            .env_remove("RACKFORM_PACKET_URL");
+        command
+    }
+
+    fn run(&self, sim: &SimHandle, args: &[&str]) -> std::process::Output {
+        self.command(sim, args).output().unwrap()
+    }
+
+    fn secret(&self, name: &str) -> BTreeMap<String, String> {
+        let file: serde_json::Value = serde_json::from_slice(
+            &fs::read(self.path("secrets").join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        file["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().unwrap())
+                    .unwrap();
+                (k.clone(), String::from_utf8(bytes).unwrap())
+            })
+            .collect()
+    }
+}
+
+fn assert_no_duplicates(hostnames: &[String]) {
+    let mut unique = hostnames.to_vec();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        hostnames.len(),
+        "duplicate devices: {hostnames:?}"
+    );
+}
+
+#[test]
+fn apply_builds_the_example_fleet_and_then_has_nothing_to_do() {
+    let sim = SimHandle::start(Duration::from_millis(50));
+    let fleet = Fleet::new();
+
+    let output = fleet.run(&sim, &["plan"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("Plan: 33 to create, 0 to replace, 3 to change, 0 to delete."),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = fleet.run(&sim, &["apply", "--auto-approve", "--poll", "20ms"]);
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(!text.contains("test-token-never-printed"));
+    let hostnames = sim.hostnames();
+    assert_eq!(hostnames.len(), EXAMPLE_DEVICES, "{hostnames:?}");
+    assert_no_duplicates(&hostnames);
+
+    let output = fleet.run(&sim, &["plan"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("No changes."),
+        "{}",
+        stdout(&output)
+    );
+
+    // The user's CA was used as it is, and the admin kubeconfig is signed by it.
+    let user_ca = fs::read_to_string(fleet.path("core-openssl/tls.crt")).unwrap();
+    assert_eq!(fleet.secret("core-ca")["tls.crt"], user_ca);
+    let kubeconfig: serde_yaml::Value =
+        serde_yaml::from_str(&fleet.secret("core-kubeconfig")["value"]).unwrap();
+    let user = &kubeconfig["users"][0]["user"];
+    let admin = base64::engine::general_purpose::STANDARD
+        .decode(user["client-certificate-data"].as_str().unwrap())
+        .unwrap();
+    fs::write(fleet.path("admin.crt"), admin).unwrap();
+    let verify = tool("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(fleet.path("core-openssl/tls.crt"))
+        .arg(fleet.path("admin.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        stdout(&verify),
+        stderr(&verify)
+    );
+    // The external control plane's CA was only read, and no other secret was made for it.
+    assert!(!fleet.path("secrets/tenant-a-etcd.json").exists());
+
+    // Status files say what runs.
+    let status = fs::read_to_string(fleet.path("fleet/status/core.yaml")).unwrap();
+    assert!(
+        status.contains("phase: Ready") && status.contains("core-storage-2"),
+        "{status}"
+    );
+    assert!(!status.contains("PRIVATE KEY"));
+}
+
+/// A crash mid-apply never makes a duplicate: the next apply observes what the killed one
+/// created and finishes the job.
+#[test]
+fn apply_killed_half_way_converges_without_duplicates() {
+    let sim = SimHandle::start(Duration::from_millis(300));
+    let fleet = Fleet::new();
+    let mut child = fleet
+        .command(
+            &sim,
+            &[
+                "apply",
+                "--auto-approve",
+                "--poll",
+                "20ms",
+                "--concurrency",
+                "4",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Bounded wait for the first creates to reach the API, then kill without warning.
+    for _ in 0..600 {
+        if sim.creates() >= 6 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = sim.hostnames();
+    assert!(
+        !before.is_empty() && before.len() < EXAMPLE_DEVICES,
+        "{before:?}"
+    );
+
+    let output = fleet.run(&sim, &["apply", "--auto-approve", "--poll", "20ms"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let after = sim.hostnames();
+    assert_eq!(after.len(), EXAMPLE_DEVICES, "{after:?}");
+    assert_no_duplicates(&after);
+    for hostname in &before {
+        assert!(
+            after.contains(hostname),
+            "{hostname} was replaced instead of kept"
+        );
+    }
+}
+
+#[test]
+fn a_saved_plan_is_refused_once_the_world_moved() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let fleet = Fleet::new();
+    let saved = fleet.path("plan.json");
+    let output = fleet.run(&sim, &["plan", "--out", saved.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+
+    // Someone else changes the world: here, another apply of the same fleet.
+    let output = fleet.run(&sim, &["apply", "--auto-approve", "--poll", "20ms"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let creates = sim.creates();
+
+    let output = fleet.run(&sim, &["apply", saved.to_str().unwrap(), "--auto-approve"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains("refusing the saved plan") && text.contains("the observed world changed"),
+        "{text}"
+    );
+    assert_eq!(sim.creates(), creates, "a refused plan created something");
+}
+
+/// A saved plan made against the current world applies exactly.
+#[test]
+fn a_saved_plan_applies_when_nothing_moved() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let fleet = Fleet::new();
+    let saved = fleet.path("plan.json");
+    fleet.run(&sim, &["plan", "--out", saved.to_str().unwrap()]);
+    let output = fleet.run(
+        &sim,
+        &[
+            "apply",
+            saved.to_str().unwrap(),
+            "--auto-approve",
+            "--poll",
+            "20ms",
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert_eq!(sim.hostnames().len(), EXAMPLE_DEVICES);
+}
