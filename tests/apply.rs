@@ -145,10 +145,16 @@ impl Fleet {
             .output()
             .unwrap();
         assert!(output.status.success(), "{}", stderr(&output));
+        self.store_user_ca(cluster);
+    }
+
+    /// Stores `<cluster>-openssl/tls.{crt,key}` as `kubectl create secret tls <cluster>-ca`
+    /// would: no rackform labels, so rackform reads it and never writes it.
+    fn store_user_ca(&self, cluster: &str) {
+        let work = self.path(&format!("{cluster}-openssl"));
         let b64 = |file: &str| {
             base64::engine::general_purpose::STANDARD.encode(fs::read(work.join(file)).unwrap())
         };
-        // As `kubectl create secret tls <cluster>-ca` would store it: no rackform labels.
         let secret = serde_json::json!({
             "name": format!("{cluster}-ca"),
             "type": "kubernetes.io/tls",
@@ -386,4 +392,43 @@ fn a_saved_plan_applies_when_nothing_moved() {
         stderr(&output)
     );
     assert_eq!(sim.hostnames().len(), EXAMPLE_DEVICES);
+}
+
+/// A user-supplied CA that cannot be used is an error naming its secret, and nothing is
+/// made in its place.
+#[test]
+fn an_expired_user_ca_is_refused_by_name() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let fleet = Fleet::new();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Kubernetes API");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let work = fleet.path("core-openssl");
+    fs::write(work.join("tls.crt"), cert.pem()).unwrap();
+    fs::write(work.join("tls.key"), key.serialize_pem()).unwrap();
+    fleet.store_user_ca("core");
+
+    let output = fleet.run(&sim, &["apply", "--auto-approve", "--poll", "20ms"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(
+        text.contains("secret core-ca: the CA certificate expired on 2021-01-01"),
+        "{text}"
+    );
+    assert!(
+        !fleet.path("secrets/core-etcd.json").exists(),
+        "secrets were made for an unusable CA"
+    );
+    assert_eq!(
+        fleet.secret("core-ca")["tls.crt"],
+        cert.pem(),
+        "the user's secret was changed"
+    );
+    assert!(!sim.hostnames().iter().any(|h| h.starts_with("core-")));
 }

@@ -287,8 +287,25 @@ async fn existing_pki<S: SecretStore + Sync>(secrets: &S, cluster: &str) -> Resu
             found.insert(format!("{cluster}-{}", kind.suffix()), stored.data.text());
         }
     }
-    ExistingPki::from_secrets(cluster, |name| found.get(name).cloned())
-        .map_err(|e| format!("{e:#}"))
+    let existing = ExistingPki::from_secrets(cluster, |name| found.get(name).cloned())
+        .map_err(|e| format!("reading the key material secrets of {cluster}: {e:#}"))?;
+    // An unusable CA is an error naming its secret, never silently replaced.
+    let now = OffsetDateTime::now_utc();
+    let cas = [
+        (SecretKind::Ca, &existing.ca),
+        (SecretKind::Etcd, &existing.etcd),
+        (SecretKind::Proxy, &existing.front_proxy),
+    ];
+    for (kind, ca) in cas {
+        if let Some(ca) = ca.as_ref().filter(|ca| ca.not_after() <= now) {
+            return Err(format!(
+                "secret {cluster}-{}: the CA certificate expired on {}; replace it (see the runbook)",
+                kind.suffix(),
+                ca.not_after().date()
+            ));
+        }
+    }
+    Ok(existing)
 }
 
 fn complete(existing: &ExistingPki) -> Option<ClusterPki> {

@@ -153,6 +153,7 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
             match blocker.map(|dep| report.outcomes.get(dep)) {
                 None if running.len() < context.options.concurrency.max(1) => {
                     started[i] = true;
+                    tracing::info!(id = action.id, action = %describe(&action.op), "Action started.");
                     progress(Event::Started(action));
                     let span = info_span!("action", action = %kind(&action.op), id = action.id);
                     let materials = &materials;
@@ -179,7 +180,17 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
             Ok(done) => Outcome::Done(done),
             Err(why) => Outcome::Failed(why),
         };
-        progress(Event::Finished(actions[i], &outcome));
+        let action = actions[i];
+        match &outcome {
+            Outcome::Done(done) => {
+                tracing::info!(id = action.id, action = %describe(&action.op), %done, "Action done.")
+            }
+            Outcome::Failed(error) => {
+                tracing::warn!(id = action.id, action = %describe(&action.op), %error, "Action failed.")
+            }
+            Outcome::Skipped { .. } => {}
+        }
+        progress(Event::Finished(action, &outcome));
         report.outcomes.insert(actions[i].id, outcome);
     }
     // Anything never started waits on an id the plan does not have: a malformed plan.

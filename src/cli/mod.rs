@@ -43,6 +43,7 @@ enum Command {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match &cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(args),
@@ -58,6 +59,20 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Logs go to stderr, at the level `RACKFORM_LOG` names (`error`, `warn`, `info`, `debug`,
+/// `trace`; default `warn`), so that command output on stdout stays clean.
+fn init_logging() {
+    let level = std::env::var("RACKFORM_LOG")
+        .ok()
+        .and_then(|level| level.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::WARN);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 #[cfg(test)]
