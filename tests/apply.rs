@@ -432,3 +432,49 @@ fn an_expired_user_ca_is_refused_by_name() {
     );
     assert!(!sim.hostnames().iter().any(|h| h.starts_with("core-")));
 }
+
+/// The same apply with secrets in Kubernetes (the stand-in, through the real kube-rs client
+/// and a kubeconfig): a user-supplied CA secret is used as is, the rest is created with
+/// Cluster API's names, type and labels.
+#[test]
+fn apply_keeps_secrets_in_kubernetes() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let fleet = Fleet::new();
+    let kube = crate::support::kube_standin::KubeStandin::start();
+    let kubeconfig = kube.write_kubeconfig(fleet.dir.path(), "rackform");
+    let user_ca = fleet.secret("core-ca");
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    kube.insert(
+        "secrets",
+        "rackform",
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": { "name": "core-ca", "namespace": "rackform" },
+            "data": { "tls.crt": b64(&user_ca["tls.crt"]), "tls.key": b64(&user_ca["tls.key"]) },
+        }),
+    );
+    // Only core is declared, so the test stays small.
+    for other in ["edge-ams", "ml", "tenant-a"] {
+        fs::remove_file(fleet.path(&format!("fleet/clusters/{other}.yaml"))).unwrap();
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_rackform"))
+        .args(["apply", "--auto-approve", "--poll", "20ms", "--namespace", "rackform", "--repo"])
+        .arg(fleet.path("fleet"))
+        .args(["--packet-url", &sim.url()])
+        .env("PACKET_AUTH_TOKEN", "test")
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("RACKFORM_SECRETS_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
+    assert_eq!(sim.hostnames().len(), 12);
+    for name in ["core-etcd", "core-proxy", "core-sa", "core-kubeconfig"] {
+        let secret = kube.object("secrets", "rackform", name).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(secret["type"], "cluster.x-k8s.io/secret", "{name}");
+        assert_eq!(secret["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"], "core", "{name}");
+        assert_eq!(secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "rackform", "{name}");
+    }
+    let ca = kube.object("secrets", "rackform", "core-ca").unwrap();
+    assert_eq!(ca["type"], "kubernetes.io/tls", "the user's CA secret was rewritten");
+    assert!(ca["metadata"]["labels"].get("app.kubernetes.io/managed-by").is_none());
+}
