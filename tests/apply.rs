@@ -68,6 +68,7 @@ impl SimHandle {
     fn hostnames(&self) -> Vec<String> {
         let client = PacketClient::new(ClientConfig {
             base_url: self.url(),
+            requests_per_second: None,
             ..ClientConfig::new(Token::new("test"))
         })
         .unwrap();
@@ -173,7 +174,13 @@ impl Fleet {
             .args(args)
             .arg("--repo")
             .arg(self.path("fleet"))
-            .args(["--packet-url", &sim.url(), "--secrets-dir"])
+            .args([
+                "--packet-url",
+                &sim.url(),
+                "--packet-rps",
+                "0",
+                "--secrets-dir",
+            ])
             .arg(self.path("secrets"))
             .env("PACKET_AUTH_TOKEN", "test-token-never-printed")
             .env_remove("RACKFORM_PACKET_URL");
@@ -458,23 +465,153 @@ fn apply_keeps_secrets_in_kubernetes() {
         fs::remove_file(fleet.path(&format!("fleet/clusters/{other}.yaml"))).unwrap();
     }
     let output = Command::new(env!("CARGO_BIN_EXE_rackform"))
-        .args(["apply", "--auto-approve", "--poll", "20ms", "--namespace", "rackform", "--repo"])
+        .args([
+            "apply",
+            "--auto-approve",
+            "--poll",
+            "20ms",
+            "--namespace",
+            "rackform",
+            "--repo",
+        ])
         .arg(fleet.path("fleet"))
-        .args(["--packet-url", &sim.url()])
+        .args(["--packet-url", &sim.url(), "--packet-rps", "0"])
         .env("PACKET_AUTH_TOKEN", "test")
         .env("KUBECONFIG", &kubeconfig)
         .env_remove("RACKFORM_SECRETS_DIR")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
     assert_eq!(sim.hostnames().len(), 12);
     for name in ["core-etcd", "core-proxy", "core-sa", "core-kubeconfig"] {
-        let secret = kube.object("secrets", "rackform", name).unwrap_or_else(|| panic!("{name} missing"));
+        let secret = kube
+            .object("secrets", "rackform", name)
+            .unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(secret["type"], "cluster.x-k8s.io/secret", "{name}");
-        assert_eq!(secret["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"], "core", "{name}");
-        assert_eq!(secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "rackform", "{name}");
+        assert_eq!(
+            secret["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"], "core",
+            "{name}"
+        );
+        assert_eq!(
+            secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "rackform",
+            "{name}"
+        );
     }
     let ca = kube.object("secrets", "rackform", "core-ca").unwrap();
-    assert_eq!(ca["type"], "kubernetes.io/tls", "the user's CA secret was rewritten");
-    assert!(ca["metadata"]["labels"].get("app.kubernetes.io/managed-by").is_none());
+    assert_eq!(
+        ca["type"], "kubernetes.io/tls",
+        "the user's CA secret was rewritten"
+    );
+    assert!(
+        ca["metadata"]["labels"]
+            .get("app.kubernetes.io/managed-by")
+            .is_none()
+    );
+}
+
+mod converges_on_the_simulator {
+    use proptest::prelude::*;
+    use rackform::apply;
+    use rackform::observe::{DeviceState, fetch};
+    use rackform::plan::{self, Inputs};
+    use rackform::secrets::DirSecrets;
+    use rackform::spec;
+
+    use super::*;
+    use crate::plan::{cluster_case, fleet_files};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The real client applies plans to the simulator until planning again yields an
+        /// empty plan: first from nothing, then from what another random fleet left.
+        #[test]
+        fn applying_to_the_simulator_converges(
+            first in prop::collection::vec(cluster_case(), 1..3),
+            second in prop::collection::vec(cluster_case(), 1..3),
+        ) {
+            let sim = SimHandle::start(Duration::ZERO);
+            let secrets_dir = tempfile::tempdir().unwrap();
+            let store = DirSecrets::open(secrets_dir.path().join("secrets")).unwrap();
+            let client = PacketClient::new(ClientConfig { base_url: sim.url(), requests_per_second: None, ..ClientConfig::new(Token::new("test")) }).unwrap();
+            for cases in [&first, &second] {
+                let fleet = spec::load(&fleet_files(cases));
+                prop_assert!(fleet.is_valid());
+                let passes = sim.runtime.block_on(converge(&client, &store, &fleet));
+                prop_assert!(passes.is_ok(), "{}", passes.unwrap_err());
+                let world = sim.runtime.block_on(fetch::world(&client, &store, &fetch::projects(&fleet), &fleet, &Default::default())).unwrap();
+                for (i, case) in cases.iter().enumerate() {
+                    let observed = &world.clusters[&format!("c{i}")];
+                    let active = |pool: &str| observed.devices.iter().filter(|d| d.pool == pool && d.state == DeviceState::Active).count() as u32;
+                    prop_assert_eq!(active("control-plane"), case.control_plane);
+                    for (p, (count, _)) in case.pools.iter().enumerate() {
+                        prop_assert_eq!(active(&format!("pool{p}")), *count);
+                    }
+                }
+                // Clusters the fleet no longer declares were pruned.
+                for gone in cases.len()..3 {
+                    let name = format!("c{}", gone);
+                    prop_assert!(!world.clusters.contains_key(&name), "{} was not pruned", name);
+                }
+            }
+        }
+    }
+
+    async fn converge(
+        client: &PacketClient,
+        store: &DirSecrets,
+        fleet: &spec::Fleet,
+    ) -> Result<usize, String> {
+        let options = apply::Options {
+            poll: Duration::from_millis(5),
+            ..apply::Options::default()
+        };
+        let context = apply::Context {
+            metal: client,
+            secrets: store,
+            fleet,
+            options,
+        };
+        for pass in 0..8 {
+            let world = fetch::world(
+                client,
+                store,
+                &fetch::projects(fleet),
+                fleet,
+                &Default::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let plan = plan::build(&Inputs {
+                fleet,
+                world: &world,
+                commit: None,
+                now: 0,
+                approve_deletes: true,
+            });
+            if plan.has_problems() {
+                return Err(rackform::report::plan::text(&plan, false));
+            }
+            if plan.is_empty() && plan.clusters.iter().all(|c| c.waiting.is_empty()) {
+                return Ok(pass);
+            }
+            let report = apply::execute(&context, &plan, |_| {})
+                .await
+                .map_err(|e| e.to_string())?;
+            if report.n_failed() > 0 {
+                return Err(format!(
+                    "{:?}\n{}",
+                    report.outcomes,
+                    rackform::report::plan::text(&plan, false)
+                ));
+            }
+        }
+        Err("no convergence in 8 passes".into())
+    }
 }

@@ -72,7 +72,7 @@ fn plan_json_shape_is_pinned() {
 
 /// A fleet repository held in memory.
 #[derive(Debug, Clone, Default)]
-struct MemFiles(BTreeMap<String, String>);
+pub struct MemFiles(BTreeMap<String, String>);
 
 impl RepoFiles for MemFiles {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FileError> {
@@ -100,9 +100,9 @@ defaults: {kubernetesVersion: v1.31.4, metro: da, controlPlane: {plan: c3.small.
 ";
 
 #[derive(Debug, Clone)]
-struct ClusterCase {
-    control_plane: u32,
-    pools: Vec<(u32, &'static str)>,
+pub struct ClusterCase {
+    pub control_plane: u32,
+    pub pools: Vec<(u32, &'static str)>,
     surge: u32,
     unavailable: u32,
 }
@@ -122,7 +122,7 @@ fn cluster_yaml(name: &str, case: &ClusterCase) -> String {
     )
 }
 
-fn cluster_case() -> impl Strategy<Value = ClusterCase> {
+pub fn cluster_case() -> impl Strategy<Value = ClusterCase> {
     let plan = prop::sample::select(vec!["m3.small.x86", "m3.large.x86"]);
     (
         prop::sample::select(vec![1u32, 3]),
@@ -142,7 +142,7 @@ fn cluster_case() -> impl Strategy<Value = ClusterCase> {
         })
 }
 
-fn fleet_files(clusters: &[ClusterCase]) -> MemFiles {
+pub fn fleet_files(clusters: &[ClusterCase]) -> MemFiles {
     let mut files = MemFiles::default();
     files.0.insert("rackform.yaml".into(), SETTINGS.into());
     for (i, case) in clusters.iter().enumerate() {

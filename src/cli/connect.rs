@@ -22,6 +22,10 @@ pub struct Connect {
     /// Packet API root; the simulator (`rackform sim`) serves http://127.0.0.1:7480/metal/v1/.
     #[arg(long, env = "RACKFORM_PACKET_URL", default_value = crate::metal::DEFAULT_BASE_URL)]
     pub packet_url: String,
+    /// Requests per second rackform allows itself against the Packet API (0: no limit; the
+    /// API's 429s still pace it).
+    #[arg(long, env = "RACKFORM_PACKET_RPS", default_value_t = 10.0)]
+    pub packet_rps: f64,
     /// File holding the Packet API token; without it PACKET_AUTH_TOKEN or METAL_AUTH_TOKEN.
     #[arg(long, env = "RACKFORM_PACKET_TOKEN_FILE")]
     pub packet_token_file: Option<PathBuf>,
