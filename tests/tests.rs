@@ -8,4 +8,5 @@ mod plan;
 mod schema;
 mod seal;
 mod secrets;
+mod source;
 mod validate;
