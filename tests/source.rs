@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rackform::source::{
-    Auth, Checkout, DirFiles, Error, FileChange, Identity, PushOutcome, Remote, RetryPolicy, Token,
-    WriteBack, push, push_observed,
+    Auth, Checkout, DirFiles, Error, FileChange, Identity, PushOutcome, RefWatcher, Remote,
+    RetryPolicy, Token, WriteBack, push, push_observed,
 };
 use rackform::spec::{self, FileError, MAX_FILE_BYTES, RepoFiles};
 
@@ -499,4 +499,34 @@ fn a_refused_token_is_sent_once_and_never_shown() {
 fn base64_basic(user: &str, password: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+#[test]
+fn the_watcher_sees_a_push_to_a_local_remote() {
+    let (sandbox, remote, work) = fleet_remote();
+    let (sender, events) = std::sync::mpsc::channel();
+    let _watcher = RefWatcher::start(&remote, move |change| {
+        let _ = sender.send(change);
+    })
+    .unwrap();
+    std::fs::write(work.join("README.md"), "watched\n").unwrap();
+    let pushed = sandbox.commit_and_push(&work, "docs");
+    // Bounded wait for the event, then the fetch it triggers finds the push.
+    events
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a ref change event");
+    let checkout = checkout(&sandbox, remote.to_str().unwrap());
+    assert_eq!(checkout.fetch("main").unwrap().to_string(), pushed);
+
+    // A work tree's commit is seen in its .git too.
+    let (sender, events) = std::sync::mpsc::channel();
+    let _watcher = RefWatcher::start(&work, move |change| {
+        let _ = sender.send(change);
+    })
+    .unwrap();
+    std::fs::write(work.join("README.md"), "watched again\n").unwrap();
+    sandbox.git(&work, &["commit", "--quiet", "-am", "local"]);
+    events
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a ref change event");
 }

@@ -6,7 +6,8 @@
 //! [`GitTree`] reads the fleet at one commit through [`crate::spec::RepoFiles`] without a
 //! work tree; [`push`] commits rackform's write-back files (status and sealed kubeconfigs)
 //! on top of the branch and pushes without ever forcing; [`Checkout::only_touches`] tells
-//! the daemon whether a new commit changed anything but those files.
+//! the daemon whether a new commit changed anything but those files; [`RefWatcher`] says
+//! when a local repository's branches moved.
 //! [`DirFiles`] reads a directory on disk with the same limits.
 //!
 //! Never parses fleet files (that is `spec`) and never decides what to write (that is
@@ -22,6 +23,7 @@ mod paths;
 mod push;
 mod remote;
 mod tree;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -34,6 +36,7 @@ pub use push::{
 };
 pub use remote::{Auth, Remote, SshKey, Token};
 pub use tree::GitTree;
+pub use watch::{RefWatcher, RefsChanged};
 
 /// Errors of the Git source. Messages never hold a token, a passphrase or a URL's password.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +109,12 @@ pub enum Error {
         branch: String,
         #[source]
         source: git2::Error,
+    },
+    #[error("watching the repository at {} for new commits", path.display())]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
     },
     #[error("{url} refused the push to branch {branch}: {reason}")]
     Rejected {
