@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rackform::metal::Disposition;
 use rackform::source::{
     Auth, Checkout, DirFiles, Error, FileChange, Identity, PushOutcome, RefWatcher, Remote,
     RetryPolicy, Token, WriteBack, push, push_observed,
@@ -138,6 +139,26 @@ fn a_missing_branch_or_bad_name_is_an_error() {
         Err(Error::BadBranch { .. })
     ));
     assert!(matches!(checkout.fetch("-x"), Err(Error::BadBranch { .. })));
+    let missing = checkout.fetch("production").unwrap_err();
+    assert_eq!(missing.disposition(), Disposition::Stalled, "{missing}");
+
+    // Nobody listens on a port just released: worth another pass, not a human.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = Checkout::open(
+        sandbox.path("state/unreachable"),
+        Remote::new(format!("git://127.0.0.1:{port}/fleet.git"), Auth::None).unwrap(),
+    )
+    .unwrap();
+    let error = unreachable.fetch("main").unwrap_err();
+    assert!(matches!(error, Error::Fetch { .. }), "{error}");
+    assert!(
+        matches!(error.disposition(), Disposition::Retry(_)),
+        "{error:?}"
+    );
 }
 
 #[test]
@@ -529,4 +550,67 @@ fn the_watcher_sees_a_push_to_a_local_remote() {
     events
         .recv_timeout(Duration::from_secs(30))
         .expect("a ref change event");
+}
+
+/// known_hosts as OpenSSH writes it: `ssh-keygen` makes the host key and hashes the names.
+#[test]
+fn known_hosts_hashed_by_ssh_keygen_match() {
+    use base64::Engine;
+    use rackform::source::{HostKeyCheck, KnownHosts};
+    let sandbox = GitSandbox::new();
+    let key_file = sandbox.path("host_key");
+    let keygen = |args: &[&str]| {
+        let output = crate::support::tool("ssh-keygen")
+            .args(args)
+            .env("HOME", sandbox.path("home"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+    };
+    keygen(&[
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        key_file.to_str().unwrap(),
+    ]);
+    let public = std::fs::read_to_string(sandbox.path("host_key.pub")).unwrap();
+    let mut fields = public.split_whitespace();
+    let (kind, encoded) = (fields.next().unwrap(), fields.next().unwrap());
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let known = sandbox.path("known_hosts");
+    let lines = format!("git.example.com {kind} {encoded}\n[10.0.0.7]:2222 {kind} {encoded}\n");
+    std::fs::write(&known, lines).unwrap();
+    keygen(&["-H", "-f", known.to_str().unwrap()]);
+    let hashed = std::fs::read_to_string(&known).unwrap();
+    assert!(hashed.starts_with("|1|"), "{hashed}");
+    assert!(!hashed.contains("git.example.com"));
+
+    let hosts = KnownHosts::read(&known).unwrap();
+    assert_eq!(
+        hosts.check("git.example.com", 22, kind, &blob),
+        HostKeyCheck::Match
+    );
+    assert_eq!(
+        hosts.check("10.0.0.7", 2222, kind, &blob),
+        HostKeyCheck::Match
+    );
+    assert_eq!(
+        hosts.check("10.0.0.7", 22, kind, &blob),
+        HostKeyCheck::Unknown
+    );
+    let mut other = blob.clone();
+    *other.last_mut().unwrap() ^= 1;
+    assert_eq!(
+        hosts.check("git.example.com", 22, kind, &other),
+        HostKeyCheck::Mismatch
+    );
+    assert!(matches!(
+        KnownHosts::read(&sandbox.path("absent")),
+        Err(Error::ReadKnownHosts { .. })
+    ));
 }

@@ -141,6 +141,16 @@ impl Error {
             _ => false,
         }
     }
+
+    /// What the daemon does next: a transient failure is worth another pass in 30 s;
+    /// anything else waits for a human (a new commit or new configuration).
+    pub fn disposition(&self) -> crate::metal::Disposition {
+        if self.is_transient() {
+            crate::metal::Disposition::Retry(std::time::Duration::from_secs(30))
+        } else {
+            crate::metal::Disposition::Stalled
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
