@@ -13,8 +13,9 @@
 //! Never parses fleet files (that is `spec`) and never decides what to write (that is
 //! `report`). Start with [`Checkout::open`], then [`Checkout::fetch`] and [`Checkout::tree`].
 //!
+//! A token travels only over https (or plain http to a loopback address, for tests).
 //! Not supported: verifying commit signatures, `@cert-authority` lines in known_hosts, ssh
-//! agents, and submodules (a submodule entry is not a file).
+//! agents, proxies, and submodules (a submodule entry is not a file).
 
 mod checkout;
 mod dir;

@@ -66,6 +66,10 @@ impl fmt::Debug for Token {
 
 /// An ssh private key (OpenSSH or PEM format, read by libssh2) and the known_hosts file the
 /// server's host key must be listed in.
+///
+/// libssh2 chooses the host key algorithm without reading this file, so list every key type
+/// the server offers (as `ssh-keyscan` prints them); a host listed with other keys only is
+/// refused as a mismatch.
 #[derive(Clone)]
 pub struct SshKey {
     pub private_key: PathBuf,
@@ -128,6 +132,12 @@ impl Remote {
                     url: redact(&parsed),
                 });
             }
+        }
+        if matches!(auth, Auth::Token(_)) && !token_transport_is_safe(&url) {
+            return Err(Error::BadUrl {
+                url,
+                reason: "a token is sent only over https (or plain http to this machine)".into(),
+            });
         }
         let ssh = is_ssh(&url);
         match (&auth, ssh) {
@@ -221,6 +231,21 @@ fn refused(message: &str) -> git2::Error {
     git2::Error::new(git2::ErrorCode::Auth, git2::ErrorClass::Callback, message)
 }
 
+/// Whether a token may travel to `url`: https, or http to a loopback address (tests, a
+/// local proxy). Never git://, whose protocol has no authentication.
+fn token_transport_is_safe(url: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return false;
+    };
+    match (parsed.scheme(), parsed.host()) {
+        ("https", _) => true,
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Domain(name))) => name == "localhost",
+        _ => false,
+    }
+}
+
 /// Whether `url` is reached over ssh (`ssh://`, `git+ssh://` or scp-like `host:path`).
 fn is_ssh(url: &str) -> bool {
     if let Some((scheme, _)) = url.split_once("://") {
@@ -301,6 +326,25 @@ mod tests {
         assert!(Remote::new("ssh://git@example.com/fleet.git", Auth::None).is_err());
         assert!(Remote::new("/srv/git/fleet.git", Auth::None).is_ok());
         assert!(Remote::new("file:///srv/git/fleet.git", Auth::None).is_ok());
+    }
+
+    #[test]
+    fn a_token_travels_only_over_https() {
+        let token = || Auth::Token(Token::new("t"));
+        assert!(Remote::new("https://git.example.com/fleet.git", token()).is_ok());
+        assert!(Remote::new("http://127.0.0.1:8080/fleet.git", token()).is_ok());
+        assert!(Remote::new("http://localhost/fleet.git", token()).is_ok());
+        for refused in [
+            "http://git.example.com/fleet.git",
+            "http://10.0.0.1/fleet.git",
+            "git://git.example.com/fleet.git",
+            "/srv/fleet.git",
+        ] {
+            assert!(
+                matches!(Remote::new(refused, token()), Err(Error::BadUrl { .. })),
+                "{refused}"
+            );
+        }
     }
 
     #[test]
