@@ -252,6 +252,7 @@ fn write_back_commits_only_its_files_and_never_an_empty_commit() {
     let checkout = checkout(&sandbox, &format!("file://{}", remote.display()));
     let identity = identity();
     let changes = [
+        status_change("edge-ams", "phase: Provisioning\n"),
         status_change("edge-ams", "phase: Ready\n"),
         FileChange::Write {
             path: "kubeconfigs/edge-ams.sops.yaml".into(),

@@ -39,6 +39,7 @@ pub struct WriteBack<'a> {
     pub branch: &'a str,
     /// Directories rackform may write below (the fleet's `status/` and `kubeconfigs/`).
     pub allowed: &'a [&'a str],
+    /// Applied in order: of two changes to one path, the last wins.
     pub changes: &'a [FileChange],
     pub identity: &'a Identity,
     pub message: &'a str,
@@ -203,8 +204,13 @@ fn commit_changes(checkout: &Checkout, write: &WriteBack<'_>, parent: Oid) -> Re
             source,
         })?;
     let base = parent_commit.tree().map_err(commit_error)?;
-    let mut update = git2::build::TreeUpdateBuilder::new();
+    // One change per path, the last given winning, as if they were applied in order.
+    let mut last_per_path = std::collections::BTreeMap::new();
     for change in write.changes {
+        last_per_path.insert(change.path(), change);
+    }
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    for change in last_per_path.into_values() {
         match change {
             FileChange::Write { path, bytes } => {
                 let blob = repo.blob(bytes).map_err(commit_error)?;
