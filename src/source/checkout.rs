@@ -70,6 +70,7 @@ impl Checkout {
     /// # Errors
     /// [`Error::BadBranch`], [`Error::Fetch`] (network, authentication, host key),
     /// [`Error::NoBranch`] when the remote has no such branch.
+    #[tracing::instrument(skip_all, fields(branch = branch))]
     pub fn fetch(&self, branch: &str) -> Result<Oid> {
         let tracking = tracking_ref(branch)?;
         let fetch_error = |source| Error::Fetch {
@@ -96,7 +97,10 @@ impl Checkout {
             .find(|head| head.name() == wanted)
             .map(|head| head.oid());
         match head {
-            Some(head) => Ok(head),
+            Some(head) => {
+                tracing::debug!(%head, "Fetched.");
+                Ok(head)
+            }
             None => Err(Error::NoBranch {
                 url: self.remote.url().into(),
                 branch: branch.into(),

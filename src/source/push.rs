@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use git2::{ErrorCode, FileMode, Oid, PushOptions, Signature};
+use tracing::{info, instrument, warn};
 
 use super::checkout::{Checkout, tracking_ref};
 use super::paths::{check_write, prefix_dir};
@@ -131,6 +132,7 @@ pub fn push(
 ///
 /// # Errors
 /// As [`push`].
+#[instrument(skip_all, fields(branch = write.branch, n_changes = write.changes.len()))]
 pub fn push_observed(
     checkout: &Checkout,
     write: &WriteBack<'_>,
@@ -152,12 +154,14 @@ pub fn push_observed(
         let parent = match checkout.fetch(write.branch) {
             Ok(parent) => parent,
             Err(error) if error.is_transient() => {
+                warn!(attempt = number, error = %error, "Write-back fetch failed.");
                 last = Some(error);
                 continue;
             }
             Err(error) => return Err(error),
         };
         let Some(commit) = commit_changes(checkout, write, parent)? else {
+            info!(head = %parent, "Write-back unchanged, nothing to commit.");
             return Ok(PushOutcome::Unchanged { head: parent });
         };
         let repo = checkout.repo();
@@ -175,12 +179,16 @@ pub fn push_observed(
             Ok(()) => {
                 // Best effort: the next fetch would bring the same.
                 let _ = repo.reference(&tracking, commit, true, "rackform write-back pushed");
+                info!(attempt = number, %commit, %parent, "Write-back pushed.");
                 return Ok(PushOutcome::Pushed {
                     commit,
                     attempts: number,
                 });
             }
-            Err(error) if error.is_transient() => last = Some(error),
+            Err(error) if error.is_transient() => {
+                warn!(attempt = number, error = %error, "Write-back push refused, will fetch and redo it.");
+                last = Some(error);
+            }
             Err(error) => return Err(error),
         }
     }
