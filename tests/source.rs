@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rackform::metal::Disposition;
 use rackform::source::{
-    Auth, Checkout, DirFiles, Error, FileChange, Identity, PushOutcome, RefWatcher, Remote,
-    RetryPolicy, Token, WriteBack, push, push_observed,
+    Auth, Checkout, DirFiles, Error, FileChange, Identity, LocalRepo, PushOutcome, RefWatcher,
+    Remote, RetryPolicy, Token, WriteBack, push, push_observed,
 };
 use rackform::spec::{self, FileError, MAX_FILE_BYTES, RepoFiles};
 
@@ -613,5 +613,27 @@ fn known_hosts_hashed_by_ssh_keygen_match() {
     assert!(matches!(
         KnownHosts::read(&sandbox.path("absent")),
         Err(Error::ReadKnownHosts { .. })
+    ));
+}
+
+#[test]
+fn a_local_clone_is_read_at_any_revision() {
+    let (sandbox, _remote, work) = fleet_remote();
+    let first = sandbox.git(&work, &["rev-parse", "HEAD"]);
+    sandbox.git(&work, &["tag", "v1"]);
+    std::fs::remove_file(work.join("clusters/ml.yaml")).unwrap();
+    sandbox.git(&work, &["commit", "--quiet", "-am", "retire ml"]);
+    let repo = LocalRepo::open(&work).unwrap();
+    assert_eq!(repo.resolve("HEAD~1").unwrap().to_string(), first);
+    assert_eq!(repo.resolve("v1").unwrap().to_string(), first);
+    let then = spec::load(&repo.tree(repo.resolve("v1").unwrap()).unwrap());
+    let now = spec::load(&repo.tree(repo.resolve("main").unwrap()).unwrap());
+    assert_eq!(then.clusters.len(), 4);
+    assert_eq!(now.clusters.len(), 3);
+    assert!(now.is_known_absent("ml"));
+    assert!(matches!(repo.resolve("nope"), Err(Error::Resolve { .. })));
+    assert!(matches!(
+        LocalRepo::open(sandbox.path("home")),
+        Err(Error::Open { .. })
     ));
 }

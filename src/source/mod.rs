@@ -7,7 +7,8 @@
 //! work tree; [`push`] commits rackform's write-back files (status and sealed kubeconfigs)
 //! on top of the branch and pushes without ever forcing; [`Checkout::only_touches`] tells
 //! the daemon whether a new commit changed anything but those files; [`RefWatcher`] says
-//! when a local repository's branches moved.
+//! when a local repository's branches moved; [`LocalRepo`] reads an operator's clone at any
+//! revision (`rackform plan --ref`).
 //! [`DirFiles`] reads a directory on disk with the same limits.
 //!
 //! Never parses fleet files (that is `spec`) and never decides what to write (that is
@@ -20,6 +21,7 @@
 mod checkout;
 mod dir;
 mod known_hosts;
+mod local;
 mod paths;
 mod push;
 mod remote;
@@ -32,6 +34,7 @@ pub use checkout::Checkout;
 pub use dir::DirFiles;
 pub use git2::Oid;
 pub use known_hosts::{HostKeyCheck, KnownHosts};
+pub use local::LocalRepo;
 pub use push::{
     Attempt, FileChange, Identity, PushOutcome, RetryPolicy, WriteBack, push, push_observed,
 };
@@ -81,6 +84,12 @@ pub enum Error {
     },
     #[error("branch {branch} does not exist at {url}")]
     NoBranch { url: String, branch: String },
+    #[error("{rev:?} names no commit")]
+    Resolve {
+        rev: String,
+        #[source]
+        source: git2::Error,
+    },
     #[error("reading commit {commit}")]
     ReadCommit {
         commit: Oid,
