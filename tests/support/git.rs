@@ -112,6 +112,21 @@ impl GitSandbox {
     }
 }
 
+/// `program` with `template`'s working directory and environment.
+fn command_for(program: &Path, template: &Command) -> Command {
+    let mut command = Command::new(program);
+    if let Some(dir) = template.get_current_dir() {
+        command.current_dir(dir);
+    }
+    command.env_clear();
+    for (key, value) in template.get_envs() {
+        if let Some(value) = value {
+            command.env(key, value);
+        }
+    }
+    command
+}
+
 /// A `git daemon` serving a directory over git:// on 127.0.0.1, with pushes allowed;
 /// killed on drop.
 pub struct GitDaemon {
@@ -129,10 +144,12 @@ impl GitDaemon {
                 .and_then(|listener| listener.local_addr())
                 .expect("free port")
                 .port();
-            let child = sandbox
-                .command(base)
+            // `git daemon` runs `git-daemon` as a child of its own, which killing `git`
+            // would orphan: run the real daemon so that Drop ends it.
+            let command = sandbox.command(base);
+            let daemon = Path::new(&sandbox.git(base, &["--exec-path"])).join("git-daemon");
+            let child = command_for(&daemon, &command)
                 .args([
-                    "daemon",
                     "--listen=127.0.0.1",
                     &format!("--port={port}"),
                     &format!("--base-path={}", base.display()),
