@@ -9,4 +9,5 @@ mod plan;
 mod schema;
 mod seal;
 mod secrets;
+mod source;
 mod validate;

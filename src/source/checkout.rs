@@ -1,0 +1,162 @@
+//! rackform's private copy of the fleet repository: a bare repository under a state
+//! directory, fetched one branch at a time.
+
+use std::path::{Path, PathBuf};
+
+use git2::{AutotagOption, FetchOptions, Oid, Repository};
+
+use super::paths::{is_below, prefix_dir};
+use super::remote::Remote;
+use super::tree::GitTree;
+use super::{Error, Result};
+
+/// A bare repository that only rackform writes, holding what was fetched from one remote.
+///
+/// Fetched branches land in `refs/remotes/origin/<branch>`; write-back commits are staged in
+/// `refs/rackform/writeback/<branch>` before they are pushed. There is no work tree: the fleet
+/// is read from commits with [`Checkout::tree`].
+pub struct Checkout {
+    repo: Repository,
+    path: PathBuf,
+    remote: Remote,
+}
+
+impl std::fmt::Debug for Checkout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkout")
+            .field("path", &self.path)
+            .field("remote", &self.remote)
+            .finish()
+    }
+}
+
+impl Checkout {
+    /// Opens the bare repository at `dir`, creating it (and `dir`) when absent.
+    ///
+    /// # Errors
+    /// [`Error::Open`] when `dir` holds something that is not a bare repository or cannot be
+    /// created.
+    pub fn open(dir: impl AsRef<Path>, remote: Remote) -> Result<Self> {
+        let path = dir.as_ref().to_path_buf();
+        let open = |source| Error::Open {
+            path: path.clone(),
+            source,
+        };
+        let exists = path.join("HEAD").exists();
+        let repo = if exists {
+            Repository::open_bare(&path).map_err(open)?
+        } else {
+            Repository::init_bare(&path).map_err(open)?
+        };
+        Ok(Self { repo, path, remote })
+    }
+
+    /// The remote this checkout fetches from and pushes to.
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    /// Where the bare repository lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Fetches `branch` and returns its newest commit, the commit the remote advertised.
+    ///
+    /// # Errors
+    /// [`Error::BadBranch`], [`Error::Fetch`] (network, authentication, host key),
+    /// [`Error::NoBranch`] when the remote has no such branch.
+    #[tracing::instrument(skip_all, fields(branch = branch))]
+    pub fn fetch(&self, branch: &str) -> Result<Oid> {
+        let tracking = tracking_ref(branch)?;
+        let fetch_error = |source| Error::Fetch {
+            url: self.remote.url().into(),
+            branch: branch.into(),
+            source,
+        };
+        let mut remote = self
+            .repo
+            .remote_anonymous(self.remote.url())
+            .map_err(fetch_error)?;
+        let mut options = FetchOptions::new();
+        options.remote_callbacks(self.remote.callbacks()?);
+        options.download_tags(AutotagOption::None);
+        let refspec = format!("+refs/heads/{branch}:{tracking}");
+        remote
+            .fetch(&[refspec], Some(&mut options), None)
+            .map_err(fetch_error)?;
+        let wanted = format!("refs/heads/{branch}");
+        let head = remote
+            .list()
+            .map_err(fetch_error)?
+            .iter()
+            .find(|head| head.name() == wanted)
+            .map(|head| head.oid());
+        match head {
+            Some(head) => {
+                tracing::debug!(%head, "Fetched.");
+                Ok(head)
+            }
+            None => Err(Error::NoBranch {
+                url: self.remote.url().into(),
+                branch: branch.into(),
+            }),
+        }
+    }
+
+    /// The fleet as committed in `commit`, read without a work tree.
+    ///
+    /// # Errors
+    /// [`Error::ReadCommit`] when the commit is not in this repository.
+    pub fn tree(&self, commit: Oid) -> Result<GitTree<'_>> {
+        let tree = self
+            .repo
+            .find_commit(commit)
+            .and_then(|commit| commit.tree())
+            .map_err(|source| Error::ReadCommit { commit, source })?;
+        Ok(GitTree::new(&self.repo, tree))
+    }
+
+    /// Whether going from commit `from` to commit `to` changes only files below `prefixes`
+    /// (rackform's write-back paths), comparing their trees. True when nothing changed.
+    /// The daemon asks this so that its own commits never cause another apply.
+    ///
+    /// # Errors
+    /// [`Error::ReadCommit`] or [`Error::Diff`].
+    pub fn only_touches(&self, from: Oid, to: Oid, prefixes: &[&str]) -> Result<bool> {
+        let prefixes: Vec<String> = prefixes.iter().map(|p| prefix_dir(p)).collect();
+        let tree = |commit| {
+            self.repo
+                .find_commit(commit)
+                .and_then(|c| c.tree())
+                .map_err(|source| Error::ReadCommit { commit, source })
+        };
+        let (old, new) = (tree(from)?, tree(to)?);
+        let diff = self
+            .repo
+            .diff_tree_to_tree(Some(&old), Some(&new), None)
+            .map_err(|source| Error::Diff { from, to, source })?;
+        let below = |file: git2::DiffFile<'_>| {
+            file.path()
+                .and_then(Path::to_str)
+                .is_none_or(|path| is_below(path, &prefixes))
+        };
+        Ok(diff
+            .deltas()
+            .all(|delta| below(delta.old_file()) && below(delta.new_file())))
+    }
+}
+
+/// Where a fetched branch is kept, after checking the name.
+pub(crate) fn tracking_ref(branch: &str) -> Result<String> {
+    if branch.starts_with('-') || !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+        return Err(Error::BadBranch {
+            branch: branch.into(),
+        });
+    }
+    Ok(format!("refs/remotes/origin/{branch}"))
+}
