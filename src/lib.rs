@@ -4,6 +4,7 @@
 //! Start with `docs/ARCHITECTURE.md`, then [`spec`], which reads what users write.
 
 pub mod cli;
+pub mod forge;
 pub mod metal;
 pub mod observe;
 pub mod pki;

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod forge;
 mod metal;
 mod pki;
 mod plan;

@@ -240,19 +240,21 @@ pub fn markdown_within(plan: &Plan, max_bytes: usize) -> String {
         .iter()
         .map(|c| section(c, Fold::Full).len())
         .collect();
-    // Largest first; by name among equals, so the result is deterministic.
+    // Clusters that delete nothing first, largest first, by name among equals (so the
+    // result is deterministic); deleted clusters keep their rows longest.
     let mut order: Vec<usize> = (0..clusters.len()).collect();
-    order.sort_by(|&a, &b| {
-        clusters[b]
-            .actions
-            .len()
-            .cmp(&clusters[a].actions.len())
-            .then_with(|| clusters[a].cluster.cmp(&clusters[b].cluster))
+    order.sort_by_key(|&i| {
+        let cluster = clusters[i];
+        (
+            cluster.change == ClusterChange::Delete,
+            std::cmp::Reverse(cluster.actions.len()),
+            &cluster.cluster,
+        )
     });
-    // Room for the note and the closing lines, whose numbers are not known yet.
-    let reserve = 600;
-    let fixed = markdown_head(plan, Some(&folded_note(0, 0))).len() + reserve;
-    let budget = max_bytes.saturating_sub(fixed);
+    // The note and the closing lines at their longest, as their numbers are not known yet.
+    let n = clusters.len();
+    let fixed = markdown_head(plan, Some(&folded_note(n, n))).len() + markdown_tail(plan, n).len();
+    let budget = max_bytes.saturating_sub(fixed + 1);
     let mut total: usize = sizes.iter().sum();
     'levels: for level in [Fold::Summary, Fold::Line, Fold::Hidden] {
         for &i in &order {
@@ -307,8 +309,12 @@ fn folded_note(n_folded: usize, n_hidden: usize) -> String {
         String::new()
     };
     format!(
-        "> [!NOTE]\n> This plan is too large for one comment: {n_folded} cluster{} shown as summaries{hidden}. `rackform plan --format text` prints every action.\n\n",
-        if n_folded == 1 { " is" } else { "s are" }
+        "> [!NOTE]\n> This plan is too large for one comment: {n_folded} {} folded{hidden}. `rackform plan --format text` prints every action.\n\n",
+        if n_folded == 1 {
+            "cluster is"
+        } else {
+            "clusters are"
+        }
     )
 }
 
