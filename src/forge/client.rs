@@ -213,7 +213,8 @@ impl ForgeClient {
                             return Ok((headers, bytes.to_vec()));
                         }
                         Ok(bytes) => {
-                            let wait = server_wait(&headers, SystemTime::now());
+                            let wait = server_wait(&headers, SystemTime::now())
+                                .or_else(|| secondary_limit(status, &bytes));
                             let retryable = match status {
                                 429 => true,
                                 // GitHub answers a rate limit with 403 too; other 403s are
@@ -301,6 +302,17 @@ fn server_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     }
     let reset = UNIX_EPOCH + Duration::from_secs(number("x-ratelimit-reset")?);
     Some(reset.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// GitHub's secondary rate limit may come as a 403 with neither `Retry-After` nor an
+/// exhausted `X-RateLimit-Remaining`, only its message: GitHub asks for at least a minute.
+fn secondary_limit(status: u16, body: &[u8]) -> Option<Duration> {
+    let message = serde_json::from_slice::<ErrorBody>(body).ok()?.message?;
+    (status == 403
+        && message
+            .to_ascii_lowercase()
+            .contains("secondary rate limit"))
+    .then_some(Duration::from_secs(60))
 }
 
 /// The `rel="next"` target of a `Link` header.
@@ -467,6 +479,19 @@ mod tests {
         assert_eq!(server_wait(&headers, now), Some(Duration::from_secs(30)));
         headers.insert("retry-after", HeaderValue::from_static("7"));
         assert_eq!(server_wait(&headers, now), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn a_secondary_limit_is_known_by_its_message() {
+        let body = br#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again.","documentation_url":"https://docs.github.com/rest"}"#;
+        assert_eq!(secondary_limit(403, body), Some(Duration::from_secs(60)));
+        assert_eq!(
+            secondary_limit(
+                403,
+                br#"{"message":"Resource not accessible by integration"}"#
+            ),
+            None
+        );
     }
 
     #[test]
