@@ -462,6 +462,38 @@ async fn thousands_of_actions_fit_one_comment_and_still_name_deletions() {
     assert_eq!(standin.comments(SLUG, PR).len(), 1);
 }
 
+/// Issue 9: a preview of a branch that deletes a cluster says so at the top of the comment,
+/// and the status carries the count; the forge sees only the comment and the status.
+#[tokio::test]
+async fn issue_9_a_deleted_cluster_is_called_out() {
+    let standin = standin(Dialect::GitHub);
+    let forge = client(&standin, ForgeKind::GitHub, TOKEN);
+    let posted = forge::post(
+        &forge,
+        &pr(),
+        &Marker::new("default"),
+        DEFAULT_CONTEXT,
+        &fixture("removed-prune-on"),
+    )
+    .await
+    .unwrap();
+    let body = &standin.comments(SLUG, PR)[0].body;
+    let caution = body.find("> [!CAUTION]\n> This plan **deletes clusters**: **web** (5 devices).");
+    let first_section = body.find("<details");
+    assert!(caution.is_some() && caution < first_section, "{body}");
+    assert!(body.contains("<details open><summary><b>web</b>: DELETE (7 actions)</summary>"));
+    assert_eq!(
+        posted.status.description,
+        "Plan: 0 to create, 0 to replace, 7 to delete."
+    );
+    let methods: Vec<String> = standin
+        .requests()
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(methods, ["GET", "POST", "POST"]);
+}
+
 #[test]
 fn folded_comment_snapshots() {
     // Small budgets force each fold on the fixtures.

@@ -125,6 +125,19 @@ pub fn resolve(
     })
 }
 
+/// The forge whose CI this is: Gitea or Forgejo Actions (`GITEA_ACTIONS`, `FORGEJO_ACTIONS`,
+/// checked first, as they also set `GITHUB_ACTIONS`), GitHub Actions, or `None`.
+pub fn detect(lookup: impl Fn(&str) -> Option<String>) -> Option<ForgeKind> {
+    let set = |name: &str| lookup(name).is_some_and(|v| v == "true");
+    if set("GITEA_ACTIONS") || set("FORGEJO_ACTIONS") {
+        Some(ForgeKind::Gitea)
+    } else if set("GITHUB_ACTIONS") {
+        Some(ForgeKind::GitHub)
+    } else {
+        None
+    }
+}
+
 /// [`resolve`] over the process environment and the filesystem.
 ///
 /// # Errors
@@ -185,6 +198,23 @@ mod tests {
         );
         let error = resolve(ForgeKind::Gitea, &args, env, |_| panic!("not read")).unwrap_err();
         assert!(error.to_string().contains("GITHUB_API_URL"), "{error}");
+    }
+
+    #[test]
+    fn gitea_actions_is_told_from_github_actions() {
+        let vars = |names: &'static [&'static str]| {
+            move |name: &str| names.contains(&name).then(|| "true".to_owned())
+        };
+        assert_eq!(detect(vars(&["GITHUB_ACTIONS"])), Some(ForgeKind::GitHub));
+        assert_eq!(
+            detect(vars(&["GITHUB_ACTIONS", "GITEA_ACTIONS"])),
+            Some(ForgeKind::Gitea)
+        );
+        assert_eq!(
+            detect(vars(&["GITHUB_ACTIONS", "FORGEJO_ACTIONS"])),
+            Some(ForgeKind::Gitea)
+        );
+        assert_eq!(detect(vars(&[])), None);
     }
 
     #[test]

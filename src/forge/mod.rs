@@ -9,7 +9,7 @@
 //! [`Plan`]) and reports it. It never applies anything and never holds Packet credentials.
 //! GitLab merge requests are not served (their notes API differs; see `examples/ci/`).
 //!
-//! Start with [`post`], then [`ForgeClient::new`] and [`ci::resolve`].
+//! Start with [`connect`] and [`post`], then [`ForgeClient::new`] and [`ci::resolve`].
 
 pub mod ci;
 mod client;
@@ -307,6 +307,23 @@ pub trait Forge: Send + Sync {
         sha: &str,
         status: &Status,
     ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The client and pull request of a preview run: the target from `args`, then the CI
+/// environment ([`ci::from_env`]); the token from `token` (a flag), then the environment
+/// ([`ForgeToken::resolve`]). This is what `rackform plan --comment KIND` calls.
+///
+/// # Errors
+/// As [`ci::resolve`], [`ForgeToken::resolve`] and [`ForgeClient::new`].
+pub fn connect(
+    kind: ForgeKind,
+    args: &ci::TargetArgs,
+    token: Option<&str>,
+) -> Result<(ForgeClient, PullRequest)> {
+    let target = ci::from_env(kind, args)?;
+    let token = ForgeToken::resolve(kind, token, |name| std::env::var(name).ok())?;
+    let client = ForgeClient::new(ForgeConfig::new(kind, &target.api_url, token))?;
+    Ok((client, target.pr))
 }
 
 /// What [`post`] did.
