@@ -576,6 +576,47 @@ async fn gitea_lists_unpaginated_and_authenticates_with_token() {
     }
 }
 
+#[tokio::test]
+async fn a_gitea_list_cut_short_never_makes_a_second_comment() {
+    let standin = standin(Dialect::Gitea);
+    let forge = client(&standin, ForgeKind::Gitea, TOKEN);
+    let marker = Marker::new("default");
+    forge::post(
+        &forge,
+        &pr(),
+        &marker,
+        DEFAULT_CONTEXT,
+        &fixture("scale-up"),
+    )
+    .await
+    .unwrap();
+    standin.seed_comments(SLUG, PR, 60, "alice", |i| format!("lgtm {i}"));
+    standin.cap_gitea_list(50);
+    // The list says it is incomplete: rackform refuses to guess rather than post a second
+    // comment, for this fleet and for one whose comment would not be found.
+    for marker in [marker.clone(), Marker::new("lab")] {
+        let error = forge::post(
+            &forge,
+            &pr(),
+            &marker,
+            DEFAULT_CONTEXT,
+            &fixture("scale-up"),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            error
+                .source_chain_text()
+                .contains("the list holds 50 of 61 items and no link to the rest"),
+            "{}",
+            error.source_chain_text()
+        );
+        assert_eq!(error.disposition(), Disposition::Stalled);
+    }
+    assert_eq!(mine(&standin, &marker).len(), 1);
+    assert_eq!(standin.comments(SLUG, PR).len(), 61);
+}
+
 /// A `tracing` writer into a shared buffer.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -383,7 +383,22 @@ impl Forge for ForgeClient {
             // Gitea answers the whole list at once; a Link from it is followed all the same.
             match next_link(&headers) {
                 Some(next) => url = self.same_origin(&next).map_err(api(op()))?,
-                None => break,
+                None => {
+                    // A list cut short would hide the marked comment and make a second one.
+                    let total = headers
+                        .get("x-total-count")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<usize>().ok());
+                    if let Some(total) = total
+                        && total > comments.len()
+                    {
+                        return Err(api(op())(ApiError::Incomplete {
+                            listed: comments.len(),
+                            total,
+                        }));
+                    }
+                    break;
+                }
             }
         }
         debug!(n_comments = comments.len(), "Listed comments");

@@ -459,6 +459,8 @@ pub enum ApiError {
     RateLimited { wait: Duration },
     #[error("a pagination link leads away from the API ({url})")]
     ForeignLink { url: String },
+    #[error("the list holds {listed} of {total} items and no link to the rest")]
+    Incomplete { listed: usize, total: usize },
     #[error("gave up after {attempts} attempts")]
     GaveUp {
         attempts: u32,
@@ -499,7 +501,9 @@ impl Error {
         match self {
             Error::Api { source, .. } => match source {
                 ApiError::RateLimited { wait } => Disposition::Retry(*wait),
-                ApiError::Decode(_) | ApiError::ForeignLink { .. } => Disposition::Stalled,
+                ApiError::Decode(_)
+                | ApiError::ForeignLink { .. }
+                | ApiError::Incomplete { .. } => Disposition::Stalled,
                 other => match other.status() {
                     Some(429) => Disposition::Retry(Duration::from_secs(60)),
                     Some(400..=499) => Disposition::Stalled,

@@ -93,6 +93,9 @@ struct Store {
     clock: u64,
     requests: Vec<Seen>,
     faults: VecDeque<Fault>,
+    /// Gitea mode: answer at most this many comments (`X-Total-Count` stays true), as a
+    /// server that paginated without saying so would.
+    gitea_list_cap: Option<usize>,
 }
 
 impl Store {
@@ -230,6 +233,11 @@ impl ForgeStandin {
 
     pub fn clear_requests(&self) {
         self.shared.store.lock().unwrap().requests.clear();
+    }
+
+    /// Gitea mode: lists answer at most `cap` comments, with the true `X-Total-Count`.
+    pub fn cap_gitea_list(&self, cap: usize) {
+        self.shared.store.lock().unwrap().gitea_list_cap = Some(cap);
     }
 
     /// Answers the next requests with these faults, one each.
@@ -585,7 +593,8 @@ fn list_comments(
         .filter(|c| c.repo == ctx.slug && c.issue == issue)
         .collect();
     if ctx.dialect == Dialect::Gitea {
-        let items: Vec<Value> = all.iter().map(|c| comment_json(ctx, c)).collect();
+        let cap = store.gitea_list_cap.unwrap_or(usize::MAX);
+        let items: Vec<Value> = all.iter().take(cap).map(|c| comment_json(ctx, c)).collect();
         let mut response = Json(items).into_response();
         response.headers_mut().insert(
             "x-total-count",
