@@ -6,7 +6,8 @@
 //! number and wait (429, and 403 when the rate-limit headers or `Retry-After` say it is a
 //! rate limit; 502, 503, 504 and transport errors except for a comment creation, which
 //! might have taken effect), `Link` pagination followed only within the API's origin, and
-//! decoding. Never logs a request body or the token.
+//! decoding. A list whose `X-Total-Count` exceeds what was read is an error, never read as
+//! complete. Never logs a request body or the token.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
