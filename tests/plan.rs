@@ -36,7 +36,7 @@ fn resolve_current(world: &mut World, fleet: &Fleet) {
     }
 }
 
-fn check_plan(dir: &Path) -> Plan {
+pub fn check_plan(dir: &Path) -> Plan {
     let fleet = spec::load(&DirFiles::open(dir).unwrap());
     let mut world: World =
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("observed.yaml")).unwrap()).unwrap();

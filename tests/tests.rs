@@ -3,6 +3,7 @@
 mod support;
 
 mod apply;
+mod forge;
 mod metal;
 mod pki;
 mod plan;
