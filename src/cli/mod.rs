@@ -13,6 +13,7 @@ mod connect;
 mod decrypt;
 mod keygen;
 mod plan;
+mod run;
 mod sim;
 mod validate;
 
@@ -32,6 +33,8 @@ enum Command {
     Plan(plan::Args),
     /// Plan (or take a saved plan), show it, and apply it.
     Apply(apply::Args),
+    /// The daemon: apply a Git branch on a schedule and on every push, write status back.
+    Run(run::Args),
     /// Generate an age identity for reading sealed kubeconfigs.
     Keygen(keygen::Args),
     /// Decrypt a SOPS (age) file, such as a committed kubeconfig, and print it.
@@ -48,6 +51,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Apply(args) => apply::run(args),
+        Command::Run(args) => run::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Decrypt(args) => decrypt::run(args),
         Command::Sim(args) => sim::run(args),

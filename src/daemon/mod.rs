@@ -11,7 +11,10 @@ pub enum Event {
     /// The cron schedule fired.
     Tick,
     /// A verified webhook said a branch moved.
-    Push { branch: String, commit: Option<String> },
+    Push {
+        branch: String,
+        commit: Option<String>,
+    },
     /// A verified webhook said a pull request was opened, updated or reopened.
     PullRequest(PullRequestEvent),
     /// The local repository's refs changed (the file watcher).
@@ -31,4 +34,82 @@ pub struct PullRequestEvent {
     pub base_ref: String,
     /// The head branch lives in another repository (a fork): plan with the base's config.
     pub from_fork: bool,
+}
+
+mod pass;
+
+pub use pass::{Outcome, Reconciler};
+
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+use tracing::{Instrument, error, info, info_span};
+
+use crate::metal::Metal;
+use crate::secrets::SecretStore;
+
+/// When passes run without a trigger: a cron expression with seconds (`cron` crate syntax),
+/// by default at second 0 of every minute.
+pub const DEFAULT_SCHEDULE: &str = "0 * * * * *";
+
+pub fn schedule(expression: &str) -> Result<cron::Schedule> {
+    cron::Schedule::from_str(expression).with_context(|| format!("schedule {expression:?} is not a cron expression with seconds, such as {DEFAULT_SCHEDULE:?}"))
+}
+
+/// The loop: wait for the schedule or an event, coalesce whatever else arrived meanwhile,
+/// run one pass, repeat; on [`Event::Shutdown`] (or when every sender is gone) return after
+/// the pass under way.
+pub async fn run<M: Metal, S: SecretStore + Sync>(
+    reconciler: &mut Reconciler<M, S>,
+    schedule: &cron::Schedule,
+    events: &mut mpsc::Receiver<Event>,
+) -> Result<()> {
+    let mut trigger = "start".to_owned();
+    loop {
+        let span = info_span!("reconcile", trigger = %trigger);
+        match reconciler.pass().instrument(span).await {
+            Ok(Outcome::Unchanged) => info!(%trigger, "Nothing changed."),
+            Ok(Outcome::Applied {
+                commit,
+                n_actions,
+                n_failed,
+                pushed,
+            }) => {
+                info!(%trigger, %commit, n_actions, n_failed, pushed = ?pushed, "Pass done.")
+            }
+            Err(error) => {
+                error!(%trigger, error = format!("{error:#}"), "Pass failed; the next trigger tries again.")
+            }
+        }
+        let until = schedule
+            .upcoming(chrono::Utc)
+            .next()
+            .map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(std::time::Duration::from_secs(60));
+        let first = tokio::select! {
+            () = tokio::time::sleep(until) => Event::Tick,
+            event = events.recv() => event.unwrap_or(Event::Shutdown),
+        };
+        // Coalesce: a burst of pushes and ticks gives one pass, of the newest commit.
+        let mut pending = vec![first];
+        while let Ok(event) = events.try_recv() {
+            pending.push(event);
+        }
+        if pending.contains(&Event::Shutdown) {
+            info!("Shutting down.");
+            return Ok(());
+        }
+        trigger = pending.iter().map(describe).collect::<Vec<_>>().join("+");
+    }
+}
+
+fn describe(event: &Event) -> String {
+    match event {
+        Event::Tick => "schedule".into(),
+        Event::Push { .. } => "webhook".into(),
+        Event::PullRequest(_) => "pull-request".into(),
+        Event::RepoChanged => "watcher".into(),
+        Event::Shutdown => "shutdown".into(),
+    }
 }

@@ -9,6 +9,6 @@ mod build;
 mod model;
 mod template;
 
-pub use build::{Inputs, build};
+pub use build::{Inputs, build, world_hash};
 pub use model::*;
 pub use template::{control_plane_hash, pool_hash};

@@ -1,0 +1,189 @@
+//! `rackform run`: the daemon. Fetches the fleet repository's branch, applies it, writes
+//! status and sealed kubeconfigs back, on a schedule and whenever the watched repository
+//! moves; `--once` runs a single pass.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+
+use crate::apply;
+use crate::daemon::{self, Event, Outcome, Reconciler};
+use crate::metal::{ClientConfig, PacketClient, Token};
+use crate::seal::AgeIdentity;
+use crate::secrets::{DirSecrets, KubeSecrets, Store};
+use crate::source::{Auth, Checkout, Identity, RefWatcher, Remote, SshKey};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The fleet repository's URL: a path, file://, git://, https:// or ssh://.
+    #[arg(long, env = "RACKFORM_REMOTE")]
+    pub remote: String,
+    /// The branch to apply.
+    #[arg(long, env = "RACKFORM_BRANCH", default_value = "main")]
+    pub branch: String,
+    /// Where rackform keeps its private copy of the repository.
+    #[arg(long, env = "RACKFORM_STATE_DIR", default_value = ".rackform")]
+    pub state_dir: PathBuf,
+    /// When to run a pass without a trigger: cron with seconds.
+    #[arg(long, env = "RACKFORM_SCHEDULE", default_value = daemon::DEFAULT_SCHEDULE)]
+    pub schedule: String,
+    /// Watch this local repository (the remote, when it is on this machine) and run a pass
+    /// as soon as its refs change.
+    #[arg(long)]
+    pub watch: Option<PathBuf>,
+    /// Run one pass and exit: 0 when it succeeded, 1 otherwise.
+    #[arg(long)]
+    pub once: bool,
+    /// File holding a token for https remotes.
+    #[arg(long, env = "RACKFORM_GIT_TOKEN_FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// Private key for ssh remotes.
+    #[arg(long, env = "RACKFORM_GIT_SSH_KEY")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// known_hosts file the ssh remote's host key is checked against.
+    #[arg(long, env = "RACKFORM_KNOWN_HOSTS")]
+    pub known_hosts: Option<PathBuf>,
+    /// Author and committer name of write-back commits.
+    #[arg(long, default_value = "rackform")]
+    pub author_name: String,
+    /// Author and committer email of write-back commits.
+    #[arg(long, default_value = "rackform@localhost")]
+    pub author_email: String,
+    /// age identity file that opens the kubeconfigs rackform committed (so unchanged ones
+    /// are not rewritten); without it an existing kubeconfig file is left as it is.
+    #[arg(long, env = "RACKFORM_AGE_KEY_FILE")]
+    pub age_identity: Option<PathBuf>,
+    /// Packet API root.
+    #[arg(long, env = "RACKFORM_PACKET_URL", default_value = crate::metal::DEFAULT_BASE_URL)]
+    pub packet_url: String,
+    /// Requests per second against the Packet API (0: no limit).
+    #[arg(long, env = "RACKFORM_PACKET_RPS", default_value_t = 10.0)]
+    pub packet_rps: f64,
+    /// File holding the Packet API token; without it PACKET_AUTH_TOKEN or METAL_AUTH_TOKEN.
+    #[arg(long, env = "RACKFORM_PACKET_TOKEN_FILE")]
+    pub packet_token_file: Option<PathBuf>,
+    /// Keep cluster secrets in this directory instead of Kubernetes.
+    #[arg(long, env = "RACKFORM_SECRETS_DIR", conflicts_with = "namespace")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Kubernetes namespace for cluster secrets.
+    #[arg(long, env = "RACKFORM_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// How often to look at devices being created or deleted.
+    #[arg(long, default_value = "5s", value_parser = super::sim::parse_duration)]
+    pub poll: Duration,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    super::connect::runtime()?.block_on(async {
+        let mut reconciler = reconciler(args).await?;
+        if args.once {
+            return Ok(match reconciler.pass().await {
+                Ok(Outcome::Applied { n_failed: 0, .. } | Outcome::Unchanged) => ExitCode::SUCCESS,
+                Ok(Outcome::Applied { n_failed, .. }) => {
+                    eprintln!("error: {n_failed} actions failed; see the status files");
+                    ExitCode::from(1)
+                }
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::from(1)
+                }
+            });
+        }
+        let schedule = daemon::schedule(&args.schedule)?;
+        let (sender, mut events) = mpsc::channel(64);
+        let _watcher = match &args.watch {
+            Some(repo) => {
+                let sender = sender.clone();
+                Some(RefWatcher::start(repo, move |_| {
+                    let _ = sender.try_send(Event::RepoChanged);
+                })?)
+            }
+            None => None,
+        };
+        tokio::spawn(shutdown_on_signal(sender.clone()));
+        daemon::run(&mut reconciler, &schedule, &mut events).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn reconciler(args: &Args) -> Result<Reconciler<PacketClient, Store>> {
+    let auth = match (&args.git_token_file, &args.git_ssh_key) {
+        (Some(file), _) => Auth::Token(crate::source::Token::from_file(file)?),
+        (None, Some(key)) => {
+            let known_hosts = args
+                .known_hosts
+                .as_deref()
+                .context("an ssh remote needs --known-hosts")?;
+            Auth::Ssh(SshKey {
+                private_key: key.clone(),
+                passphrase: None,
+                known_hosts: known_hosts.to_owned(),
+            })
+        }
+        (None, None) => Auth::None,
+    };
+    let remote = Remote::new(&args.remote, auth)?;
+    let checkout = Checkout::open(&args.state_dir, remote)
+        .with_context(|| format!("opening {}", args.state_dir.display()))?;
+    let token =
+        Token::load(args.packet_token_file.as_deref()).context("reading the Packet API token")?;
+    let metal = PacketClient::new(ClientConfig {
+        base_url: args.packet_url.clone(),
+        requests_per_second: (args.packet_rps > 0.0).then_some(args.packet_rps),
+        ..ClientConfig::new(token)
+    })?;
+    let store = match (&args.secrets_dir, &args.namespace) {
+        (Some(dir), _) => Store::Dir(DirSecrets::open(dir)?),
+        (None, Some(namespace)) => Store::Kube(Box::new(KubeSecrets::new(
+            crate::secrets::connect().await?,
+            namespace,
+        ))),
+        (None, None) => {
+            anyhow::bail!("say where cluster secrets live: --secrets-dir DIR or --namespace NS")
+        }
+    };
+    let age_identities = match &args.age_identity {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            AgeIdentity::parse_file(&text)?
+        }
+        None => Vec::new(),
+    };
+    Ok(Reconciler {
+        metal,
+        store,
+        checkout: Arc::new(Mutex::new(checkout)),
+        branch: args.branch.clone(),
+        identity: Identity {
+            name: args.author_name.clone(),
+            email: args.author_email.clone(),
+        },
+        age_identities,
+        apply: apply::Options {
+            poll: args.poll,
+            ..apply::Options::default()
+        },
+        last: None,
+    })
+}
+
+async fn shutdown_on_signal(sender: mpsc::Sender<Event>) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    let _ = sender.send(Event::Shutdown).await;
+}

@@ -1,0 +1,362 @@
+//! One reconcile pass: fetch, read the fleet at the new commit, observe, plan, apply, and
+//! write status files and sealed kubeconfigs back to Git.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, Result, anyhow};
+use secrecy::ExposeSecret;
+use tracing::{info, instrument, warn};
+
+use crate::apply;
+use crate::metal::Metal;
+use crate::observe::{SecretKind, World, fetch};
+use crate::plan::{self, Plan};
+use crate::report::status;
+use crate::seal::{self, AgeIdentity, AgeRecipient};
+use crate::secrets::SecretStore;
+use crate::source::{self, Checkout, FileChange, Identity, Oid, PushOutcome, WriteBack};
+use crate::spec::{self, Fleet, RepoFiles};
+
+/// What a pass works with; the loop keeps it across passes.
+pub struct Reconciler<M, S> {
+    pub metal: M,
+    pub store: S,
+    pub checkout: Arc<Mutex<Checkout>>,
+    pub branch: String,
+    pub identity: Identity,
+    /// Opens kubeconfigs committed earlier, so an unchanged one is not rewritten.
+    pub age_identities: Vec<AgeIdentity>,
+    pub apply: apply::Options,
+    /// The last commit applied and the world hash after it; a pass whose commit only adds
+    /// rackform's own write-back and whose world is unchanged does nothing.
+    pub last: Option<(Oid, String)>,
+}
+
+/// What a pass did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Neither the fleet nor the world moved since the last pass.
+    Unchanged,
+    Applied {
+        commit: Oid,
+        n_actions: usize,
+        n_failed: usize,
+        pushed: Option<Oid>,
+    },
+}
+
+/// The fleet at a commit, with what apply needs of the tree.
+struct Desired {
+    commit: Oid,
+    fleet: Fleet,
+    statuses: BTreeMap<String, status::Status>,
+    kubeconfigs: BTreeMap<String, String>,
+}
+
+impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
+    /// Runs one pass.
+    #[instrument(skip_all, fields(branch = %self.branch))]
+    pub async fn pass(&mut self) -> Result<Outcome> {
+        let desired = self.fetch().await?;
+        let Some(settings) = desired.fleet.settings.clone() else {
+            warn!(commit = %desired.commit, "rackform.yaml is missing or invalid; nothing is applied.");
+            return Err(anyhow!(
+                "rackform.yaml at {} is missing or invalid",
+                desired.commit
+            ));
+        };
+        let prefixes = [
+            settings.paths.status.as_str(),
+            settings.paths.kubeconfigs.as_str(),
+        ];
+        let protected = fetch::protected_from_status(&desired.statuses);
+        let projects = fetch::projects(&desired.fleet);
+        let world = fetch::world(
+            &self.metal,
+            &self.store,
+            &projects,
+            &desired.fleet,
+            &protected,
+        )
+        .await?;
+        let world_hash = plan::world_hash(&world);
+
+        if let Some((last_commit, last_world)) = &self.last {
+            let own_only = *last_commit == desired.commit
+                || self
+                    .only_touches(*last_commit, desired.commit, &prefixes)
+                    .await?;
+            if own_only && *last_world == world_hash {
+                return Ok(Outcome::Unchanged);
+            }
+        }
+
+        let plan = plan::build(&plan::Inputs {
+            fleet: &desired.fleet,
+            world: &world,
+            commit: Some(&desired.commit.to_string()),
+            now: time::OffsetDateTime::now_utc().unix_timestamp(),
+            approve_deletes: false,
+        });
+        info!(commit = %desired.commit, summary = %plan.summary(), "Planned.");
+        let context = apply::Context {
+            metal: &self.metal,
+            secrets: &self.store,
+            fleet: &desired.fleet,
+            options: self.apply.clone(),
+        };
+        let report = match apply::execute(&context, &plan, |_| {}).await {
+            Ok(report) => report,
+            Err(refused) => {
+                warn!(%refused, "Plan refused; nothing applied.");
+                apply::Report::default()
+            }
+        };
+        let after = fetch::world(
+            &self.metal,
+            &self.store,
+            &projects,
+            &desired.fleet,
+            &protected,
+        )
+        .await?;
+        let next = plan::build(&plan::Inputs {
+            fleet: &desired.fleet,
+            world: &after,
+            commit: Some(&desired.commit.to_string()),
+            now: time::OffsetDateTime::now_utc().unix_timestamp(),
+            approve_deletes: false,
+        });
+        // The commit whose declarations were applied: rackform's own write-back commits
+        // since the last one do not count, or every status would change every pass.
+        let previous = desired
+            .statuses
+            .values()
+            .find_map(|s| s.last_applied_commit.as_deref())
+            .and_then(|c| Oid::from_str(c).ok());
+        let applied = match previous {
+            Some(previous)
+                if previous != desired.commit
+                    && self
+                        .only_touches(previous, desired.commit, &prefixes)
+                        .await
+                        .unwrap_or(false) =>
+            {
+                previous
+            }
+            _ => desired.commit,
+        };
+        let changes = self
+            .write_back_changes(&desired, applied, &plan, &next, &after, &report)
+            .await?;
+        let pushed = self.push(changes, &prefixes, desired.commit).await?;
+        self.last = Some((pushed.unwrap_or(desired.commit), plan::world_hash(&after)));
+        Ok(Outcome::Applied {
+            commit: desired.commit,
+            n_actions: plan.actions().count(),
+            n_failed: report.n_failed(),
+            pushed,
+        })
+    }
+
+    async fn fetch(&self) -> Result<Desired> {
+        let checkout = self.checkout.clone();
+        let branch = self.branch.clone();
+        tokio::task::spawn_blocking(move || {
+            let checkout = checkout.lock().expect("checkout lock");
+            let commit = checkout
+                .fetch(&branch)
+                .with_context(|| format!("fetching branch {branch}"))?;
+            let tree = checkout.tree(commit)?;
+            let fleet = spec::load(&tree);
+            let mut statuses = BTreeMap::new();
+            let mut kubeconfigs = BTreeMap::new();
+            if let Some(settings) = &fleet.settings {
+                for (path, text) in tree.read_all_yaml(&settings.paths.status) {
+                    match status::parse(&text) {
+                        Ok(status) => {
+                            statuses.insert(status.cluster.clone(), status);
+                        }
+                        Err(error) => {
+                            warn!(file = %path, %error, "Unreadable status file skipped.")
+                        }
+                    }
+                }
+                for (path, text) in tree.read_all_yaml(&settings.paths.kubeconfigs) {
+                    kubeconfigs.insert(path, text);
+                }
+            }
+            Ok(Desired {
+                commit,
+                fleet,
+                statuses,
+                kubeconfigs,
+            })
+        })
+        .await
+        .context("the fetch task panicked")?
+    }
+
+    async fn only_touches(&self, from: Oid, to: Oid, prefixes: &[&str]) -> Result<bool> {
+        let checkout = self.checkout.clone();
+        let prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+            Ok(checkout
+                .lock()
+                .expect("checkout lock")
+                .only_touches(from, to, &prefixes)?)
+        })
+        .await
+        .context("the diff task panicked")?
+    }
+
+    /// Status files for every cluster, and a sealed kubeconfig for every cluster that has
+    /// one, where the content changed.
+    async fn write_back_changes(
+        &self,
+        desired: &Desired,
+        applied: Oid,
+        plan: &Plan,
+        next: &Plan,
+        after: &World,
+        report: &apply::Report,
+    ) -> Result<Vec<FileChange>> {
+        let settings = desired
+            .fleet
+            .settings
+            .as_ref()
+            .expect("checked by the caller");
+        let recipients: Vec<AgeRecipient> = settings
+            .age_recipients
+            .iter()
+            .map(|r| r.parse().map_err(|e| anyhow!("age recipient {r}: {e}")))
+            .collect::<Result<_>>()?;
+        let empty = Default::default();
+        let mut changes = Vec::new();
+        for cluster in &next.clusters {
+            let name = cluster.cluster.as_str();
+            let status_path = format!("{}/{name}.yaml", settings.paths.status);
+            let kubeconfig_path = format!("{}/{name}.sops.yaml", settings.paths.kubeconfigs);
+            let observed = after.clusters.get(name).unwrap_or(&empty);
+            let gone = observed.devices.is_empty()
+                && observed.secrets.is_empty()
+                && desired.fleet.cluster(name).is_none();
+            if gone {
+                changes.push(FileChange::Delete { path: status_path });
+                changes.push(FileChange::Delete {
+                    path: kubeconfig_path,
+                });
+                continue;
+            }
+            let protection = desired
+                .fleet
+                .cluster(name)
+                .map_or(observed.deletion_protection, |c| c.deletion_protection);
+            let errors = report.errors_of(plan, name);
+            let status = status::of(
+                cluster,
+                observed,
+                protection,
+                Some(&applied.to_string()),
+                errors,
+            );
+            changes.push(FileChange::Write {
+                path: status_path,
+                bytes: status::render(&status).into_bytes(),
+            });
+
+            if !observed.secrets.contains_key(&SecretKind::Kubeconfig) {
+                continue;
+            }
+            let Some(stored) = self.store.read(name, SecretKind::Kubeconfig).await? else {
+                continue;
+            };
+            let Some(plain) = stored
+                .data
+                .text()
+                .get("value")
+                .map(|v| v.expose_secret().to_owned())
+            else {
+                continue;
+            };
+            let existing = desired
+                .kubeconfigs
+                .get(&kubeconfig_path)
+                .map(String::as_str);
+            if existing.is_some() && self.age_identities.is_empty() {
+                // Without an identity the committed file cannot be compared: leave it.
+                continue;
+            }
+            let now = time::OffsetDateTime::now_utc();
+            if let Some(sealed) =
+                seal::seal_if_changed(&plain, &recipients, existing, &self.age_identities, now)?
+            {
+                changes.push(FileChange::Write {
+                    path: kubeconfig_path,
+                    bytes: sealed.into_bytes(),
+                });
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Commits and pushes the write-back; `Some(commit)` when one was pushed.
+    async fn push(
+        &self,
+        changes: Vec<FileChange>,
+        prefixes: &[&str],
+        applied: Oid,
+    ) -> Result<Option<Oid>> {
+        let checkout = self.checkout.clone();
+        let branch = self.branch.clone();
+        let identity = self.identity.clone();
+        let allowed: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+        let message = format!(
+            "rackform: status after applying {}",
+            &applied.to_string()[..12]
+        );
+        tokio::task::spawn_blocking(move || {
+            let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+            let write = WriteBack {
+                branch: &branch,
+                allowed: &allowed,
+                changes: &changes,
+                identity: &identity,
+                message: &message,
+            };
+            let checkout = checkout.lock().expect("checkout lock");
+            match source::push(&checkout, &write, &source::RetryPolicy::default())? {
+                PushOutcome::Pushed { commit, attempts } => {
+                    info!(%commit, attempts, "Pushed status and kubeconfigs.");
+                    Ok(Some(commit))
+                }
+                PushOutcome::Unchanged { .. } => Ok(None),
+                PushOutcome::GaveUp { attempts, error } => Err(anyhow!(error).context(format!(
+                    "pushing the write-back gave up after {attempts} attempts"
+                ))),
+            }
+        })
+        .await
+        .context("the push task panicked")?
+    }
+}
+
+/// Reading every YAML file of a directory of a tree, skipping unreadable ones.
+trait ReadAllYaml {
+    fn read_all_yaml(&self, dir: &str) -> Vec<(String, String)>;
+}
+
+impl<F: RepoFiles> ReadAllYaml for F {
+    fn read_all_yaml(&self, dir: &str) -> Vec<(String, String)> {
+        self.list_yaml(dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|path| {
+                let bytes = self.read(&path).ok()??;
+                Some((path, String::from_utf8(bytes).ok()?))
+            })
+            .collect()
+    }
+}
