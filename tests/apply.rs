@@ -26,13 +26,13 @@ const STORAGE_RESERVATIONS: [&str; 3] = [
 const EXAMPLE_DEVICES: usize = 27;
 
 /// The simulator on its own runtime, with the hardware the example fleet reserves.
-struct SimHandle {
-    runtime: tokio::runtime::Runtime,
-    sim: Sim,
+pub struct SimHandle {
+    pub runtime: tokio::runtime::Runtime,
+    pub sim: Sim,
 }
 
 impl SimHandle {
-    fn start(provision_delay: Duration) -> SimHandle {
+    pub fn start(provision_delay: Duration) -> SimHandle {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -60,12 +60,12 @@ impl SimHandle {
         SimHandle { runtime, sim }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         self.sim.base_url()
     }
 
     /// Hostnames of the project's live devices.
-    fn hostnames(&self) -> Vec<String> {
+    pub fn hostnames(&self) -> Vec<String> {
         let client = PacketClient::new(ClientConfig {
             base_url: self.url(),
             requests_per_second: None,
@@ -81,7 +81,7 @@ impl SimHandle {
         names
     }
 
-    fn creates(&self) -> u64 {
+    pub fn creates(&self) -> u64 {
         self.sim.request_count("POST /projects/{id}/devices")
     }
 }

@@ -1,0 +1,298 @@
+//! `rackform run` with the real `git` CLI as the human: pushes are applied, status and a
+//! sealed kubeconfig (opened by the real `sops`) come back as a commit, rackform's own commit
+//! causes no apply, a scale-down removes devices, and the loop picks up a push through the
+//! repository watcher and stops cleanly on SIGTERM.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::apply::SimHandle;
+use crate::support::git::GitSandbox;
+use crate::support::{crate_root, stderr, stdout, tool};
+
+struct Daemon {
+    git: GitSandbox,
+    remote: PathBuf,
+    work: PathBuf,
+    identity: PathBuf,
+}
+
+impl Daemon {
+    /// A bare remote holding the example fleet's `edge-ams` cluster, encrypted to a fresh
+    /// age identity, pushed by a human.
+    fn new() -> Daemon {
+        let git = GitSandbox::new();
+        let remote = git.bare("fleet.git");
+        let work = git.path("work");
+        fs::create_dir_all(work.join("clusters")).unwrap();
+        git.git(&work, &["init", "--quiet"]);
+        git.git(
+            &work,
+            &["remote", "add", "origin", remote.to_str().unwrap()],
+        );
+        let identity = git.path("age.txt");
+        let output = tool("age-keygen")
+            .arg("-o")
+            .arg(&identity)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        let recipient = stdout(
+            &tool("age-keygen")
+                .arg("-y")
+                .arg(&identity)
+                .output()
+                .unwrap(),
+        )
+        .trim()
+        .to_owned();
+        let settings = fs::read_to_string(crate_root().join("examples/fleet/rackform.yaml"))
+            .unwrap()
+            .lines()
+            .map(|line| {
+                if line.trim_start().starts_with("- age1") {
+                    format!("    - {recipient}")
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("maxPercent: 20", "maxPercent: 100");
+        fs::write(work.join("rackform.yaml"), settings).unwrap();
+        fs::copy(
+            crate_root().join("examples/fleet/clusters/edge-ams.yaml"),
+            work.join("clusters/edge-ams.yaml"),
+        )
+        .unwrap();
+        git.commit_and_push(&work, "edge-ams");
+        Daemon {
+            git,
+            remote,
+            work,
+            identity,
+        }
+    }
+
+    fn run(&self, sim: &SimHandle, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rackform"));
+        command
+            .args([
+                "run",
+                "--remote",
+                self.remote.to_str().unwrap(),
+                "--state-dir",
+            ])
+            .arg(self.git.path("state"))
+            .arg("--secrets-dir")
+            .arg(self.git.path("secrets"))
+            .args([
+                "--packet-url",
+                &sim.url(),
+                "--packet-rps",
+                "0",
+                "--poll",
+                "20ms",
+                "--age-identity",
+            ])
+            .arg(&self.identity)
+            .args(extra)
+            .env("PACKET_AUTH_TOKEN", "test")
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "safe.directory")
+            .env("GIT_CONFIG_VALUE_0", "*");
+        command
+    }
+
+    fn once(&self, sim: &SimHandle) -> Output {
+        self.run(sim, &["--once"]).output().unwrap()
+    }
+
+    fn remote_log(&self) -> Vec<String> {
+        let log = self
+            .git
+            .git(&self.remote, &["log", "--format=%an %s", "main"]);
+        log.lines().map(str::to_owned).collect()
+    }
+
+    fn remote_file(&self, path: &str) -> String {
+        self.git
+            .git(&self.remote, &["show", &format!("main:{path}")])
+    }
+}
+
+fn assert_ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+#[test]
+fn pushes_are_applied_and_written_back_without_loops() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let daemon = Daemon::new();
+
+    assert_ok(&daemon.once(&sim));
+    assert_eq!(
+        sim.hostnames(),
+        [
+            "edge-ams-control-plane-0",
+            "edge-ams-edge-0",
+            "edge-ams-edge-1"
+        ]
+    );
+    let log = daemon.remote_log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(
+        log[0].starts_with("rackform rackform: status after applying"),
+        "{log:?}"
+    );
+    let status = daemon.remote_file("status/edge-ams.yaml");
+    assert!(status.contains("phase: Ready"), "{status}");
+
+    // The sealed kubeconfig opens with the real sops and the fleet's age identity.
+    let sealed = daemon.git.path("edge-ams.sops.yaml");
+    fs::write(
+        &sealed,
+        daemon.remote_file("kubeconfigs/edge-ams.sops.yaml"),
+    )
+    .unwrap();
+    let output = tool("sops")
+        .args(["--disable-version-check", "-d"])
+        .arg(&sealed)
+        .env("SOPS_AGE_KEY_FILE", &daemon.identity)
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    assert!(stdout(&output).contains("client-key-data"));
+    let committed = daemon.remote_file("kubeconfigs/edge-ams.sops.yaml");
+    assert!(
+        committed.contains("client-key-data: ENC[AES256_GCM,"),
+        "the key is not encrypted: {committed}"
+    );
+    assert!(
+        !committed.contains("PRIVATE KEY") && !committed.contains("LS0tLS1CRUdJTi"),
+        "a key in plain text"
+    );
+
+    // rackform's own commit changes nothing: no new commit, no writes to the API.
+    let creates = sim.creates();
+    assert_ok(&daemon.once(&sim));
+    assert_eq!(daemon.remote_log().len(), 2);
+    assert_eq!(sim.creates(), creates);
+
+    // A human scales the pool down.
+    daemon.git.git(
+        &daemon.work,
+        &["pull", "--quiet", "--rebase", "origin", "main"],
+    );
+    let cluster = daemon.work.join("clusters/edge-ams.yaml");
+    fs::write(
+        &cluster,
+        fs::read_to_string(&cluster)
+            .unwrap()
+            .replace("count: 2", "count: 1"),
+    )
+    .unwrap();
+    daemon.git.commit_and_push(&daemon.work, "scale edge down");
+    assert_ok(&daemon.once(&sim));
+    assert_eq!(
+        sim.hostnames(),
+        ["edge-ams-control-plane-0", "edge-ams-edge-0"]
+    );
+    let log = daemon.remote_log();
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert!(
+        log[1].contains("scale edge down"),
+        "the human's commit was lost: {log:?}"
+    );
+}
+
+/// A broken push is reported and changes nothing; the cluster keeps running.
+#[test]
+fn a_broken_push_deletes_nothing() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let daemon = Daemon::new();
+    assert_ok(&daemon.once(&sim));
+    daemon.git.git(
+        &daemon.work,
+        &["pull", "--quiet", "--rebase", "origin", "main"],
+    );
+    fs::write(daemon.work.join("clusters/edge-ams.yaml"), "apiVersion: rackform.dev/v1alpha1\nkind: Cluster\nmetadata: {name: edge-ams}\nspec: {cuont: 1}\n").unwrap();
+    daemon.git.commit_and_push(&daemon.work, "oops");
+    let output = daemon.once(&sim);
+    assert_ok(&output);
+    assert_eq!(sim.hostnames().len(), 3);
+    let status = daemon.remote_file("status/edge-ams.yaml");
+    assert!(
+        status.contains("phase: Blocked") && status.contains("clusters/edge-ams.yaml is invalid"),
+        "{status}"
+    );
+}
+
+/// The loop: a push is noticed by the watcher and applied; SIGTERM ends it cleanly.
+#[test]
+fn the_loop_applies_a_push_seen_by_the_watcher_and_stops_on_sigterm() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let daemon = Daemon::new();
+    // A schedule that never fires during the test: only the watcher wakes the loop.
+    let mut child = daemon
+        .run(
+            &sim,
+            &[
+                "--watch",
+                daemon.remote.to_str().unwrap(),
+                "--schedule",
+                "0 0 0 1 1 * 2099",
+            ],
+        )
+        .spawn()
+        .unwrap();
+    wait_for(|| sim.hostnames().len() == 3, "the first pass");
+    wait_for(|| daemon.remote_log().len() == 2, "the first write-back");
+
+    daemon.git.git(
+        &daemon.work,
+        &["pull", "--quiet", "--rebase", "origin", "main"],
+    );
+    let cluster = daemon.work.join("clusters/edge-ams.yaml");
+    fs::write(
+        &cluster,
+        fs::read_to_string(&cluster)
+            .unwrap()
+            .replace("count: 2", "count: 3"),
+    )
+    .unwrap();
+    daemon.git.commit_and_push(&daemon.work, "scale edge up");
+    wait_for(
+        || sim.hostnames().len() == 4,
+        "the watcher to trigger a pass",
+    );
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+}
+
+/// Polls `done` for up to a minute; a generous bound, not a timing assertion.
+fn wait_for(done: impl Fn() -> bool, what: &str) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
