@@ -296,3 +296,41 @@ fn wait_for(done: impl Fn() -> bool, what: &str) {
     }
     panic!("timed out waiting for {what}");
 }
+
+/// `rackform demo`, the README's first command, runs to the end and leaves a kubeconfig the
+/// real `sops` opens with the identity it made.
+#[test]
+fn the_demo_runs_the_whole_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let output = Command::new(env!("CARGO_BIN_EXE_rackform"))
+        .args(["demo", "--provision-delay", "20ms", "--dir"])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    let text = stdout(&output);
+    for expected in [
+        "[4] The daemon's first pass",
+        "create device core-general-5",
+        "[5] A human scales",
+        "create device edge-ams-edge-3",
+        "[6] Done.",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let output = tool("sops")
+        .args(["--disable-version-check", "-d"])
+        .arg(demo.join("fleet/kubeconfigs/core.sops.yaml"))
+        .env("SOPS_AGE_KEY_FILE", demo.join("age-identity.txt"))
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    assert!(stdout(&output).contains("client-certificate-data"));
+    let status = fs::read_to_string(demo.join("fleet/status/edge-ams.yaml")).unwrap();
+    assert_eq!(
+        status.matches("hostname: edge-ams-edge-").count(),
+        4,
+        "{status}"
+    );
+}

@@ -19,21 +19,10 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let identity = AgeIdentity::generate();
-    let created = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .expect("zero nanoseconds is valid")
-        .format(&Rfc3339)
-        .context("formatting the creation time")?;
-    let text = identity.to_file_text(&created);
     match &args.output {
-        Some(path) => {
-            let mut file = create_private(path)
-                .with_context(|| format!("creating identity file {}", path.display()))?;
-            file.write_all(text.expose_secret().as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("writing identity file {}", path.display()))?;
-        }
+        Some(path) => write_identity(path, &identity)?,
         None => {
+            let text = identity_text(&identity)?;
             let mut stdout = std::io::stdout().lock();
             stdout
                 .write_all(text.expose_secret().as_bytes())
@@ -43,6 +32,26 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     eprintln!("Public key: {}", identity.to_public());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The identity file's text, as `age-keygen` writes it.
+fn identity_text(identity: &AgeIdentity) -> anyhow::Result<secrecy::SecretString> {
+    let created = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("zero nanoseconds is valid")
+        .format(&Rfc3339)
+        .context("formatting the creation time")?;
+    Ok(identity.to_file_text(&created))
+}
+
+/// Writes `identity` to a new file `path`, readable by its owner only.
+pub(super) fn write_identity(path: &std::path::Path, identity: &AgeIdentity) -> anyhow::Result<()> {
+    let text = identity_text(identity)?;
+    let mut file = create_private(path)
+        .with_context(|| format!("creating identity file {}", path.display()))?;
+    file.write_all(text.expose_secret().as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing identity file {}", path.display()))
 }
 
 /// Creates `path` readable by its owner only; fails if it exists.

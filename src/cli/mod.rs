@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod apply;
 mod connect;
 mod decrypt;
+mod demo;
 mod keygen;
 mod plan;
 mod run;
@@ -27,6 +28,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole loop on this machine with no account: a local fleet repository, the
+    /// Packet API simulator, the daemon's passes, a human's push picked up.
+    Demo(demo::Args),
     /// Parse and check every declaration of a fleet repository; exit 1 on any error.
     Validate(validate::Args),
     /// Show what applying would change (read-only); exit 0 no changes, 2 changes, 1 errors.
@@ -48,6 +52,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match &cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Apply(args) => apply::run(args),

@@ -169,6 +169,7 @@ async fn reconciler(args: &Args) -> Result<Reconciler<PacketClient, Store>> {
             ..apply::Options::default()
         },
         last: None,
+        observer: None,
     })
 }
 

@@ -38,7 +38,7 @@ pub struct PullRequestEvent {
 
 mod pass;
 
-pub use pass::{Outcome, Reconciler};
+pub use pass::{Outcome, PassEvent, Reconciler};
 
 use std::str::FromStr;
 

@@ -31,6 +31,18 @@ pub struct Reconciler<M, S> {
     /// The last commit applied and the world hash after it; a pass whose commit only adds
     /// rackform's own write-back and whose world is unchanged does nothing.
     pub last: Option<(Oid, String)>,
+    /// Told what a pass does, for a terminal (`rackform demo`); logs are written anyway.
+    pub observer: Option<Observer>,
+}
+
+/// Told each [`PassEvent`] of a pass.
+pub type Observer = Box<dyn FnMut(PassEvent<'_>) + Send>;
+
+/// What a pass is doing, for an observer.
+pub enum PassEvent<'a> {
+    Planned { commit: Oid, plan: &'a Plan },
+    Action(apply::Event<'a>),
+    Pushed(Oid),
 }
 
 /// What a pass did.
@@ -100,13 +112,25 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             approve_deletes: false,
         });
         info!(commit = %desired.commit, summary = %plan.summary(), "Planned.");
+        let observer = &mut self.observer;
+        if let Some(observer) = observer.as_mut() {
+            observer(PassEvent::Planned {
+                commit: desired.commit,
+                plan: &plan,
+            });
+        }
         let context = apply::Context {
             metal: &self.metal,
             secrets: &self.store,
             fleet: &desired.fleet,
             options: self.apply.clone(),
         };
-        let report = match apply::execute(&context, &plan, |_| {}).await {
+        let progress = |event: apply::Event<'_>| {
+            if let Some(observer) = observer.as_mut() {
+                observer(PassEvent::Action(event));
+            }
+        };
+        let report = match apply::execute(&context, &plan, progress).await {
             Ok(report) => report,
             Err(refused) => {
                 warn!(%refused, "Plan refused; nothing applied.");
@@ -151,6 +175,9 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             .write_back_changes(&desired, applied, &plan, &next, &after, &report)
             .await?;
         let pushed = self.push(changes, &prefixes, desired.commit).await?;
+        if let (Some(commit), Some(observer)) = (pushed, self.observer.as_mut()) {
+            observer(PassEvent::Pushed(commit));
+        }
         self.last = Some((pushed.unwrap_or(desired.commit), plan::world_hash(&after)));
         Ok(Outcome::Applied {
             commit: desired.commit,

@@ -25,6 +25,7 @@ mod local;
 mod paths;
 mod push;
 mod remote;
+mod seed;
 mod tree;
 mod watch;
 
@@ -39,6 +40,7 @@ pub use push::{
     Attempt, FileChange, Identity, PushOutcome, RetryPolicy, WriteBack, push, push_observed,
 };
 pub use remote::{Auth, Remote, SshKey, Token};
+pub use seed::seed;
 pub use tree::GitTree;
 pub use watch::{RefWatcher, RefsChanged};
 

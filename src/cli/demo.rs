@@ -1,0 +1,338 @@
+//! `rackform demo`: the whole loop on this machine with no account. A local fleet
+//! repository seeded from `examples/fleet`, the Packet API simulator in-process, secrets in
+//! a local directory, the daemon's passes shown as they plan and apply, then a human's
+//! `git commit` + push picked up through the repository watcher.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::apply::{self, Event};
+use crate::daemon::{Outcome, PassEvent, Reconciler};
+use crate::metal::{ClientConfig, PacketClient, Token};
+use crate::observe::SecretKind;
+use crate::report;
+use crate::seal::AgeIdentity;
+use crate::secrets::{DirSecrets, SecretData, SecretStore, Store};
+use crate::sim::{HardwareSeed, Sim, SimConfig};
+use crate::source::{
+    self, Auth, Checkout, FileChange, Identity, LocalRepo, RefWatcher, Remote, WriteBack,
+};
+use crate::spec::RepoFiles;
+
+/// The example fleet, built into the binary so the demo runs from anywhere.
+const FLEET: &[(&str, &str)] = &[
+    (
+        "rackform.yaml",
+        include_str!("../../examples/fleet/rackform.yaml"),
+    ),
+    (
+        "clusters/core.yaml",
+        include_str!("../../examples/fleet/clusters/core.yaml"),
+    ),
+    (
+        "clusters/edge-ams.yaml",
+        include_str!("../../examples/fleet/clusters/edge-ams.yaml"),
+    ),
+    (
+        "clusters/ml.yaml",
+        include_str!("../../examples/fleet/clusters/ml.yaml"),
+    ),
+    (
+        "clusters/tenant-a.yaml",
+        include_str!("../../examples/fleet/clusters/tenant-a.yaml"),
+    ),
+];
+const PROJECT: &str = "3b6a1a2e-6c0e-4d6b-9f57-2f1c8c5b7a10";
+const STORAGE_RESERVATIONS: [&str; 3] = [
+    "0d4f1c8e-2b7a-4c39-8e51-7a9d3f6b2c10",
+    "5e2a9b71-8c4d-4f0e-a3b6-91c7d2e8f405",
+    "a8c3e6f2-1d9b-47a5-b0e4-3f7c2d1a9b86",
+];
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where the demo keeps its repository, secrets and identity (must not exist yet);
+    /// by default a new directory under the system's temporary directory, kept afterwards.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// How long a simulated device takes to provision.
+    #[arg(long, default_value = "1s", value_parser = super::sim::parse_duration)]
+    pub provision_delay: Duration,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    super::connect::runtime()?.block_on(demo(args))
+}
+
+async fn demo(args: &Args) -> Result<ExitCode> {
+    let default = std::env::temp_dir().join(format!("rackform-demo-{}", std::process::id()));
+    let dir = args.dir.as_ref().unwrap_or(&default);
+    anyhow::ensure!(
+        !dir.exists(),
+        "{} exists already: remove it or pass --dir",
+        dir.display()
+    );
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir)?;
+    let colour = std::io::stdout().is_terminal();
+    println!("rackform demo: the whole loop on this machine, with no account.\n");
+
+    // 1. The fleet repository, its kubeconfigs encrypted to a new age identity.
+    let identity = AgeIdentity::generate();
+    let identity_file = dir.join("age-identity.txt");
+    super::keygen::write_identity(&identity_file, &identity)?;
+    let recipient = identity.to_public().to_string();
+    let files: Vec<(String, Vec<u8>)> = FLEET
+        .iter()
+        .map(|(path, text)| {
+            let text = match *path {
+                "rackform.yaml" => with_recipient(text, &recipient),
+                _ => text.to_string(),
+            };
+            (path.to_string(), text.into_bytes())
+        })
+        .collect();
+    let remote_dir = dir.join("fleet.git");
+    let operator = Identity {
+        name: "Demo Operator".into(),
+        email: "operator@example.com".into(),
+    };
+    source::seed(
+        &remote_dir,
+        "main",
+        &files,
+        &operator,
+        "Declare the example fleet",
+    )?;
+    step(
+        1,
+        &format!(
+            "Fleet repository {} (branch main), seeded from examples/fleet;",
+            remote_dir.display()
+        ),
+    );
+    println!(
+        "      kubeconfigs are encrypted to the new age identity {}.",
+        identity_file.display()
+    );
+
+    // 2. The simulator, with the project and hardware reservations the fleet names.
+    let mut hardware: Vec<HardwareSeed> = STORAGE_RESERVATIONS
+        .iter()
+        .map(|id| HardwareSeed {
+            id: Some(id.to_string()),
+            plan: "s3.xlarge.x86".into(),
+            facility: "da11".into(),
+        })
+        .collect();
+    hardware.extend((0..2).map(|_| HardwareSeed {
+        id: None,
+        plan: "n3.xlarge.x86".into(),
+        facility: "sv15".into(),
+    }));
+    let config = SimConfig {
+        provision_delay: args.provision_delay,
+        deprovision_delay: args.provision_delay / 2,
+        projects: vec![PROJECT.into()],
+        hardware_reservations: hardware,
+        ..SimConfig::default()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let sim = Sim::start_std(listener, config).await?;
+    step(
+        2,
+        &format!(
+            "Packet API simulator on {} (project {PROJECT}).",
+            sim.base_url()
+        ),
+    );
+
+    // 3. Secrets in a local directory; the demo plays tenant-a's hosting provider.
+    let store = DirSecrets::open(dir.join("secrets"))?;
+    let now = time::OffsetDateTime::now_utc();
+    let hosted_ca = crate::pki::Ca::generate("cluster CA", now, &mut rand::rngs::OsRng)?;
+    let data = SecretData::new()
+        .with("tls.crt", hosted_ca.cert_pem())
+        .with(
+            "tls.key",
+            secrecy::ExposeSecret::expose_secret(hosted_ca.key_pem()).as_bytes(),
+        );
+    store
+        .create_if_absent("tenant-a", SecretKind::Ca, data)
+        .await?;
+    step(
+        3,
+        &format!(
+            "Cluster secrets in {} (tenant-a's CA stands for its hosting provider's).",
+            dir.join("secrets").display()
+        ),
+    );
+
+    let metal = PacketClient::new(ClientConfig {
+        base_url: sim.base_url(),
+        requests_per_second: None,
+        ..ClientConfig::new(Token::new("demo"))
+    })?;
+    let checkout = Checkout::open(
+        dir.join("state"),
+        Remote::new(remote_dir.to_string_lossy(), Auth::None)?,
+    )?;
+    let started = Instant::now();
+    let mut reconciler = Reconciler {
+        metal,
+        store: Store::Dir(store),
+        checkout: Arc::new(Mutex::new(checkout)),
+        branch: "main".into(),
+        identity: Identity {
+            name: "rackform".into(),
+            email: "rackform@localhost".into(),
+        },
+        age_identities: vec![identity],
+        apply: apply::Options {
+            poll: Duration::from_millis(200),
+            ..apply::Options::default()
+        },
+        last: None,
+        observer: Some(Box::new(move |event| show(event, colour, started))),
+    };
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let _watcher = RefWatcher::start(&remote_dir, move |_| {
+        let _ = sender.send(());
+    })?;
+
+    step(4, "The daemon's first pass: plan, apply, write back.");
+    report_outcome(reconciler.pass().await?);
+
+    // 5. A human scales a pool with a commit and a push.
+    let human = Checkout::open(
+        dir.join("human"),
+        Remote::new(remote_dir.to_string_lossy(), Auth::None)?,
+    )?;
+    let head = human.fetch("main")?;
+    let cluster = String::from_utf8(
+        human
+            .tree(head)?
+            .read("clusters/edge-ams.yaml")?
+            .context("edge-ams.yaml")?,
+    )?;
+    let changes = [FileChange::Write {
+        path: "clusters/edge-ams.yaml".into(),
+        bytes: cluster.replace("count: 2", "count: 4").into_bytes(),
+    }];
+    while receiver.try_recv().is_ok() {}
+    let write = WriteBack {
+        branch: "main",
+        allowed: &["clusters"],
+        changes: &changes,
+        identity: &operator,
+        message: "Scale edge-ams's edge pool to 4",
+    };
+    source::push(&human, &write, &source::RetryPolicy::default())?;
+    step(
+        5,
+        "A human scales pool `edge` of edge-ams from 2 to 4 devices: git commit + push.",
+    );
+    receiver
+        .recv_timeout(Duration::from_secs(30))
+        .context("the repository watcher saw no push")?;
+    println!("      The repository watcher saw the push; the daemon runs a pass.");
+    report_outcome(reconciler.pass().await?);
+
+    // 6. Where the results are.
+    let results = dir.join("fleet");
+    let repo = LocalRepo::open(&remote_dir)?;
+    let tree = repo.tree(repo.resolve("main")?)?;
+    for sub in ["status", "kubeconfigs"] {
+        std::fs::create_dir_all(results.join(sub))?;
+        for path in tree.list_yaml(sub)? {
+            if let Some(bytes) = tree.read(&path)? {
+                std::fs::write(results.join(&path), bytes)?;
+            }
+        }
+    }
+    step(
+        6,
+        "Done. rackform committed what it did back to the fleet repository:",
+    );
+    println!("      git -C {} log --oneline main", remote_dir.display());
+    println!(
+        "      status files:         {}",
+        results.join("status").display()
+    );
+    println!(
+        "      sealed kubeconfigs:   {}",
+        results.join("kubeconfigs").display()
+    );
+    println!(
+        "      read one:             rackform decrypt {} --identity {}",
+        results.join("kubeconfigs/core.sops.yaml").display(),
+        identity_file.display()
+    );
+    println!(
+        "      or with sops:         SOPS_AGE_KEY_FILE={} sops -d {}",
+        identity_file.display(),
+        results.join("kubeconfigs/core.sops.yaml").display()
+    );
+    sim.shutdown().await.context("stopping the simulator")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn with_recipient(settings: &str, recipient: &str) -> String {
+    settings
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("- age1") {
+                format!("    - {recipient}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+fn step(n: usize, text: &str) {
+    println!("[{n}] {text}");
+}
+
+fn report_outcome(outcome: Outcome) {
+    match outcome {
+        Outcome::Unchanged => println!("      Nothing changed."),
+        Outcome::Applied {
+            n_actions,
+            n_failed,
+            ..
+        } => println!("      Applied {n_actions} actions, {n_failed} failed.\n"),
+    }
+}
+
+fn show(event: PassEvent<'_>, colour: bool, started: Instant) {
+    let at = started.elapsed().as_secs_f64();
+    match event {
+        PassEvent::Planned { commit, plan } => {
+            println!("      Plan for commit {}:", &commit.to_string()[..12]);
+            for line in report::plan::text(plan, colour).lines().skip(1) {
+                println!("      {line}");
+            }
+        }
+        PassEvent::Action(Event::Started(_)) => {}
+        PassEvent::Action(Event::Finished(action, outcome)) => {
+            let what = apply::describe(&action.op);
+            match outcome {
+                apply::Outcome::Done(done) => println!("      [{at:5.1}s] {what}: {done}"),
+                apply::Outcome::Failed(why) => println!("      [{at:5.1}s] FAILED {what}: {why}"),
+                apply::Outcome::Skipped { .. } => println!("      [{at:5.1}s] skipped {what}"),
+            }
+        }
+        PassEvent::Pushed(commit) => println!(
+            "      Committed status and kubeconfigs as {}.",
+            &commit.to_string()[..12]
+        ),
+    }
+}
