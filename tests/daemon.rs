@@ -334,3 +334,29 @@ fn the_demo_runs_the_whole_loop() {
         "{status}"
     );
 }
+
+/// `suspend: true` keeps planning and reporting, and applies nothing.
+#[test]
+fn a_suspended_cluster_is_planned_but_not_applied() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let daemon = Daemon::new();
+    assert_ok(&daemon.once(&sim));
+    daemon.git.git(
+        &daemon.work,
+        &["pull", "--quiet", "--rebase", "origin", "main"],
+    );
+    let cluster = daemon.work.join("clusters/edge-ams.yaml");
+    let text = fs::read_to_string(&cluster)
+        .unwrap()
+        .replace("count: 2", "count: 3")
+        .replace("spec:\n", "spec:\n  suspend: true\n");
+    fs::write(&cluster, text).unwrap();
+    daemon
+        .git
+        .commit_and_push(&daemon.work, "scale up, suspended");
+    let creates = sim.creates();
+    assert_ok(&daemon.once(&sim));
+    assert_eq!(sim.creates(), creates, "a suspended cluster was changed");
+    let status = daemon.remote_file("status/edge-ams.yaml");
+    assert!(status.contains("phase: Suspended"), "{status}");
+}

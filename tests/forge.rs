@@ -387,6 +387,7 @@ fn big_plan(n_update: usize, n_delete: usize, per_cluster: usize) -> Plan {
             orphans: vec![],
             problems: vec![],
             notes: vec![],
+            suspended: false,
         });
     }
     for c in 0..n_delete {
@@ -411,6 +412,7 @@ fn big_plan(n_update: usize, n_delete: usize, per_cluster: usize) -> Plan {
             orphans: vec![],
             problems: vec![],
             notes: vec![],
+            suspended: false,
         });
     }
     clusters.sort_by(|a, b| a.cluster.cmp(&b.cluster));

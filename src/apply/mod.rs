@@ -62,6 +62,8 @@ pub enum Outcome {
     Skipped {
         because: usize,
     },
+    /// Not started because its cluster (or the fleet) is suspended.
+    Suspended,
 }
 
 /// One event of an apply, for progress output.
@@ -136,9 +138,21 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
     if let Some(refusal) = &plan.refusal {
         return Err(Refused::DeleteGuard(refusal.to_string()));
     }
-    let actions: Vec<&Action> = plan.actions().collect();
+    let suspended: std::collections::BTreeSet<usize> = plan
+        .clusters
+        .iter()
+        .filter(|c| c.suspended)
+        .flat_map(|c| c.actions.iter().map(|a| a.id))
+        .collect();
+    let actions: Vec<&Action> = plan
+        .actions()
+        .filter(|a| !suspended.contains(&a.id))
+        .collect();
     let materials = actions::Materials::default();
     let mut report = Report::default();
+    for id in &suspended {
+        report.outcomes.insert(*id, Outcome::Suspended);
+    }
     let mut started = vec![false; actions.len()];
     let mut running = FuturesUnordered::new();
     loop {
@@ -188,7 +202,7 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
             Outcome::Failed(error) => {
                 tracing::warn!(id = action.id, action = %describe(&action.op), %error, "Action failed.")
             }
-            Outcome::Skipped { .. } => {}
+            Outcome::Skipped { .. } | Outcome::Suspended => {}
         }
         progress(Event::Finished(action, &outcome));
         report.outcomes.insert(actions[i].id, outcome);

@@ -109,6 +109,7 @@ fn progress(event: Event, started: Instant) {
                 Outcome::Skipped { because } => {
                     println!("[{at:6.1}s] skip   {what}: action {because} did not succeed")
                 }
+                Outcome::Suspended => println!("[{at:6.1}s] skip   {what}: suspended"),
             }
         }
     }

@@ -327,7 +327,9 @@ fn show(event: PassEvent<'_>, colour: bool, started: Instant) {
             match outcome {
                 apply::Outcome::Done(done) => println!("      [{at:5.1}s] {what}: {done}"),
                 apply::Outcome::Failed(why) => println!("      [{at:5.1}s] FAILED {what}: {why}"),
-                apply::Outcome::Skipped { .. } => println!("      [{at:5.1}s] skipped {what}"),
+                apply::Outcome::Skipped { .. } | apply::Outcome::Suspended => {
+                    println!("      [{at:5.1}s] skipped {what}")
+                }
             }
         }
         PassEvent::Pushed(commit) => println!(

@@ -69,7 +69,12 @@ pub fn build(inputs: &Inputs) -> Plan {
                 ClusterChange::Blocked
             }
         };
-        clusters.push(builder.finish(change));
+        let mut cluster_plan = builder.finish(change);
+        cluster_plan.suspended = match fleet.cluster(name) {
+            Some(cluster) => cluster.suspend,
+            None => fleet.settings.as_ref().is_some_and(|s| s.suspend),
+        };
+        clusters.push(cluster_plan);
     }
 
     let mut plan = Plan {
@@ -209,6 +214,7 @@ impl<'a> ClusterBuilder<'a> {
             orphans: self.orphans,
             problems: self.problems,
             notes: self.notes,
+            suspended: false,
         }
     }
 }

@@ -145,6 +145,9 @@ pub struct ClusterPlan {
     /// Facts worth knowing that need nothing (why an orphaned cluster is kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// `suspend` is set: the actions are what would be done; apply does none of them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -65,6 +65,15 @@ fn device_text(new: &NewDevice) -> String {
     )
 }
 
+/// Said after a suspended cluster's change.
+fn suspended_text(cluster: &ClusterPlan) -> &'static str {
+    if cluster.suspended {
+        " (suspended: planned, not applied)"
+    } else {
+        ""
+    }
+}
+
 fn change_text(change: ClusterChange) -> &'static str {
     match change {
         ClusterChange::Create => "create",
@@ -110,10 +119,11 @@ pub fn text(plan: &Plan, colour: bool) -> String {
     for cluster in shown(plan) {
         let _ = writeln!(
             out,
-            "\n{} {}: {}",
+            "\n{} {}: {}{}",
             paint("1", "cluster"),
             paint("1", &cluster.cluster),
-            change_text(cluster.change)
+            change_text(cluster.change),
+            suspended_text(cluster)
         );
         for action in &cluster.actions {
             let (what, target) = describe(&action.op);
@@ -469,10 +479,11 @@ fn section(cluster: &ClusterPlan, fold: Fold) -> String {
     };
     let _ = writeln!(
         out,
-        "<details{open}><summary><b>{}</b>: {} ({n} action{})</summary>\n",
+        "<details{open}><summary><b>{}</b>: {} ({n} action{}){}</summary>\n",
         cluster.cluster,
         change_text(cluster.change),
-        if n == 1 { "" } else { "s" }
+        if n == 1 { "" } else { "s" },
+        suspended_text(cluster)
     );
     if !cluster.actions.is_empty() {
         if fold == Fold::Full {

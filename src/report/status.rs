@@ -49,6 +49,8 @@ pub enum Phase {
     Failed,
     /// Removed from Git and kept (pruning off or deletion-protected).
     Orphaned,
+    /// `suspend` is set and there is something to do: planned, not applied.
+    Suspended,
 }
 
 /// The status of one cluster after an apply: `after` is the world observed then, `plan`
@@ -62,6 +64,7 @@ pub fn of(
 ) -> Status {
     let phase = match plan.change {
         _ if !errors.is_empty() => Phase::Failed,
+        _ if plan.suspended && !plan.actions.is_empty() => Phase::Suspended,
         ClusterChange::Blocked => Phase::Blocked,
         ClusterChange::Orphaned => Phase::Orphaned,
         ClusterChange::NoChange if plan.waiting.is_empty() => Phase::Ready,

@@ -70,6 +70,8 @@ pub struct Settings {
     pub project: String,
     pub age_recipients: Vec<String>,
     pub prune: bool,
+    /// Apply nothing anywhere.
+    pub suspend: bool,
     pub max_delete_percent: u8,
     pub paths: Paths,
 }
@@ -96,6 +98,8 @@ pub struct Cluster {
     pub ssh_keys: Vec<String>,
     pub deletion_protection: bool,
     pub rollout: Rollout,
+    /// Planned and reported, never applied.
+    pub suspend: bool,
 }
 
 impl Cluster {

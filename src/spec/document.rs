@@ -46,6 +46,9 @@ pub struct FleetDocument {
     /// Delete clusters whose file was removed from Git. Off by default: they are reported as orphaned.
     #[serde(default)]
     pub prune: bool,
+    /// Keep observing and planning every cluster, but apply nothing (as Flux's `suspend`).
+    #[serde(default)]
+    pub suspend: bool,
     /// Refuse plans that delete too large a share of the fleet's devices without approval.
     #[serde(default)]
     pub delete_guard: Option<DeleteGuard>,
@@ -151,6 +154,10 @@ pub struct ClusterSpec {
     /// Never delete this cluster, even when its file is removed and pruning is on.
     pub deletion_protection: Option<bool>,
     pub rollout: Option<RolloutSpec>,
+    /// Keep observing and planning this cluster, but apply nothing to it (as Cluster API's
+    /// `paused`).
+    #[serde(default)]
+    pub suspend: bool,
 }
 
 /// Either control-plane devices on metal (`count`, `plan`, `os`) or an `external` endpoint

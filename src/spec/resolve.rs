@@ -133,6 +133,7 @@ pub fn settings(doc: &FleetDocument, check: &mut FileCheck) -> Option<Settings> 
         project: doc.packet.project.clone(),
         age_recipients: doc.age.recipients.clone(),
         prune: doc.prune,
+        suspend: doc.suspend,
         max_delete_percent,
         paths,
     })
@@ -383,6 +384,7 @@ pub fn cluster(
             .or(defaults.deletion_protection)
             .unwrap_or(false),
         rollout,
+        suspend: spec.suspend || fleet.is_some_and(|(settings, _)| settings.suspend),
     })
 }
 
