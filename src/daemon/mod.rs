@@ -4,6 +4,14 @@
 //! Triggers (the cron schedule, verified webhooks, the repository watcher) only send events;
 //! coalescing and single-flight live in the loop. A pass gets no trigger: it observes and
 //! plans from scratch every time.
+//!
+//! The HTTP side: [`http::serve`] runs the webhook endpoints ([`webhook`]), `/healthz` and
+//! `/readyz` ([`health`]) and `/metrics` ([`metrics`]).
+
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod webhook;
 
 /// Why the daemon wakes up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,7 +19,10 @@ pub enum Event {
     /// The cron schedule fired.
     Tick,
     /// A verified webhook said a branch moved.
-    Push { branch: String, commit: Option<String> },
+    Push {
+        branch: String,
+        commit: Option<String>,
+    },
     /// A verified webhook said a pull request was opened, updated or reopened.
     PullRequest(PullRequestEvent),
     /// The local repository's refs changed (the file watcher).
