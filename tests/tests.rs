@@ -3,6 +3,7 @@
 mod support;
 
 mod apply;
+mod daemon_http;
 mod forge;
 mod metal;
 mod pki;
