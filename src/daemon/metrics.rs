@@ -579,6 +579,45 @@ mod tests {
     }
 
     #[test]
+    fn plan_actions_count_the_last_plan_by_operation() {
+        let plan: Plan = serde_json::from_value(serde_json::json!({
+            "stamp": { "commit": null, "fleet": "f", "world": "w" },
+            "clusters": [{
+                "cluster": "web",
+                "change": "update",
+                "actions": [
+                    {
+                        "id": 0, "op": "deleteDevice", "cluster": "web", "device": "d1",
+                        "hostname": "web-general-2",
+                        "reason": { "reason": "replaced", "by": "web-general-3", "why": "templateChanged" },
+                    },
+                    {
+                        "id": 1, "op": "deleteDevice", "cluster": "web", "device": "d2",
+                        "hostname": "web-general-1",
+                        "reason": { "reason": "replaced", "by": "web-general-4", "why": "templateChanged" },
+                    },
+                ],
+            }],
+        }))
+        .unwrap();
+        let metrics = Metrics::new();
+        metrics.set_plan_actions(&plan);
+        let text = metrics.render();
+        assert!(text.contains("rackform_plan_actions{action=\"delete_device\"} 2\n"));
+        assert!(text.contains("rackform_plan_actions{action=\"create_device\"} 0\n"));
+        metrics.set_plan_actions(&Plan {
+            clusters: Vec::new(),
+            ..plan
+        });
+        assert!(
+            metrics
+                .render()
+                .contains("rackform_plan_actions{action=\"delete_device\"} 0\n"),
+            "the last plan only"
+        );
+    }
+
+    #[test]
     fn metal_codes_outside_http_count_as_no_answer() {
         let metrics = Metrics::new();
         metrics.record_metal_request(MetalOp::CreateDevice, Some(201));
