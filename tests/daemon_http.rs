@@ -158,8 +158,8 @@ fn pull_request_body(action: &str, head_repo: Option<&str>) -> Vec<u8> {
     .into_bytes()
 }
 
-#[tokio::test]
-async fn github_signature_test_vector() {
+#[test]
+fn github_signature_test_vector() {
     assert_eq!(
         webhook::github_signature(SECRET, b"Hello, World!"),
         "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
@@ -280,8 +280,8 @@ async fn oversized_body_is_refused_with_413_and_sends_nothing() {
     );
 }
 
-#[tokio::test]
-async fn the_default_body_limit_is_one_mebibyte() {
+#[test]
+fn the_default_body_limit_is_one_mebibyte() {
     assert_eq!(WebhookConfig::new("main").max_body_bytes, 1024 * 1024);
 }
 

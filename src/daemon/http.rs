@@ -71,6 +71,8 @@ pub fn router(state: HttpState) -> Router {
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then stops accepting and
 /// waits for requests in flight (webhook handlers never wait on the loop, so this is quick).
+/// `shutdown` must be `Send + 'static` (axum polls it on its own task), for example
+/// `async move { let _ = stop.await; }` over a `oneshot::Receiver`.
 ///
 /// # Errors
 ///

@@ -107,6 +107,7 @@ impl Code {
 }
 
 /// A plan action's operation: the `action` label of `rackform_plan_actions`.
+/// Every [`Op`] maps to one (an exhaustive match, so a new operation cannot go uncounted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ActionKind {
     CreateSecrets,
@@ -153,8 +154,9 @@ impl ActionKind {
         }
     }
 
+    /// Its place in [`Self::ALL`], which lists the variants in declaration order.
     fn index(self) -> usize {
-        Self::ALL.iter().position(|k| *k == self).unwrap_or(0)
+        self as usize
     }
 }
 
@@ -576,6 +578,13 @@ mod tests {
             line(&text, "rackform_last_success_timestamp_seconds "),
             "rackform_last_success_timestamp_seconds 1700000000"
         );
+    }
+
+    #[test]
+    fn action_kinds_are_listed_in_declaration_order() {
+        for (i, kind) in ActionKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind:?}");
+        }
     }
 
     #[test]

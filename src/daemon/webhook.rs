@@ -467,26 +467,28 @@ pub async fn gitlab_handler(
     handle(WebhookForge::GitLab, &state, &headers, body).await
 }
 
-struct TooLarge;
+/// Why a body was not read.
+enum Unread {
+    /// Over the limit, declared or read.
+    TooLarge,
+    /// The connection failed or the framing was broken.
+    Broken,
+}
 
 /// Reads at most `limit` bytes: a `Content-Length` over it is refused before reading, and a
-/// body that grows past it (chunked, or lying) is dropped as soon as it does.
-async fn read_limited(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Vec<u8>, Option<TooLarge>> {
+/// chunked body that grows past it is dropped as soon as it does.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Unread> {
     let declared = header_str(headers, header::CONTENT_LENGTH.as_str())
         .and_then(|len| len.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(Some(TooLarge));
+        return Err(Unread::TooLarge);
     }
     let mut stream = body.into_data_stream();
     let mut read = Vec::with_capacity(declared.map_or(0, |len| len as usize));
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| None)?;
+        let chunk = chunk.map_err(|_| Unread::Broken)?;
         if read.len() + chunk.len() > limit {
-            return Err(Some(TooLarge));
+            return Err(Unread::TooLarge);
         }
         read.extend_from_slice(&chunk);
     }
@@ -508,7 +510,7 @@ async fn handle(
 
     let body = match read_limited(headers, body, config.max_body_bytes).await {
         Ok(body) => body,
-        Err(Some(TooLarge)) => {
+        Err(Unread::TooLarge) => {
             warn!(
                 forge = forge.as_str(),
                 limit = config.max_body_bytes,
@@ -520,7 +522,7 @@ async fn handle(
                 "body too large",
             );
         }
-        Err(None) => {
+        Err(Unread::Broken) => {
             warn!(
                 forge = forge.as_str(),
                 "Webhook delivery refused: body could not be read"
