@@ -267,8 +267,9 @@ async fn oversized_body_is_refused_with_413_and_sends_nothing() {
     }
     request.extend_from_slice(b"0\r\n\r\n");
     stream.write_all(&request).await.unwrap();
+    // The server may close without reading the rest; what it answered first is what counts.
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
+    let _ = stream.read_to_end(&mut answer).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 
