@@ -249,8 +249,11 @@ fn the_loop_applies_a_push_seen_by_the_watcher_and_stops_on_sigterm() {
                 daemon.remote.to_str().unwrap(),
                 "--schedule",
                 "0 0 0 1 1 * 2099",
+                "--listen",
+                "127.0.0.1:0",
             ],
         )
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     wait_for(|| sim.hostnames().len() == 3, "the first pass");
@@ -359,4 +362,81 @@ fn a_suspended_cluster_is_planned_but_not_applied() {
     assert_eq!(sim.creates(), creates, "a suspended cluster was changed");
     let status = daemon.remote_file("status/edge-ams.yaml");
     assert!(status.contains("phase: Suspended"), "{status}");
+}
+
+/// A signed GitHub push webhook wakes the loop; a delivery with a bad signature is refused.
+#[test]
+fn a_signed_webhook_wakes_the_loop() {
+    use std::io::BufRead;
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let daemon = Daemon::new();
+    let secret_file = daemon.git.path("webhook-secret");
+    fs::write(&secret_file, "It's a Secret to Everybody\n").unwrap();
+    let mut child = daemon
+        .run(
+            &sim,
+            &[
+                "--schedule",
+                "0 0 0 1 1 * 2099",
+                "--listen",
+                "127.0.0.1:0",
+                "--github-webhook-secret-file",
+                secret_file.to_str().unwrap(),
+            ],
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let url = line.split("on ").last().unwrap().trim().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    wait_for(|| daemon.remote_log().len() == 2, "the first pass");
+
+    daemon.git.git(
+        &daemon.work,
+        &["pull", "--quiet", "--rebase", "origin", "main"],
+    );
+    let cluster = daemon.work.join("clusters/edge-ams.yaml");
+    fs::write(
+        &cluster,
+        fs::read_to_string(&cluster)
+            .unwrap()
+            .replace("count: 2", "count: 3"),
+    )
+    .unwrap();
+    let commit = daemon.git.commit_and_push(&daemon.work, "scale edge up");
+    let body = serde_json::json!({ "ref": "refs/heads/main", "after": commit, "repository": { "full_name": "example/fleet" } }).to_string();
+    let post = |signature: &str| {
+        let request = reqwest::Client::new()
+            .post(format!("{url}/webhooks/github"))
+            .header("X-GitHub-Event", "push")
+            .header("X-Hub-Signature-256", signature)
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send();
+        sim.runtime.block_on(request).unwrap().status().as_u16()
+    };
+    assert_eq!(
+        post("sha256=0000000000000000000000000000000000000000000000000000000000000000"),
+        401
+    );
+    let signature =
+        rackform::daemon::webhook::github_signature("It's a Secret to Everybody", body.as_bytes());
+    assert_eq!(post(&signature), 202);
+    wait_for(
+        || sim.hostnames().len() == 4,
+        "the webhook to trigger a pass",
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
 }

@@ -4,6 +4,7 @@ mod support;
 
 mod apply;
 mod daemon;
+mod daemon_http;
 mod forge;
 mod metal;
 mod pki;

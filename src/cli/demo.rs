@@ -199,6 +199,7 @@ async fn demo(args: &Args) -> Result<ExitCode> {
         },
         last: None,
         observer: Some(Box::new(move |event| show(event, colour, started))),
+        metrics: crate::daemon::metrics::Metrics::new(),
     };
     let (sender, receiver) = std::sync::mpsc::channel();
     let _watcher = RefWatcher::start(&remote_dir, move |_| {

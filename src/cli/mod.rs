@@ -38,7 +38,7 @@ enum Command {
     /// Plan (or take a saved plan), show it, and apply it.
     Apply(apply::Args),
     /// The daemon: apply a Git branch on a schedule and on every push, write status back.
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Generate an age identity for reading sealed kubeconfigs.
     Keygen(keygen::Args),
     /// Decrypt a SOPS (age) file, such as a committed kubeconfig, and print it.

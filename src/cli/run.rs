@@ -11,6 +11,10 @@ use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
 use crate::apply;
+use crate::daemon::health::Health;
+use crate::daemon::http::HttpState;
+use crate::daemon::metrics::Metrics;
+use crate::daemon::webhook::WebhookConfig;
 use crate::daemon::{self, Event, Outcome, Reconciler};
 use crate::metal::{ClientConfig, PacketClient, Token};
 use crate::seal::AgeIdentity;
@@ -75,6 +79,18 @@ pub struct Args {
     /// How often to look at devices being created or deleted.
     #[arg(long, default_value = "5s", value_parser = super::sim::parse_duration)]
     pub poll: Duration,
+    /// Address for /healthz, /readyz, /metrics and the webhook endpoints.
+    #[arg(long, env = "RACKFORM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the GitHub webhook secret (enables POST /webhooks/github).
+    #[arg(long, env = "RACKFORM_GITHUB_WEBHOOK_SECRET_FILE")]
+    pub github_webhook_secret_file: Option<PathBuf>,
+    /// File holding the Gitea/Forgejo webhook secret (enables POST /webhooks/gitea).
+    #[arg(long, env = "RACKFORM_GITEA_WEBHOOK_SECRET_FILE")]
+    pub gitea_webhook_secret_file: Option<PathBuf>,
+    /// File holding the GitLab webhook token (enables POST /webhooks/gitlab).
+    #[arg(long, env = "RACKFORM_GITLAB_WEBHOOK_TOKEN_FILE")]
+    pub gitlab_webhook_token_file: Option<PathBuf>,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
@@ -95,6 +111,28 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
         let schedule = daemon::schedule(&args.schedule)?;
         let (sender, mut events) = mpsc::channel(64);
+        let health = Health::new();
+        let mut webhooks = WebhookConfig::new(&args.branch);
+        webhooks.github_secret = secret_file(args.github_webhook_secret_file.as_deref())?;
+        webhooks.gitea_secret = secret_file(args.gitea_webhook_secret_file.as_deref())?;
+        webhooks.gitlab_token = secret_file(args.gitlab_webhook_token_file.as_deref())?;
+        let state = HttpState::new(
+            webhooks,
+            sender.clone(),
+            health.clone(),
+            reconciler.metrics.clone(),
+        );
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        eprintln!(
+            "Serving /healthz, /readyz, /metrics and webhooks on http://{}",
+            listener.local_addr()?
+        );
+        let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(daemon::http::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
         let _watcher = match &args.watch {
             Some(repo) => {
                 let sender = sender.clone();
@@ -105,7 +143,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             None => None,
         };
         tokio::spawn(shutdown_on_signal(sender.clone()));
-        daemon::run(&mut reconciler, &schedule, &mut events).await?;
+        daemon::run(&mut reconciler, &schedule, &mut events, &health).await?;
+        let _ = stop_http.send(());
+        server
+            .await
+            .context("the HTTP server panicked")?
+            .context("serving HTTP")?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -170,6 +213,7 @@ async fn reconciler(args: &Args) -> Result<Reconciler<PacketClient, Store>> {
         },
         last: None,
         observer: None,
+        metrics: Metrics::new(),
     })
 }
 
@@ -187,4 +231,14 @@ async fn shutdown_on_signal(sender: mpsc::Sender<Event>) {
         () = terminate => {}
     }
     let _ = sender.send(Event::Shutdown).await;
+}
+
+/// A secret from a file (trailing newline dropped); `None` without a file.
+fn secret_file(path: Option<&std::path::Path>) -> Result<Option<secrecy::SecretString>> {
+    let Some(path) = path else { return Ok(None) };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(secrecy::SecretString::from(
+        text.trim_end().to_owned(),
+    )))
 }

@@ -4,6 +4,14 @@
 //! Triggers (the cron schedule, verified webhooks, the repository watcher) only send events;
 //! coalescing and single-flight live in the loop. A pass gets no trigger: it observes and
 //! plans from scratch every time.
+//!
+//! The HTTP side: [`http::serve`] runs the webhook endpoints ([`webhook`]), `/healthz` and
+//! `/readyz` ([`health`]) and `/metrics` ([`metrics`]).
+
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod webhook;
 
 /// Why the daemon wakes up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,28 +67,46 @@ pub fn schedule(expression: &str) -> Result<cron::Schedule> {
 
 /// The loop: wait for the schedule or an event, coalesce whatever else arrived meanwhile,
 /// run one pass, repeat; on [`Event::Shutdown`] (or when every sender is gone) return after
-/// the pass under way.
+/// the pass under way. Marks `health` ready after the first pass that got through, and
+/// shutting down as soon as it is asked to stop; counts every pass in `metrics`.
 pub async fn run<M: Metal, S: SecretStore + Sync>(
     reconciler: &mut Reconciler<M, S>,
     schedule: &cron::Schedule,
     events: &mut mpsc::Receiver<Event>,
+    health: &health::Health,
 ) -> Result<()> {
     let mut trigger = "start".to_owned();
     loop {
         let span = info_span!("reconcile", trigger = %trigger);
-        match reconciler.pass().instrument(span).await {
-            Ok(Outcome::Unchanged) => info!(%trigger, "Nothing changed."),
+        let started = std::time::Instant::now();
+        let result = match reconciler.pass().instrument(span).await {
+            Ok(Outcome::Unchanged) => {
+                info!(%trigger, "Nothing changed.");
+                metrics::ReconcileResult::Skipped
+            }
             Ok(Outcome::Applied {
                 commit,
                 n_actions,
                 n_failed,
                 pushed,
             }) => {
-                info!(%trigger, %commit, n_actions, n_failed, pushed = ?pushed, "Pass done.")
+                info!(%trigger, %commit, n_actions, n_failed, pushed = ?pushed, "Pass done.");
+                if n_failed == 0 {
+                    metrics::ReconcileResult::Success
+                } else {
+                    metrics::ReconcileResult::Failure
+                }
             }
             Err(error) => {
-                error!(%trigger, error = format!("{error:#}"), "Pass failed; the next trigger tries again.")
+                error!(%trigger, error = format!("{error:#}"), "Pass failed; the next trigger tries again.");
+                metrics::ReconcileResult::Failure
             }
+        };
+        reconciler
+            .metrics
+            .record_reconcile(result, started.elapsed());
+        if result != metrics::ReconcileResult::Failure {
+            health.mark_ready();
         }
         let until = schedule
             .upcoming(chrono::Utc)
@@ -97,6 +123,7 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
             pending.push(event);
         }
         if pending.contains(&Event::Shutdown) {
+            health.mark_shutting_down();
             info!("Shutting down.");
             return Ok(());
         }

@@ -33,6 +33,8 @@ pub struct Reconciler<M, S> {
     pub last: Option<(Oid, String)>,
     /// Told what a pass does, for a terminal (`rackform demo`); logs are written anyway.
     pub observer: Option<Observer>,
+    /// Where the last plan's size and apply errors are counted.
+    pub metrics: super::metrics::Metrics,
 }
 
 /// Told each [`PassEvent`] of a pass.
@@ -112,6 +114,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             approve_deletes: false,
         });
         info!(commit = %desired.commit, summary = %plan.summary(), "Planned.");
+        self.metrics.set_plan_actions(&plan);
         let observer = &mut self.observer;
         if let Some(observer) = observer.as_mut() {
             observer(PassEvent::Planned {
