@@ -31,6 +31,8 @@ pub struct Options {
     pub create_timeout: Duration,
     /// How long a deleted device may take to be gone.
     pub delete_timeout: Duration,
+    /// With several replicas: no action starts unless this replica holds the lease.
+    pub leadership: Option<crate::secrets::lease::Leadership>,
 }
 
 impl Default for Options {
@@ -40,6 +42,7 @@ impl Default for Options {
             poll: Duration::from_secs(5),
             create_timeout: Duration::from_secs(60 * 60),
             delete_timeout: Duration::from_secs(30 * 60),
+            leadership: None,
         }
     }
 }
@@ -165,6 +168,20 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
                 .iter()
                 .find(|dep| !matches!(report.outcomes.get(dep), Some(Outcome::Done(_))));
             match blocker.map(|dep| report.outcomes.get(dep)) {
+                None if context
+                    .options
+                    .leadership
+                    .as_ref()
+                    .is_some_and(|l| !l.is_leader()) =>
+                {
+                    // Losing the lease stops applying before the next action starts.
+                    started[i] = true;
+                    let outcome = Outcome::Failed(
+                        "not started: this replica no longer holds the lease".into(),
+                    );
+                    progress(Event::Finished(action, &outcome));
+                    report.outcomes.insert(action.id, outcome);
+                }
                 None if running.len() < context.options.concurrency.max(1) => {
                     started[i] = true;
                     tracing::info!(id = action.id, action = %describe(&action.op), "Action started.");

@@ -18,6 +18,7 @@ use crate::daemon::webhook::WebhookConfig;
 use crate::daemon::{self, Event, Outcome, Reconciler};
 use crate::metal::{ClientConfig, PacketClient, Token};
 use crate::seal::AgeIdentity;
+use crate::secrets::lease::{Elector, LeaseConfig};
 use crate::secrets::{DirSecrets, KubeSecrets, Store};
 use crate::source::{Auth, Checkout, Identity, RefWatcher, Remote, SshKey};
 
@@ -88,6 +89,15 @@ pub struct Args {
     /// File holding the Gitea/Forgejo webhook secret (enables POST /webhooks/gitea).
     #[arg(long, env = "RACKFORM_GITEA_WEBHOOK_SECRET_FILE")]
     pub gitea_webhook_secret_file: Option<PathBuf>,
+    /// Elect one applying replica over a Lease in `--namespace` (for several replicas).
+    #[arg(long, requires = "namespace")]
+    pub leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "rackform")]
+    pub lease_name: String,
+    /// This replica's name in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME", default_value = "rackform")]
+    pub lease_identity: String,
     /// File holding the GitLab webhook token (enables POST /webhooks/gitlab).
     #[arg(long, env = "RACKFORM_GITLAB_WEBHOOK_TOKEN_FILE")]
     pub gitlab_webhook_token_file: Option<PathBuf>,
@@ -142,8 +152,28 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             }
             None => None,
         };
+        let mut elector_task = None;
+        if args.leader_election {
+            let namespace = args
+                .namespace
+                .as_deref()
+                .expect("clap requires --namespace");
+            let config = LeaseConfig::new(namespace, &args.lease_name, &args.lease_identity);
+            let (elector, leadership) = Elector::new(crate::secrets::connect().await?, config)?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(elector.run(async {
+                let _ = stopped.await;
+            }));
+            elector_task = Some((stop, task));
+            reconciler.apply.leadership = Some(leadership);
+        }
         tokio::spawn(shutdown_on_signal(sender.clone()));
         daemon::run(&mut reconciler, &schedule, &mut events, &health).await?;
+        if let Some((stop, task)) = elector_task {
+            // The elector releases the Lease, so another replica takes over at once.
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         let _ = stop_http.send(());
         server
             .await

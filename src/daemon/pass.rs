@@ -72,6 +72,13 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
     /// Runs one pass.
     #[instrument(skip_all, fields(branch = %self.branch))]
     pub async fn pass(&mut self) -> Result<Outcome> {
+        if let Some(leadership) = &self.apply.leadership {
+            self.metrics.set_leader(leadership.is_leader());
+            if !leadership.is_leader() {
+                info!("Not the leader; another replica applies.");
+                return Ok(Outcome::Unchanged);
+            }
+        }
         let desired = self.fetch().await?;
         let Some(settings) = desired.fleet.settings.clone() else {
             warn!(commit = %desired.commit, "rackform.yaml is missing or invalid; nothing is applied.");
