@@ -615,3 +615,83 @@ mod converges_on_the_simulator {
         Err("no convergence in 8 passes".into())
     }
 }
+
+/// Only the lease holder applies: a replica that does not hold the Lease starts no action.
+#[test]
+fn without_the_lease_no_action_starts() {
+    use rackform::observe::fetch;
+    use rackform::secrets::DirSecrets;
+    use rackform::secrets::lease::{Elector, LeaseConfig};
+
+    let sim = SimHandle::start(Duration::ZERO);
+    let fleet_dir = Fleet::new();
+    let fleet =
+        rackform::spec::load(&rackform::source::DirFiles::open(fleet_dir.path("fleet")).unwrap());
+    let kube = crate::support::kube_standin::KubeStandin::start();
+    let store = DirSecrets::open(fleet_dir.path("secrets")).unwrap();
+    let client = PacketClient::new(ClientConfig {
+        base_url: sim.url(),
+        requests_per_second: None,
+        ..ClientConfig::new(Token::new("test"))
+    })
+    .unwrap();
+    // An elector that never ran: this replica does not lead.
+    let (_elector, leadership) = sim
+        .runtime
+        .block_on(async {
+            Elector::new(
+                kube.client(),
+                LeaseConfig::new("rackform", "rackform", "replica-b"),
+            )
+        })
+        .unwrap();
+    let options = rackform::apply::Options {
+        leadership: Some(leadership),
+        ..rackform::apply::Options::default()
+    };
+    let context = rackform::apply::Context {
+        metal: &client,
+        secrets: &store,
+        fleet: &fleet,
+        options,
+    };
+    let report = sim.runtime.block_on(async {
+        let world = fetch::world(
+            &client,
+            &store,
+            &fetch::projects(&fleet),
+            &fleet,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        let plan = rackform::plan::build(&rackform::plan::Inputs {
+            fleet: &fleet,
+            world: &world,
+            commit: None,
+            now: 0,
+            approve_deletes: false,
+        });
+        assert!(!plan.is_empty());
+        rackform::apply::execute(&context, &plan, |_| {})
+            .await
+            .unwrap()
+    });
+    assert!(report.n_failed() > 0);
+    let stopped = |o: &rackform::apply::Outcome| match o {
+        rackform::apply::Outcome::Failed(why) => why.contains("lease"),
+        rackform::apply::Outcome::Skipped { .. } => true,
+        _ => false,
+    };
+    assert!(
+        report.outcomes.values().all(stopped),
+        "{:?}",
+        report.outcomes
+    );
+    assert_eq!(sim.creates(), 0);
+    assert_eq!(
+        sim.sim.total_requests(),
+        sim.sim.request_count("GET /projects/{id}/devices")
+            + sim.sim.request_count("GET /projects/{id}/ips")
+    );
+}
