@@ -83,7 +83,7 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
                 .secrets
                 .delete_cluster(cluster, kinds)
                 .await
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(|e| chain(&e))?;
             Ok(format!(
                 "deleted {}, kept {}",
                 deleted.deleted.len(),
@@ -127,7 +127,7 @@ async fn find_endpoint<M: Metal, S>(
         .metal
         .list_ip_reservations(&project, Some(&tag))
         .await
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| chain(&e))?;
     Ok(reservations
         .into_iter()
         .find(|r| r.tags.iter().any(|t| t == ENDPOINT_ROLE_TAG)))
@@ -160,7 +160,7 @@ async fn reserve_endpoint<M: Metal, S>(
         .metal
         .reserve_ip(&project, &new)
         .await
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| chain(&e))?;
     Ok(format!("reserved {}", reserved.address))
 }
 
@@ -182,19 +182,28 @@ async fn assign_endpoint<M: Metal, S>(
     {
         return Ok(format!("{} already on {hostname}", reservation.address));
     }
+    unassign_all(context, &reservation).await?;
+    context
+        .metal
+        .assign_ip(&device.id, &reservation.address)
+        .await
+        .map_err(|e| chain(&e))?;
+    Ok(format!("{} now on {hostname}", reservation.address))
+}
+
+/// Takes the reserved IP off every device it is routed to.
+async fn unassign_all<M: Metal, S>(
+    context: &Context<'_, M, S>,
+    reservation: &IpReservation,
+) -> Result<()> {
     for assignment in &reservation.assignments {
         context
             .metal
             .unassign_ip(&assignment.id)
             .await
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| chain(&e))?;
     }
-    context
-        .metal
-        .assign_ip(&device.id, &reservation.address)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    Ok(format!("{} now on {hostname}", reservation.address))
+    Ok(())
 }
 
 async fn release_endpoint<M: Metal, S>(
@@ -203,19 +212,13 @@ async fn release_endpoint<M: Metal, S>(
     ip: &str,
 ) -> Result<String> {
     if let Some(reservation) = find_endpoint(context, cluster).await? {
-        for assignment in &reservation.assignments {
-            context
-                .metal
-                .unassign_ip(&assignment.id)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
-        }
+        unassign_all(context, &reservation).await?;
     }
     context
         .metal
         .release_ip(&IpReservationId::from(ip))
         .await
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| chain(&e))?;
     Ok("released".into())
 }
 
@@ -229,7 +232,7 @@ async fn find_device<M: Metal, S>(
         .metal
         .list_devices(&project, &DeviceQuery::cluster(cluster))
         .await
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| chain(&e))?;
     Ok(devices.into_iter().find(|d| {
         !matches!(
             d.state,
@@ -244,16 +247,11 @@ async fn delete_device<M: Metal, S>(context: &Context<'_, M, S>, id: &str) -> Re
         .metal
         .delete_device(&id)
         .await
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| chain(&e))?;
     // Wait until it is gone, so that its hardware reservation and hostname are free again.
     let deadline = tokio::time::Instant::now() + context.options.delete_timeout;
     loop {
-        match context
-            .metal
-            .get_device(&id)
-            .await
-            .map_err(|e| format!("{e:#}"))?
-        {
+        match context.metal.get_device(&id).await.map_err(|e| chain(&e))? {
             None => break,
             Some(_) if tokio::time::Instant::now() >= deadline => {
                 return Err(format!(
@@ -279,11 +277,7 @@ async fn existing_pki<S: SecretStore + Sync>(secrets: &S, cluster: &str) -> Resu
         SecretKind::Proxy,
         SecretKind::Sa,
     ] {
-        if let Some(stored) = secrets
-            .read(cluster, kind)
-            .await
-            .map_err(|e| format!("{e:#}"))?
-        {
+        if let Some(stored) = secrets.read(cluster, kind).await.map_err(|e| chain(&e))? {
             found.insert(format!("{cluster}-{}", kind.suffix()), stored.data.text());
         }
     }
@@ -324,7 +318,7 @@ async fn create_secrets<M: Metal, S: SecretStore + Sync>(
 ) -> Result<String> {
     let now = OffsetDateTime::now_utc();
     let existing = existing_pki(context.secrets, cluster).await?;
-    let made = ClusterPki::complete(existing, now, &mut OsRng).map_err(|e| format!("{e:#}"))?;
+    let made = ClusterPki::complete(existing, now, &mut OsRng).map_err(|e| chain(&e))?;
     let mut created = Vec::new();
     for secret in made.secrets(cluster) {
         let kind = SecretKind::ALL
@@ -339,7 +333,7 @@ async fn create_secrets<M: Metal, S: SecretStore + Sync>(
             .secrets
             .create_if_absent(cluster, kind, data)
             .await
-            .map_err(|e| format!("{e:#}"))?
+            .map_err(|e| chain(&e))?
         {
             created.push(kind.suffix());
         }
@@ -355,14 +349,14 @@ async fn create_secrets<M: Metal, S: SecretStore + Sync>(
         let kubeconfig = stored
             .ca
             .admin_kubeconfig(cluster, &endpoint, now, &mut OsRng)
-            .map_err(|e| format!("{e:#}"))?;
-        let secret = kubeconfig.secret(cluster).map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| chain(&e))?;
+        let secret = kubeconfig.secret(cluster).map_err(|e| chain(&e))?;
         let data: SecretData = secret.data.into_iter().collect();
         if let crate::secrets::Created::Created(_) = context
             .secrets
             .create_if_absent(cluster, SecretKind::Kubeconfig, data)
             .await
-            .map_err(|e| format!("{e:#}"))?
+            .map_err(|e| chain(&e))?
         {
             created.push("kubeconfig");
         }
@@ -466,7 +460,7 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
         },
         (_, None) => return Err("a control-plane node needs the cluster's key material".into()),
     };
-    let rendered = userdata::render(&template, role).map_err(|e| format!("{e:#}"))?;
+    let rendered = userdata::render(&template, role).map_err(|e| chain(&e))?;
     let location = match &new.placement {
         Placement::Metro(metro) => Location::Metro(metro.clone()),
         Placement::Facility(facility) => Location::Facilities(vec![facility.clone()]),
@@ -493,7 +487,7 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
         .metal
         .create_device(&project, &device)
         .await
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| chain(&e))?;
     wait_active(context, &created.id).await?;
     Ok(format!("created {}, active", created.id))
 }
@@ -514,11 +508,7 @@ fn taint(taint: &crate::spec::Taint) -> userdata::Taint {
 async fn wait_active<M: Metal, S>(context: &Context<'_, M, S>, id: &DeviceId) -> Result<()> {
     let deadline = tokio::time::Instant::now() + context.options.create_timeout;
     loop {
-        let device = context
-            .metal
-            .get_device(id)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        let device = context.metal.get_device(id).await.map_err(|e| chain(&e))?;
         match device.map(|d| d.state) {
             Some(metal::DeviceState::Active) => return Ok(()),
             Some(metal::DeviceState::Failed) => {
@@ -534,4 +524,19 @@ async fn wait_active<M: Metal, S>(context: &Context<'_, M, S>, id: &DeviceId) ->
             Some(_) => tokio::time::sleep(context.options.poll).await,
         }
     }
+}
+
+/// An error and its causes, `outer: inner: innermost`, as a user needs them.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
