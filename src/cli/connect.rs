@@ -115,7 +115,7 @@ impl Session {
     }
 
     pub async fn observe(&self) -> Result<World> {
-        let protected = fetch::protected_from_status(&self.statuses());
+        let protected = fetch::previous_from_status(&self.statuses());
         fetch::world(
             &self.metal,
             &self.store,

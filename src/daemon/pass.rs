@@ -91,7 +91,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             settings.paths.status.as_str(),
             settings.paths.kubeconfigs.as_str(),
         ];
-        let protected = fetch::protected_from_status(&desired.statuses);
+        let protected = fetch::previous_from_status(&desired.statuses);
         let projects = fetch::projects(&desired.fleet);
         let world = fetch::world(
             &self.metal,

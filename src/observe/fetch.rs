@@ -44,15 +44,16 @@ pub fn projects(fleet: &Fleet) -> Vec<String> {
 
 /// Observes everything rackform owns in `projects`, and the secrets of every cluster.
 ///
-/// `protected` names the clusters whose last applied declaration was deletion-protected
-/// (from their status files), so that removing the file does not remove the protection.
+/// `previous` is what the status files of the last apply say per cluster: its deletion
+/// protection (so that removing a protected cluster's file does not remove the protection)
+/// and its devices (so that one deleted outside rackform is recognised as such).
 #[instrument(skip_all, fields(n_projects = projects.len()))]
 pub async fn world(
     metal: &impl Metal,
     store: &impl SecretStore,
     projects: &[String],
     fleet: &Fleet,
-    protected: &BTreeSet<String>,
+    previous: &BTreeMap<String, Previous>,
 ) -> Result<World, Error> {
     let mut world = World::default();
     for project in projects {
@@ -122,7 +123,10 @@ pub async fn world(
         }
     }
     for (name, observed) in &mut world.clusters {
-        observed.deletion_protection = protected.contains(name);
+        if let Some(previous) = previous.get(name) {
+            observed.deletion_protection = previous.deletion_protection;
+            observed.last_known = previous.hostnames.clone();
+        }
         observed
             .devices
             .sort_by(|a, b| (&a.pool, a.ordinal, &a.id).cmp(&(&b.pool, b.ordinal, &b.id)));
@@ -177,13 +181,28 @@ pub fn state(state: &metal::DeviceState) -> DeviceState {
     }
 }
 
-/// Which clusters' status files say their last applied declaration was protected.
-pub fn protected_from_status(
+/// What the last apply recorded about a cluster (its status file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Previous {
+    pub deletion_protection: bool,
+    pub hostnames: BTreeSet<String>,
+}
+
+/// What the status files say, per cluster.
+pub fn previous_from_status(
     statuses: &BTreeMap<String, crate::report::status::Status>,
-) -> BTreeSet<String> {
+) -> BTreeMap<String, Previous> {
     statuses
         .iter()
-        .filter(|(_, s)| s.deletion_protection)
-        .map(|(name, _)| name.clone())
+        .map(|(name, status)| {
+            let hostnames = status.devices.iter().map(|d| d.hostname.clone()).collect();
+            (
+                name.clone(),
+                Previous {
+                    deletion_protection: status.deletion_protection,
+                    hostnames,
+                },
+            )
+        })
         .collect()
 }

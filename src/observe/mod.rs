@@ -48,6 +48,10 @@ pub struct ObservedCluster {
     /// a protected cluster's file from Git does not also remove its protection.
     #[serde(default)]
     pub deletion_protection: bool,
+    /// Hostnames the last apply recorded for the cluster: one of them missing now was
+    /// deleted outside rackform.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub last_known: BTreeSet<String>,
 }
 
 impl ObservedCluster {

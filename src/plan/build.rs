@@ -353,6 +353,7 @@ fn declared(
             // etcd keeps its quorum: one node at a time, created before its predecessor goes.
             surge: 1,
             unavailable: 0,
+            vanished: vanished(b.name, CONTROL_PLANE_POOL, observed),
         };
         outcome = pool(b, cluster, &target, devices, &base_after);
         if let Some(init) = outcome.init {
@@ -371,6 +372,7 @@ fn declared(
             role: PoolRole::Worker,
             surge: cluster.rollout.max_surge,
             unavailable: cluster.rollout.max_unavailable,
+            vanished: vanished(b.name, spec.name.as_str(), observed),
         };
         let pool_outcome = pool(b, cluster, &target, devices, &worker_after);
         outcome.deleted.extend(pool_outcome.deleted);
@@ -403,6 +405,24 @@ struct PoolTarget<'a> {
     role: PoolRole,
     surge: u32,
     unavailable: u32,
+    /// Hostnames of this pool the last apply recorded that exist no more.
+    vanished: Vec<String>,
+}
+
+/// Hostnames of `pool` the last apply recorded that are not observed now: deleted outside
+/// rackform (rackform's own deletes remove them from the status it writes).
+fn vanished(cluster: &str, pool: &str, observed: &ObservedCluster) -> Vec<String> {
+    let prefix = format!("{cluster}-{pool}-");
+    observed
+        .last_known
+        .iter()
+        .filter(|h| {
+            h.strip_prefix(&prefix)
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter(|h| !observed.devices.iter().any(|d| &d.hostname == *h))
+        .cloned()
+        .collect()
 }
 
 /// What planning a pool did that later steps need.
@@ -547,6 +567,7 @@ fn pool(
 
     // Below the count: create, each new device taking a failed one's place while any is left.
     let mut failed_left = failed.into_iter();
+    let mut vanished = target.vanished.iter();
     while count < want {
         let replaced = failed_left.next();
         let reason = match replaced {
@@ -554,10 +575,15 @@ fn pool(
                 hostname: device.hostname.clone(),
                 why: ReplaceWhy::Failed,
             },
-            None => Reason::PoolBelowCount {
-                pool: target.name.to_owned(),
-                want,
-                have,
+            None => match vanished.next() {
+                Some(hostname) => Reason::DeletedOutside {
+                    hostname: hostname.clone(),
+                },
+                None => Reason::PoolBelowCount {
+                    pool: target.name.to_owned(),
+                    want,
+                    have,
+                },
             },
         };
         let Some((id, hostname)) = run.create(b, reason, after, None) else {

@@ -280,6 +280,10 @@ pub enum Reason {
     },
     /// The device failed to provision or broke; its replacement is in the plan.
     DeviceFailed,
+    /// A device the last apply recorded is gone: it was deleted outside rackform.
+    DeletedOutside {
+        hostname: String,
+    },
     /// The cluster's file was removed from Git and pruning is on.
     ClusterRemoved,
     SecretsMissing,
@@ -308,6 +312,12 @@ impl fmt::Display for Reason {
             Reason::Replaces { hostname, why } => write!(f, "replaces {hostname} ({why})"),
             Reason::Replaced { by, why } => write!(f, "replaced by {by} ({why})"),
             Reason::DeviceFailed => write!(f, "device failed"),
+            Reason::DeletedOutside { hostname } => {
+                write!(
+                    f,
+                    "{hostname} was deleted outside rackform (changed outside rackform)"
+                )
+            }
             Reason::ClusterRemoved => write!(f, "cluster removed from Git"),
             Reason::SecretsMissing => write!(f, "secrets missing"),
             Reason::EndpointMissing => write!(f, "control-plane IP missing"),
