@@ -9,10 +9,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod apply;
+mod comment;
 mod connect;
 mod decrypt;
 mod keygen;
 mod plan;
+mod revision;
 mod sim;
 mod validate;
 

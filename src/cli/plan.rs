@@ -1,12 +1,19 @@
 //! `rackform plan`: what applying would change, read-only.
+//!
+//! The fleet comes from the directory `--repo` names, or from Git at `--ref` (with the base
+//! branch's settings under `--base`; see `revision`); `--comment` posts the plan to a pull
+//! request (see `comment`). Planning reads the Packet API and secret metadata only, so a
+//! read-only Packet token suffices, and it never applies.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Component, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 
 use super::connect::{self, Session};
+use super::{comment, revision};
+use crate::forge::Marker;
 use crate::plan::{ClusterChange, Plan};
 use crate::report;
 
@@ -14,6 +21,10 @@ use crate::report;
 pub struct Args {
     #[command(flatten)]
     pub connect: connect::Connect,
+    #[command(flatten)]
+    pub revision: revision::Args,
+    #[command(flatten)]
+    pub comment: comment::Args,
     /// How to print the plan.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -31,8 +42,10 @@ pub enum Format {
 
 /// Exit 0: no changes; 2: changes; 1: errors (invalid declarations, blocked clusters).
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let forge = comment::connect(&args.comment)?;
     connect::runtime()?.block_on(async {
-        let session = Session::open(&args.connect).await?;
+        let declared = revision::read(&args.connect.repo, &args.revision)?;
+        let session = Session::connect(&args.connect, declared).await?;
         let world = session.observe().await?;
         let plan = session.plan(&world);
         print_diagnostics(&session);
@@ -53,8 +66,38 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 out.display()
             );
         }
+        if let Some(forge) = &forge {
+            comment::post(forge, &Marker::new(&fleet_id(args)), &plan).await?;
+        }
         Ok(exit_code(&session, &plan))
     })
+}
+
+/// The fleet's id in its comment's marker: `.` for a fleet read from Git (the repository's
+/// root); else the `--repo` directory as given, normalised (`.`, `fleets/prod`), or its name
+/// when given as an absolute path.
+fn fleet_id(args: &Args) -> String {
+    let repo = &args.connect.repo;
+    if args.revision.rev.is_some() {
+        return ".".into();
+    }
+    if repo.is_absolute() {
+        return repo
+            .file_name()
+            .map_or_else(|| ".".into(), |name| name.to_string_lossy().into_owned());
+    }
+    let parts: Vec<String> = repo
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        ".".into()
+    } else {
+        parts.join("/")
+    }
 }
 
 pub(super) fn print_diagnostics(session: &Session) {
