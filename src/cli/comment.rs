@@ -12,7 +12,7 @@ use crate::forge::{self, ForgeClient, ForgeKind, ForgeToken, Marker, PullRequest
 use crate::plan::Plan;
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct Args {
+pub struct CommentArgs {
     /// Post the plan to a pull request on this forge (`github`, `gitea` or `forgejo`): one
     /// comment, edited in place on later runs, and a `rackform/plan` status on the head commit.
     #[arg(long, value_name = "FORGE", value_parser = parse_kind)]
@@ -51,7 +51,7 @@ pub struct Target {
 }
 
 /// The forge client and pull request, when `--comment` was given.
-pub fn connect(args: &Args) -> Result<Option<Target>> {
+pub fn connect(args: &CommentArgs) -> Result<Option<Target>> {
     let Some(kind) = args.comment else {
         return Ok(None);
     };

@@ -22,9 +22,9 @@ pub struct Args {
     #[command(flatten)]
     pub connect: connect::Connect,
     #[command(flatten)]
-    pub revision: revision::Args,
+    pub revision: revision::RevisionArgs,
     #[command(flatten)]
-    pub comment: comment::Args,
+    pub comment: comment::CommentArgs,
     /// How to print the plan.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

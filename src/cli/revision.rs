@@ -14,7 +14,7 @@ use crate::source::{self, Auth, Checkout, GitTree, LocalRepo, Oid, Remote, Setti
 use crate::spec;
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct Args {
+pub struct RevisionArgs {
     /// Plan the fleet as committed at REF (a branch, tag, commit id or `git rev-parse`
     /// expression) instead of the directory on disk; `--repo` is then a local repository or a
     /// URL (file://, git://, https without credentials).
@@ -29,7 +29,7 @@ pub struct Args {
 
 /// What `--repo` and `--ref`/`--base` name: the directory as it is on disk without `--ref`,
 /// else the trees of those commits.
-pub fn read(repo: &Path, args: &Args) -> Result<Declared> {
+pub fn read(repo: &Path, args: &RevisionArgs) -> Result<Declared> {
     let Some(rev) = &args.rev else {
         return Declared::from_dir(repo);
     };
