@@ -351,6 +351,33 @@ fn a_posting_failure_exits_1_with_the_error() {
         stderr(&output)
     );
     assert!(!text(&output).contains(TOKEN));
+    // No plan at all: the head gets an `error` status and the comment is left alone.
+    standin.add_repo(SLUG);
+    let output = preview.plan_local(&[
+        "--ref",
+        "no-such-branch",
+        "--comment",
+        "github",
+        "--forge-repo",
+        SLUG,
+        "--pr",
+        "1",
+        "--head-sha",
+        &head,
+        "--forge-url",
+        &standin.api_url(),
+        "--forge-token",
+        TOKEN,
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let statuses = standin.statuses(SLUG, &head);
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].state, "error");
+    assert_eq!(
+        statuses[0].description.as_deref(),
+        Some("plan failed: \"no-such-branch\" names no commit")
+    );
+    assert!(standin.comments(SLUG, 1).is_empty());
     // Without a pull request number nothing is planned at all.
     let before = preview.sim.sim.total_requests();
     let output = preview.plan_local(&["--ref", "main", "--comment", "github"]);

@@ -8,7 +8,9 @@
 
 use anyhow::{Context, Result};
 
-use crate::forge::{self, ForgeClient, ForgeKind, ForgeToken, Marker, PullRequest, ci};
+use crate::forge::{
+    self, Forge, ForgeClient, ForgeKind, ForgeToken, Marker, PullRequest, Status, ci,
+};
 use crate::plan::Plan;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -92,4 +94,26 @@ pub async fn post(target: &Target, marker: &Marker, plan: &Plan) -> Result<()> {
         posted.status.description
     );
     Ok(())
+}
+
+/// Sets the status `error` "plan failed: `message`" when no plan could be made (the comment
+/// is left as it was). `message` is the error's own line, without its causes. A failure to
+/// set it is only warned about: the planning error is what the caller reports.
+pub async fn failed(target: &Target, message: &str) {
+    let pr = &target.pr;
+    let status = Status::for_error(message, forge::DEFAULT_CONTEXT);
+    match target
+        .client
+        .set_status(&pr.repo, &pr.head_sha, &status)
+        .await
+    {
+        Ok(()) => eprintln!(
+            "Set status {} on {} to {}: {}",
+            status.context,
+            pr.head_sha,
+            status.state.as_str(),
+            status.description
+        ),
+        Err(error) => eprintln!("warning: setting the status on {}: {error:#}", pr.head_sha),
+    }
 }

@@ -44,10 +44,22 @@ pub enum Format {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let forge = comment::connect(&args.comment)?;
     connect::runtime()?.block_on(async {
-        let declared = revision::read(&args.connect.repo, &args.revision)?;
-        let session = Session::connect(&args.connect, declared).await?;
-        let world = session.observe().await?;
-        let plan = session.plan(&world);
+        let planned = async {
+            let declared = revision::read(&args.connect.repo, &args.revision)?;
+            let session = Session::connect(&args.connect, declared).await?;
+            let world = session.observe().await?;
+            let plan = session.plan(&world);
+            anyhow::Ok((session, plan))
+        };
+        let (session, plan) = match planned.await {
+            Ok(planned) => planned,
+            Err(error) => {
+                if let Some(forge) = &forge {
+                    comment::failed(forge, &error.to_string()).await;
+                }
+                return Err(error);
+            }
+        };
         print_diagnostics(&session);
         match args.format {
             Format::Text => print!(
