@@ -6,7 +6,7 @@
 //! read-only Packet token suffices, and it never applies.
 
 use std::io::IsTerminal;
-use std::path::{Component, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -79,7 +79,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             );
         }
         if let Some(forge) = &forge {
-            comment::post(forge, &Marker::new(&fleet_id(args)), &plan).await?;
+            let id = fleet_id(&args.connect.repo, args.revision.rev.is_some());
+            comment::post(forge, &Marker::new(&id), &plan).await?;
         }
         Ok(exit_code(&session, &plan))
     })
@@ -88,9 +89,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 /// The fleet's id in its comment's marker: `.` for a fleet read from Git (the repository's
 /// root); else the `--repo` directory as given, normalised (`.`, `fleets/prod`), or its name
 /// when given as an absolute path.
-fn fleet_id(args: &Args) -> String {
-    let repo = &args.connect.repo;
-    if args.revision.rev.is_some() {
+fn fleet_id(repo: &Path, from_git: bool) -> String {
+    if from_git {
         return ".".into();
     }
     if repo.is_absolute() {
@@ -132,5 +132,24 @@ pub(super) fn exit_code(session: &Session, plan: &Plan) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::fleet_id;
+
+    #[test]
+    fn fleet_ids_name_the_directory_or_the_repository_root() {
+        let id = |repo: &str, from_git| fleet_id(Path::new(repo), from_git);
+        assert_eq!(id(".", false), ".");
+        assert_eq!(id("./", false), ".");
+        assert_eq!(id("fleets/prod/", false), "fleets/prod");
+        assert_eq!(id("./fleets//prod", false), "fleets/prod");
+        assert_eq!(id("/srv/git/fleet", false), "fleet");
+        assert_eq!(id("/srv/git/fleet", true), ".");
+        assert_eq!(id("file:///srv/git/fleet.git", true), ".");
     }
 }
