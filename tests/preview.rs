@@ -264,6 +264,7 @@ fn issue_9_one_comment_edited_as_the_branch_moves_and_a_status_on_each_head() {
     };
 
     let output = post(&first);
+    assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
     assert!(
         stderr(&output).contains(&format!("Created the plan comment on {SLUG}#{PR}")),
         "{}",

@@ -69,9 +69,19 @@ pub fn connect(args: &CommentArgs) -> Result<Option<Target>> {
     Ok(Some(Target { client, pr }))
 }
 
-/// Posts `plan` and says on stderr what was done.
+/// Posts `plan` and says on stderr what was done; warns when the plan was made from
+/// another commit than the head the status goes on.
 pub async fn post(target: &Target, marker: &Marker, plan: &Plan) -> Result<()> {
     let pr = &target.pr;
+    if let Some(commit) = &plan.stamp.commit {
+        let head = pr.head_sha.to_ascii_lowercase();
+        if !commit.starts_with(&head) {
+            eprintln!(
+                "warning: the plan is of commit {commit}, but the status goes on head {}",
+                pr.head_sha
+            );
+        }
+    }
     let posted = forge::post(&target.client, pr, marker, forge::DEFAULT_CONTEXT, plan)
         .await
         .with_context(|| format!("posting the plan to {}#{}", pr.repo, pr.number))?;
