@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::apply::SimHandle;
+use crate::support::fleet::SimHandle;
 use crate::support::git::GitSandbox;
 use crate::support::{crate_root, stderr, stdout, tool};
 

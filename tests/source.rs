@@ -637,3 +637,52 @@ fn a_local_clone_is_read_at_any_revision() {
         Err(Error::Open { .. })
     ));
 }
+
+/// `rackform plan --repo URL --ref REV`: any branch, tag, commit id or full reference of the
+/// remote resolves, and a name that is none of them is refused.
+#[test]
+fn fetch_rev_resolves_branches_tags_commits_and_pull_refs() {
+    let (sandbox, remote, work) = fleet_remote();
+    let main = remote_head(&sandbox, &remote);
+    sandbox.git(&work, &["checkout", "--quiet", "-b", "grow"]);
+    std::fs::write(work.join("clusters/extra.yaml"), "# not yet\n").unwrap();
+    sandbox.git(&work, &["add", "--all"]);
+    sandbox.git(&work, &["commit", "--quiet", "-m", "grow"]);
+    let grow = sandbox.git(&work, &["rev-parse", "HEAD"]);
+    sandbox.git(
+        &work,
+        &["push", "--quiet", "origin", "HEAD:refs/heads/grow"],
+    );
+    sandbox.git(
+        &work,
+        &["push", "--quiet", "origin", "HEAD:refs/pull/7/head"],
+    );
+    sandbox.git(&work, &["tag", "v1", &main]);
+    sandbox.git(&work, &["push", "--quiet", "origin", "v1"]);
+
+    let url = format!("file://{}", remote.display());
+    let checkout = checkout(&sandbox, &url);
+    for (rev, want) in [
+        ("main", &main),
+        ("origin/main", &main),
+        ("refs/heads/grow", &grow),
+        ("grow", &grow),
+        ("v1", &main),
+        ("refs/pull/7/head", &grow),
+        (&grow[..12], &grow),
+        ("grow~1", &main),
+    ] {
+        let got = checkout
+            .fetch_rev(rev)
+            .unwrap_or_else(|e| panic!("{rev}: {e}"));
+        assert_eq!(got.to_string(), *want, "{rev}");
+    }
+    let tree = checkout.tree(grow.parse().unwrap()).unwrap();
+    assert!(tree.read("clusters/extra.yaml").unwrap().is_some());
+    for bad in ["nope", "-x", ""] {
+        assert!(
+            matches!(checkout.fetch_rev(bad), Err(Error::Resolve { .. })),
+            "{bad}"
+        );
+    }
+}

@@ -9,6 +9,7 @@ mod forge;
 mod metal;
 mod pki;
 mod plan;
+mod preview;
 mod schema;
 mod seal;
 mod secrets;

@@ -40,21 +40,56 @@ pub struct Connect {
     pub approve_deletes: bool,
 }
 
-/// A fleet read from disk, with its clients.
+/// A fleet as read from its repository: the declarations, rackform's status files, and the
+/// commit they were read at (none for a directory).
+pub struct Declared {
+    pub fleet: Fleet,
+    pub statuses: BTreeMap<String, Status>,
+    pub commit: Option<String>,
+}
+
+impl Declared {
+    /// The fleet in directory `repo`, as it is on disk.
+    pub fn from_dir(repo: &std::path::Path) -> Result<Declared> {
+        let files = DirFiles::open(repo)
+            .with_context(|| format!("opening fleet repository {}", repo.display()))?;
+        let fleet = spec::load(&files);
+        let statuses = read_statuses(&files, &fleet);
+        Ok(Declared {
+            fleet,
+            statuses,
+            commit: None,
+        })
+    }
+}
+
+/// A fleet read from its repository, with its clients.
 pub struct Session {
     pub repo: PathBuf,
-    pub files: DirFiles,
     pub fleet: Fleet,
+    /// The status files read with the fleet, by cluster.
+    pub statuses: BTreeMap<String, Status>,
+    /// The fleet's commit when it was read from Git; stamped into plans.
+    pub commit: Option<String>,
     pub metal: PacketClient,
     pub store: Store,
     pub approve_deletes: bool,
 }
 
 impl Session {
+    /// The fleet in the directory `--repo` names, with its clients.
     pub async fn open(args: &Connect) -> Result<Session> {
-        let files = DirFiles::open(&args.repo)
-            .with_context(|| format!("opening fleet repository {}", args.repo.display()))?;
-        let fleet = spec::load(&files);
+        let declared = Declared::from_dir(&args.repo)?;
+        Session::connect(args, declared).await
+    }
+
+    /// `declared` with the clients `args` describe.
+    pub async fn connect(args: &Connect, declared: Declared) -> Result<Session> {
+        let Declared {
+            fleet,
+            statuses,
+            commit,
+        } = declared;
         let token = Token::load(args.packet_token_file.as_deref())
             .context("reading the Packet API token")?;
         let config = ClientConfig {
@@ -79,43 +114,17 @@ impl Session {
         };
         Ok(Session {
             repo: args.repo.clone(),
-            files,
             fleet,
+            statuses,
+            commit,
             metal,
             store,
             approve_deletes: args.approve_deletes,
         })
     }
 
-    /// The status files in the repository, by cluster; unreadable ones are skipped with a
-    /// warning (they are rackform's own output and are rewritten after the next apply).
-    pub fn statuses(&self) -> BTreeMap<String, Status> {
-        let Some(settings) = &self.fleet.settings else {
-            return BTreeMap::new();
-        };
-        let mut statuses = BTreeMap::new();
-        for path in self
-            .files
-            .list_yaml(&settings.paths.status)
-            .unwrap_or_default()
-        {
-            let Ok(Some(bytes)) = self.files.read(&path) else {
-                continue;
-            };
-            match status::parse(&String::from_utf8_lossy(&bytes)) {
-                Ok(status) => {
-                    statuses.insert(status.cluster.clone(), status);
-                }
-                Err(error) => {
-                    tracing::warn!(file = %path, %error, "Unreadable status file skipped.")
-                }
-            }
-        }
-        statuses
-    }
-
     pub async fn observe(&self) -> Result<World> {
-        let protected = fetch::previous_from_status(&self.statuses());
+        let protected = fetch::previous_from_status(&self.statuses);
         fetch::world(
             &self.metal,
             &self.store,
@@ -131,7 +140,7 @@ impl Session {
         plan::build(&plan::Inputs {
             fleet: &self.fleet,
             world,
-            commit: None,
+            commit: self.commit.as_deref(),
             now: time::OffsetDateTime::now_utc().unix_timestamp(),
             approve_deletes: self.approve_deletes,
         })
@@ -185,6 +194,30 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The status files of the repository behind `files` (in the status directory `fleet`'s
+/// settings name), by cluster; unreadable ones are skipped with a warning (they are
+/// rackform's own output and are rewritten after the next apply).
+pub fn read_statuses(files: &impl RepoFiles, fleet: &Fleet) -> BTreeMap<String, Status> {
+    let Some(settings) = &fleet.settings else {
+        return BTreeMap::new();
+    };
+    let mut statuses = BTreeMap::new();
+    for path in files.list_yaml(&settings.paths.status).unwrap_or_default() {
+        let Ok(Some(bytes)) = files.read(&path) else {
+            continue;
+        };
+        match status::parse(&String::from_utf8_lossy(&bytes)) {
+            Ok(status) => {
+                statuses.insert(status.cluster.clone(), status);
+            }
+            Err(error) => {
+                tracing::warn!(file = %path, %error, "Unreadable status file skipped.")
+            }
+        }
+    }
+    statuses
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {

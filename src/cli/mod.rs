@@ -9,11 +9,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod apply;
+mod comment;
 mod connect;
 mod decrypt;
 mod demo;
 mod keygen;
 mod plan;
+mod revision;
 mod run;
 mod sim;
 mod validate;

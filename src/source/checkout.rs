@@ -108,6 +108,78 @@ impl Checkout {
         }
     }
 
+    /// Fetches every branch and tag (and `rev` itself when it is a full reference name such
+    /// as `refs/pull/7/head`) and returns the commit `rev` names: a branch, `origin/<branch>`,
+    /// a tag, a commit id the fetched history holds, or any `git rev-parse` expression over
+    /// them. What `rackform plan --repo URL --ref REV` reads; branches land in
+    /// `refs/remotes/origin/`, so a checkout used for write-back is not disturbed.
+    ///
+    /// # Errors
+    /// [`Error::Fetch`] (network, authentication, host key), [`Error::Resolve`] when `rev`
+    /// names no fetched commit.
+    #[tracing::instrument(skip_all, fields(rev = rev))]
+    pub fn fetch_rev(&self, rev: &str) -> Result<Oid> {
+        let resolve_error = |source| Error::Resolve {
+            rev: rev.into(),
+            source,
+        };
+        if rev.is_empty() || rev.starts_with('-') {
+            return Err(resolve_error(git2::Error::from_str("not a revision")));
+        }
+        let fetch_error = |source| Error::Fetch {
+            url: self.remote.url().into(),
+            branch: rev.into(),
+            source,
+        };
+        let mut refspecs = vec![
+            "+refs/heads/*:refs/remotes/origin/*".to_owned(),
+            "+refs/tags/*:refs/tags/*".to_owned(),
+        ];
+        let other_ref = rev
+            .strip_prefix("refs/")
+            .filter(|rest| !rest.starts_with("heads/") && !rest.starts_with("tags/"))
+            .filter(|_| git2::Reference::is_valid_name(rev))
+            .map(|rest| format!("refs/rackform/fetched/{rest}"));
+        if let Some(local) = &other_ref {
+            refspecs.push(format!("+{rev}:{local}"));
+        }
+        let mut remote = self
+            .repo
+            .remote_anonymous(self.remote.url())
+            .map_err(fetch_error)?;
+        let mut options = FetchOptions::new();
+        options.remote_callbacks(self.remote.callbacks()?);
+        options.download_tags(AutotagOption::None);
+        remote
+            .fetch(&refspecs, Some(&mut options), None)
+            .map_err(fetch_error)?;
+        let candidates = [
+            other_ref,
+            Some(format!(
+                "refs/remotes/origin/{}",
+                rev.strip_prefix("refs/heads/").unwrap_or(rev)
+            )),
+            Some(rev.to_owned()),
+        ];
+        let mut last = None;
+        for candidate in candidates.into_iter().flatten() {
+            match self
+                .repo
+                .revparse_single(&candidate)
+                .and_then(|object| object.peel_to_commit())
+            {
+                Ok(commit) => {
+                    tracing::debug!(commit = %commit.id(), "Fetched.");
+                    return Ok(commit.id());
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(resolve_error(
+            last.unwrap_or_else(|| git2::Error::from_str("not a revision")),
+        ))
+    }
+
     /// The fleet as committed in `commit`, read without a work tree.
     ///
     /// # Errors

@@ -8,7 +8,8 @@
 //! on top of the branch and pushes without ever forcing; [`Checkout::only_touches`] tells
 //! the daemon whether a new commit changed anything but those files; [`RefWatcher`] says
 //! when a local repository's branches moved; [`LocalRepo`] reads an operator's clone at any
-//! revision (`rackform plan --ref`).
+//! revision (`rackform plan --ref`); [`SettingsOverlay`] reads `rackform.yaml` from one tree
+//! and the cluster files from another (`rackform plan --base`).
 //! [`DirFiles`] reads a directory on disk with the same limits.
 //!
 //! Never parses fleet files (that is `spec`) and never decides what to write (that is
@@ -22,6 +23,7 @@ mod checkout;
 mod dir;
 mod known_hosts;
 mod local;
+mod overlay;
 mod paths;
 mod push;
 mod remote;
@@ -36,6 +38,7 @@ pub use dir::DirFiles;
 pub use git2::Oid;
 pub use known_hosts::{HostKeyCheck, KnownHosts};
 pub use local::LocalRepo;
+pub use overlay::SettingsOverlay;
 pub use push::{
     Attempt, FileChange, Identity, PushOutcome, RetryPolicy, WriteBack, push, push_observed,
 };

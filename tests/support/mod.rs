@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+pub mod fleet;
 pub mod forge_standin;
 pub mod git;
 pub mod kube_standin;
