@@ -19,6 +19,17 @@ pub struct Connect {
     /// The fleet repository: a directory holding rackform.yaml.
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
+    #[command(flatten)]
+    pub backends: Backends,
+    /// Approve a plan that deletes more of the fleet than `deleteGuard` allows.
+    #[arg(long)]
+    pub approve_deletes: bool,
+}
+
+/// Where the Packet API and the cluster secrets are: the flags `plan`, `apply` and `run`
+/// share.
+#[derive(Debug, clap::Args)]
+pub struct Backends {
     /// Packet API root; the simulator (`rackform sim`) serves http://127.0.0.1:7480/metal/v1/.
     #[arg(long, env = "RACKFORM_PACKET_URL", default_value = crate::metal::DEFAULT_BASE_URL)]
     pub packet_url: String,
@@ -35,9 +46,36 @@ pub struct Connect {
     /// Kubernetes namespace for cluster secrets (in-cluster service account or KUBECONFIG).
     #[arg(long, env = "RACKFORM_NAMESPACE")]
     pub namespace: Option<String>,
-    /// Approve a plan that deletes more of the fleet than `deleteGuard` allows.
-    #[arg(long)]
-    pub approve_deletes: bool,
+}
+
+impl Backends {
+    /// The Packet API client and the secret store these flags name.
+    pub async fn connect(&self) -> Result<(PacketClient, Store)> {
+        let token = Token::load(self.packet_token_file.as_deref())
+            .context("reading the Packet API token")?;
+        let config = ClientConfig {
+            base_url: self.packet_url.clone(),
+            requests_per_second: (self.packet_rps > 0.0).then_some(self.packet_rps),
+            ..ClientConfig::new(token)
+        };
+        let metal = PacketClient::new(config).context("setting up the Packet API client")?;
+        let store = match (&self.secrets_dir, &self.namespace) {
+            (Some(dir), _) => Store::Dir(
+                DirSecrets::open(dir)
+                    .with_context(|| format!("opening secret directory {}", dir.display()))?,
+            ),
+            (None, Some(namespace)) => {
+                let client = crate::secrets::connect()
+                    .await
+                    .context("connecting to Kubernetes")?;
+                Store::Kube(Box::new(KubeSecrets::new(client, namespace)))
+            }
+            (None, None) => {
+                anyhow::bail!("say where cluster secrets live: --secrets-dir DIR or --namespace NS")
+            }
+        };
+        Ok((metal, store))
+    }
 }
 
 /// A fleet as read from its repository: the declarations, rackform's status files, and the
@@ -90,28 +128,7 @@ impl Session {
             statuses,
             commit,
         } = declared;
-        let token = Token::load(args.packet_token_file.as_deref())
-            .context("reading the Packet API token")?;
-        let config = ClientConfig {
-            base_url: args.packet_url.clone(),
-            ..ClientConfig::new(token)
-        };
-        let metal = PacketClient::new(config).context("setting up the Packet API client")?;
-        let store = match (&args.secrets_dir, &args.namespace) {
-            (Some(dir), _) => Store::Dir(
-                DirSecrets::open(dir)
-                    .with_context(|| format!("opening secret directory {}", dir.display()))?,
-            ),
-            (None, Some(namespace)) => {
-                let client = crate::secrets::connect()
-                    .await
-                    .context("connecting to Kubernetes")?;
-                Store::Kube(Box::new(KubeSecrets::new(client, namespace)))
-            }
-            (None, None) => {
-                anyhow::bail!("say where cluster secrets live: --secrets-dir DIR or --namespace NS")
-            }
-        };
+        let (metal, store) = args.backends.connect().await?;
         Ok(Session {
             repo: args.repo.clone(),
             fleet,

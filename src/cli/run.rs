@@ -16,10 +16,10 @@ use crate::daemon::http::HttpState;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::webhook::WebhookConfig;
 use crate::daemon::{self, Event, Outcome, Reconciler};
-use crate::metal::{ClientConfig, PacketClient, Token};
+use crate::metal::PacketClient;
 use crate::seal::AgeIdentity;
+use crate::secrets::Store;
 use crate::secrets::lease::{Elector, LeaseConfig};
-use crate::secrets::{DirSecrets, KubeSecrets, Store};
 use crate::source::{Auth, Checkout, Identity, RefWatcher, Remote, SshKey};
 
 #[derive(Debug, clap::Args)]
@@ -62,21 +62,8 @@ pub struct Args {
     /// are not rewritten); without it an existing kubeconfig file is left as it is.
     #[arg(long, env = "RACKFORM_AGE_KEY_FILE")]
     pub age_identity: Option<PathBuf>,
-    /// Packet API root.
-    #[arg(long, env = "RACKFORM_PACKET_URL", default_value = crate::metal::DEFAULT_BASE_URL)]
-    pub packet_url: String,
-    /// Requests per second against the Packet API (0: no limit).
-    #[arg(long, env = "RACKFORM_PACKET_RPS", default_value_t = 10.0)]
-    pub packet_rps: f64,
-    /// File holding the Packet API token; without it PACKET_AUTH_TOKEN or METAL_AUTH_TOKEN.
-    #[arg(long, env = "RACKFORM_PACKET_TOKEN_FILE")]
-    pub packet_token_file: Option<PathBuf>,
-    /// Keep cluster secrets in this directory instead of Kubernetes.
-    #[arg(long, env = "RACKFORM_SECRETS_DIR", conflicts_with = "namespace")]
-    pub secrets_dir: Option<PathBuf>,
-    /// Kubernetes namespace for cluster secrets.
-    #[arg(long, env = "RACKFORM_NAMESPACE")]
-    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub backends: super::connect::Backends,
     /// How often to look at devices being created or deleted.
     #[arg(long, default_value = "5s", value_parser = super::sim::parse_duration)]
     pub poll: Duration,
@@ -155,6 +142,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         let mut elector_task = None;
         if args.leader_election {
             let namespace = args
+                .backends
                 .namespace
                 .as_deref()
                 .expect("clap requires --namespace");
@@ -202,23 +190,7 @@ async fn reconciler(args: &Args) -> Result<Reconciler<PacketClient, Store>> {
     let remote = Remote::new(&args.remote, auth)?;
     let checkout = Checkout::open(&args.state_dir, remote)
         .with_context(|| format!("opening {}", args.state_dir.display()))?;
-    let token =
-        Token::load(args.packet_token_file.as_deref()).context("reading the Packet API token")?;
-    let metal = PacketClient::new(ClientConfig {
-        base_url: args.packet_url.clone(),
-        requests_per_second: (args.packet_rps > 0.0).then_some(args.packet_rps),
-        ..ClientConfig::new(token)
-    })?;
-    let store = match (&args.secrets_dir, &args.namespace) {
-        (Some(dir), _) => Store::Dir(DirSecrets::open(dir)?),
-        (None, Some(namespace)) => Store::Kube(Box::new(KubeSecrets::new(
-            crate::secrets::connect().await?,
-            namespace,
-        ))),
-        (None, None) => {
-            anyhow::bail!("say where cluster secrets live: --secrets-dir DIR or --namespace NS")
-        }
-    };
+    let (metal, store) = args.backends.connect().await?;
     let age_identities = match &args.age_identity {
         Some(file) => {
             let text = std::fs::read_to_string(file)
