@@ -12,6 +12,7 @@ mod apply;
 mod connect;
 mod decrypt;
 mod demo;
+pub mod docs;
 mod keygen;
 mod plan;
 mod run;
