@@ -302,7 +302,10 @@ fn type_name(root: &Value, schema: &Value) -> String {
     }
     if let Some(values) = schema.get("enum").and_then(Value::as_array) {
         let values: Vec<_> = values.iter().map(|value| format!("`{value}`")).collect();
-        return format!("one of {}", values.join(", "));
+        return match values.as_slice() {
+            [only] => only.clone(),
+            _ => format!("one of {}", values.join(", ")),
+        };
     }
     for combinator in ["oneOf", "anyOf"] {
         if let Some(options) = schema.get(combinator).and_then(Value::as_array) {
