@@ -513,3 +513,118 @@ fn dockerfile_is_multi_stage_pinned_and_non_root() {
         Some(u64::from(uid))
     );
 }
+
+/// The other side of the Role test: every request the code makes through its secret store
+/// (each `SecretStore` method) and its leader election (acquire, renew, release), recorded
+/// by the Kubernetes stand-in and turned into RBAC verbs, is exactly [`GRANTS`], in one
+/// namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_code_uses_every_grant_and_nothing_else() {
+    use rackform::secrets::lease::{Elector, LeaseConfig};
+    use rackform::secrets::{Created, KubeSecrets, Replaced, SecretData, SecretKind, SecretStore};
+
+    use crate::support::kube_standin::KubeStandin;
+
+    const NS: &str = "rackform-system";
+    let standin = KubeStandin::start();
+    let store = KubeSecrets::new(standin.client(), NS);
+    let ca = || {
+        SecretData::new()
+            .with("tls.crt", "-----BEGIN CERTIFICATE----- x")
+            .with("tls.key", "-----BEGIN PRIVATE KEY----- x")
+    };
+    store.inventory("core").await.unwrap();
+    store.inventory_all().await.unwrap();
+    let Created::Created(_) = store
+        .create_if_absent("core", SecretKind::Ca, ca())
+        .await
+        .unwrap()
+    else {
+        panic!("core-ca existed");
+    };
+    store
+        .create_if_absent("core", SecretKind::Ca, ca())
+        .await
+        .unwrap();
+    let kubeconfig = SecretData::new().with("value", "apiVersion: v1\nkind: Config\n");
+    let Created::Created(meta) = store
+        .create_if_absent("core", SecretKind::Kubeconfig, kubeconfig)
+        .await
+        .unwrap()
+    else {
+        panic!("core-kubeconfig existed");
+    };
+    store.read("core", SecretKind::Ca).await.unwrap().unwrap();
+    let renewed = SecretData::new().with("value", "renewed");
+    let Replaced::Replaced(_) = store
+        .replace("core", SecretKind::Kubeconfig, &meta.version, renewed)
+        .await
+        .unwrap()
+    else {
+        panic!("replace failed");
+    };
+    store
+        .delete_cluster("core", &[SecretKind::Ca, SecretKind::Kubeconfig])
+        .await
+        .unwrap();
+
+    let mut config = LeaseConfig::new(NS, "rackform", "replica-0");
+    config.lease_duration = std::time::Duration::from_millis(1000);
+    config.renew_deadline = std::time::Duration::from_millis(600);
+    config.retry_period = std::time::Duration::from_millis(100);
+    let (elector, leadership) = Elector::new(standin.client(), config).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(elector.run(async {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !leadership.is_leader() {
+        assert!(std::time::Instant::now() < deadline, "never became leader");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Past a renewal, then released on shutdown.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let _ = stop.send(());
+    task.await.unwrap();
+
+    let mut used = BTreeSet::new();
+    for seen in standin.seen() {
+        let path = seen.target.split('?').next().unwrap();
+        let query = seen.target.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let (group, rest) = if let Some(rest) = path.strip_prefix("/api/v1/") {
+            ("", rest)
+        } else if let Some(rest) = path.strip_prefix("/apis/coordination.k8s.io/v1/") {
+            ("coordination.k8s.io", rest)
+        } else {
+            panic!(
+                "a request outside the granted APIs: {} {}",
+                seen.method, seen.target
+            );
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let ["namespaces", namespace, resource, name @ ..] = parts.as_slice() else {
+            panic!(
+                "a request outside a namespace: {} {}",
+                seen.method, seen.target
+            );
+        };
+        assert_eq!(*namespace, NS, "{}", seen.target);
+        let verb = match (seen.method.as_str(), name.is_empty()) {
+            ("GET", true) if query.contains("watch=") => "watch",
+            ("GET", true) => "list",
+            ("GET", false) => "get",
+            ("POST", true) => "create",
+            ("PUT", false) => "update",
+            ("PATCH", false) => "patch",
+            ("DELETE", false) => "delete",
+            ("DELETE", true) => "deletecollection",
+            (method, _) => panic!("unexpected {method} {}", seen.target),
+        };
+        used.insert((group.to_owned(), (*resource).to_owned(), verb.to_owned()));
+    }
+    let granted: BTreeSet<(String, String, String)> = GRANTS
+        .iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(used, granted, "what the code asks of the API server");
+}
