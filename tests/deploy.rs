@@ -274,25 +274,25 @@ fn containers_pass_only_flags_and_variables_rackform_reads() {
                         "{kustomization} {name}: `rackform {subcommand}` reads no {variable}"
                     );
                 }
-                files_are_mounted(kustomization, name, container, &args);
+                files_are_mounted(kustomization, name, pod, container, &args, &documents);
             }
         }
     }
 }
 
-/// Each `--…-file=PATH` / `--age-identity=PATH` lies under a read-only mount.
-fn files_are_mounted(kustomization: &str, name: &str, container: &Value, args: &[String]) {
-    let mounts: Vec<(String, bool)> = container["volumeMounts"]
-        .as_sequence()
-        .into_iter()
-        .flatten()
-        .map(|mount| {
-            (
-                mount["mountPath"].as_str().unwrap().to_owned(),
-                mount["readOnly"].as_bool().unwrap_or(false),
-            )
-        })
-        .collect();
+/// Each `--…=/etc/…` file lies on a read-only mount of a Secret that has that key: a Secret
+/// the kustomization renders, or else one of `deploy/base/secrets.example.yaml`.
+fn files_are_mounted(
+    kustomization: &str,
+    name: &str,
+    pod: &Value,
+    container: &Value,
+    args: &[String],
+    rendered: &[Value],
+) {
+    let examples = documents(
+        &fs::read_to_string(crate_root().join("deploy/base/secrets.example.yaml")).unwrap(),
+    );
     for arg in args {
         let Some((_, path)) = arg.split_once('=') else {
             continue;
@@ -300,11 +300,37 @@ fn files_are_mounted(kustomization: &str, name: &str, container: &Value, args: &
         if !path.starts_with("/etc/") {
             continue;
         }
+        let mount = container["volumeMounts"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|mount| path.starts_with(&format!("{}/", mount["mountPath"].as_str().unwrap())))
+            .unwrap_or_else(|| panic!("{kustomization} {name}: {path} is on no mount"));
+        assert_eq!(
+            mount["readOnly"].as_bool(),
+            Some(true),
+            "{kustomization} {name}: {path}"
+        );
+        let key = &path[mount["mountPath"].as_str().unwrap().len() + 1..];
+        let volume = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|volume| volume["name"] == mount["name"])
+            .unwrap();
+        let secret = volume["secret"]["secretName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{kustomization} {name}: {path} is not on a Secret"));
+        let has_key = |documents: &[Value], field: &str| {
+            of_kind(documents, "Secret").into_iter().any(|document| {
+                document["metadata"]["name"].as_str() == Some(secret)
+                    && !document[field][key].is_null()
+            })
+        };
         assert!(
-            mounts
-                .iter()
-                .any(|(mount, read_only)| *read_only && path.starts_with(&format!("{mount}/"))),
-            "{kustomization} {name}: {path} is on no read-only mount"
+            has_key(rendered, "data") || has_key(&examples, "stringData"),
+            "{kustomization} {name}: {path} needs key {key} in Secret {secret}, which neither \
+             the kustomization nor secrets.example.yaml has"
         );
     }
 }
