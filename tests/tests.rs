@@ -5,6 +5,8 @@ mod support;
 mod apply;
 mod daemon;
 mod daemon_http;
+mod deploy;
+mod docs;
 mod forge;
 mod metal;
 mod pki;

@@ -13,6 +13,7 @@ mod comment;
 mod connect;
 mod decrypt;
 mod demo;
+pub mod docs;
 mod keygen;
 mod plan;
 mod revision;
