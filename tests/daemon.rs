@@ -440,3 +440,47 @@ fn a_signed_webhook_wakes_the_loop() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+/// A plan over the delete guard is refused whole, and the status says so.
+#[test]
+fn a_mass_delete_is_refused_and_reported() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let daemon = Daemon::new();
+    assert_ok(&daemon.once(&sim));
+    daemon.git.git(
+        &daemon.work,
+        &["pull", "--quiet", "--rebase", "origin", "main"],
+    );
+    let settings = daemon.work.join("rackform.yaml");
+    fs::write(
+        &settings,
+        fs::read_to_string(&settings)
+            .unwrap()
+            .replace("maxPercent: 100", "maxPercent: 10"),
+    )
+    .unwrap();
+    let cluster = daemon.work.join("clusters/edge-ams.yaml");
+    fs::write(
+        &cluster,
+        fs::read_to_string(&cluster)
+            .unwrap()
+            .replace("count: 2", "count: 0"),
+    )
+    .unwrap();
+    daemon
+        .git
+        .commit_and_push(&daemon.work, "remove the edge pool's devices");
+    let output = daemon.once(&sim);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("deleteGuard"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(sim.hostnames().len(), 3, "devices were deleted");
+    let status = daemon.remote_file("status/edge-ams.yaml");
+    assert!(
+        status.contains("phase: Failed") && status.contains("not applied: the plan deletes 2"),
+        "{status}"
+    );
+}

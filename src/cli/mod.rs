@@ -74,17 +74,22 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, at the level `RACKFORM_LOG` names (`error`, `warn`, `info`, `debug`,
-/// `trace`; default `warn`), so that command output on stdout stays clean.
+/// `trace`; default `warn`), so that command output on stdout stays clean; one JSON object
+/// per line when `RACKFORM_LOG_FORMAT=json` (in a cluster), readable text otherwise.
 fn init_logging() {
     let level = std::env::var("RACKFORM_LOG")
         .ok()
         .and_then(|level| level.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::WARN);
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if std::env::var("RACKFORM_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 #[cfg(test)]

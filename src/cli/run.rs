@@ -95,6 +95,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         let mut reconciler = reconciler(args).await?;
         if args.once {
             return Ok(match reconciler.pass().await {
+                Ok(Outcome::Applied {
+                    refused: Some(refused),
+                    ..
+                }) => {
+                    eprintln!("error: {refused}; nothing was applied");
+                    ExitCode::from(1)
+                }
                 Ok(Outcome::Applied { n_failed: 0, .. } | Outcome::Unchanged) => ExitCode::SUCCESS,
                 Ok(Outcome::Applied { n_failed, .. }) => {
                     eprintln!("error: {n_failed} actions failed; see the status files");

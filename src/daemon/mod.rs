@@ -89,9 +89,10 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
                 n_actions,
                 n_failed,
                 pushed,
+                refused,
             }) => {
                 info!(%trigger, %commit, n_actions, n_failed, pushed = ?pushed, "Pass done.");
-                if n_failed == 0 {
+                if n_failed == 0 && refused.is_none() {
                     metrics::ReconcileResult::Success
                 } else {
                     metrics::ReconcileResult::Failure

@@ -57,6 +57,8 @@ pub enum Outcome {
         n_actions: usize,
         n_failed: usize,
         pushed: Option<Oid>,
+        /// The delete guard refused the plan: nothing was applied.
+        refused: Option<String>,
     },
 }
 
@@ -140,11 +142,11 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
                 observer(PassEvent::Action(event));
             }
         };
-        let report = match apply::execute(&context, &plan, progress).await {
-            Ok(report) => report,
+        let (report, refused) = match apply::execute(&context, &plan, progress).await {
+            Ok(report) => (report, None),
             Err(refused) => {
                 warn!(%refused, "Plan refused; nothing applied.");
-                apply::Report::default()
+                (apply::Report::default(), Some(refused.to_string()))
             }
         };
         let after = fetch::world(
@@ -182,7 +184,15 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             _ => desired.commit,
         };
         let changes = self
-            .write_back_changes(&desired, applied, &plan, &next, &after, &report)
+            .write_back_changes(
+                &desired,
+                applied,
+                &plan,
+                &next,
+                &after,
+                &report,
+                refused.as_deref(),
+            )
             .await?;
         let pushed = self.push(changes, &prefixes, desired.commit).await?;
         if let (Some(commit), Some(observer)) = (pushed, self.observer.as_mut()) {
@@ -194,6 +204,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             n_actions: plan.actions().count(),
             n_failed: report.n_failed(),
             pushed,
+            refused,
         })
     }
 
@@ -259,6 +270,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
         next: &Plan,
         after: &World,
         report: &apply::Report,
+        refused: Option<&str>,
     ) -> Result<Vec<FileChange>> {
         let settings = desired
             .fleet
@@ -291,7 +303,14 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
                 .fleet
                 .cluster(name)
                 .map_or(observed.deletion_protection, |c| c.deletion_protection);
-            let errors = report.errors_of(plan, name);
+            let mut errors = report.errors_of(plan, name);
+            if let Some(refused) = refused.filter(|_| {
+                plan.clusters
+                    .iter()
+                    .any(|c| c.cluster == name && !c.actions.is_empty())
+            }) {
+                errors.push(format!("not applied: {refused}"));
+            }
             let status = status::of(
                 cluster,
                 observed,
