@@ -184,15 +184,17 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             _ => desired.commit,
         };
         let changes = self
-            .write_back_changes(
-                &desired,
-                applied,
-                &plan,
-                &next,
-                &after,
-                &report,
-                refused.as_deref(),
-            )
+            .write_back_changes(&desired, applied, &next, &after, |name| {
+                let mut errors = report.errors_of(&plan, name);
+                let has_actions = plan
+                    .clusters
+                    .iter()
+                    .any(|c| c.cluster == name && !c.actions.is_empty());
+                if let Some(refused) = refused.as_deref().filter(|_| has_actions) {
+                    errors.push(format!("not applied: {refused}"));
+                }
+                errors
+            })
             .await?;
         let pushed = self.push(changes, &prefixes, desired.commit).await?;
         if let (Some(commit), Some(observer)) = (pushed, self.observer.as_mut()) {
@@ -260,17 +262,16 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
         .context("the diff task panicked")?
     }
 
-    /// Status files for every cluster, and a sealed kubeconfig for every cluster that has
-    /// one, where the content changed.
+    /// Status files for every cluster of `next` (the plan made after applying, from `after`),
+    /// with `errors_of(cluster)` as their errors, and a sealed kubeconfig for every cluster
+    /// that has one, where the content changed.
     async fn write_back_changes(
         &self,
         desired: &Desired,
         applied: Oid,
-        plan: &Plan,
         next: &Plan,
         after: &World,
-        report: &apply::Report,
-        refused: Option<&str>,
+        errors_of: impl Fn(&str) -> Vec<String>,
     ) -> Result<Vec<FileChange>> {
         let settings = desired
             .fleet
@@ -303,14 +304,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
                 .fleet
                 .cluster(name)
                 .map_or(observed.deletion_protection, |c| c.deletion_protection);
-            let mut errors = report.errors_of(plan, name);
-            if let Some(refused) = refused.filter(|_| {
-                plan.clusters
-                    .iter()
-                    .any(|c| c.cluster == name && !c.actions.is_empty())
-            }) {
-                errors.push(format!("not applied: {refused}"));
-            }
+            let errors = errors_of(name);
             let status = status::of(
                 cluster,
                 observed,
