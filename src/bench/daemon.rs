@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::fleet::{MemFiles, PROJECT};
-use super::measure::{CREATE, client, describe_requests, runtime, seed_fleet, start_sim};
+use super::measure::{
+    CREATE, client, describe_requests, runtime, seed_fleet, start_sim, start_sim_with,
+};
 use super::{Config, Results, Row, Verdict, median, status_kb};
 use crate::metal::{DeviceQuery, Metal, ProjectId};
 use crate::sim::{Faults, Sim};
@@ -449,10 +451,11 @@ pub fn footprint(config: &Config, results: &mut Results) {
             results.note(
                 BENCH,
                 format!(
-                    "`rackform run` (release binary, child process) with {n} clusters declared in a bare repository and their {} devices seeded into the simulator as rackform would have made them; their secrets made and endpoints reserved beforehand by applying only those actions, then one `rackform run --once` pass assigned the endpoints and wrote status and sealed kubeconfigs back ({:.1} s), then the daemon ran with a pass every {} s.\n\
+                    "`rackform run` (release binary, child process) with {n} clusters declared in a bare repository, {} clusters to a Packet project (the simulator, like the API, grants 64 IP reservations a project before asking for approval, and each cluster reserves one) and their {} devices seeded into the simulator as rackform would have made them; their secrets made and endpoints reserved beforehand by applying only those actions, then one `rackform run --once` pass assigned the endpoints and wrote status and sealed kubeconfigs back ({:.1} s), then the daemon ran with a pass every {} s.\n\
                      After its first pass, the process was watched for {window:.0} s: CPU is the change of `utime + stime` in `/proc/<pid>/stat`, memory `VmRSS` at the end (and `VmHWM`, the peak over the whole life of the process, first pass included).\n\
                      Requests during the window: {}.\n\
                      There is no floor for an idle daemon; the cost per pass is what to compare: each pass fetches, observes every device (one paginated list), plans, and finds nothing to do.",
+                    super::fleet::CLUSTERS_PER_PROJECT,
                     f.devices,
                     f.converge_secs,
                     config.footprint_every_secs,
@@ -532,9 +535,13 @@ struct Footprint {
 }
 
 async fn footprint_case(config: &Config) -> Result<Footprint, String> {
-    let sim = start_sim(Faults::default()).await;
+    let n = config.footprint_clusters;
+    let n_projects = n.div_ceil(super::fleet::CLUSTERS_PER_PROJECT);
+    let mut projects = vec![PROJECT.to_owned()];
+    projects.extend((0..n_projects).map(super::fleet::spread_project));
+    let sim = start_sim_with(Faults::default(), projects).await;
     let scratch = Scratch::new();
-    let files = MemFiles::generate(config.footprint_clusters, false);
+    let files = MemFiles::generate_spread(n);
     let fleet = spec::load(&files);
     if !fleet.broken.is_empty() {
         return Err("the generated fleet does not load".into());
@@ -585,7 +592,10 @@ async fn footprint_case(config: &Config) -> Result<Footprint, String> {
         tokio::time::sleep(config.footprint_window).await;
         let (ticks1, rss_kb, hwm_kb) = sample(pid).ok_or("the daemon died")?;
         let requests = sim.requests();
-        let passes = requests.get("GET /projects/{id}/ips").copied().unwrap_or(0) as f64;
+        // Each pass lists every project's IP reservations once.
+        let n_projects = crate::observe::fetch::projects(&fleet).len();
+        let passes =
+            requests.get("GET /projects/{id}/ips").copied().unwrap_or(0) as f64 / n_projects as f64;
         Ok(Footprint {
             devices,
             converge_secs,

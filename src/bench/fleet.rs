@@ -30,13 +30,24 @@ defaults: {{kubernetesVersion: v1.31.4, metro: da, controlPlane: {{plan: c3.smal
     )
 }
 
-/// The file of cluster `c<i>`: 3 control-plane nodes, pools of 8 and `9 + extra`.
-pub fn cluster_yaml(i: usize, extra: u32) -> String {
+/// Clusters per project when a fleet is spread over projects: the simulator, like the
+/// API, grants 64 IP reservations a project before asking for approval.
+pub const CLUSTERS_PER_PROJECT: usize = 50;
+
+/// The id of the `k`th extra project of a spread fleet.
+pub fn spread_project(k: usize) -> String {
+    format!("{:08x}-0000-4000-8000-000000000000", k + 1)
+}
+
+/// The file of cluster `c<i>`: 3 control-plane nodes, pools of 8 and `9 + extra`, in the
+/// fleet's project or in `project`.
+pub fn cluster_yaml(i: usize, extra: u32, project: Option<&str>) -> String {
+    let project = project.map_or(String::new(), |p| format!("\n  project: {p}"));
     format!(
         "apiVersion: rackform.dev/v1alpha1
 kind: Cluster
 metadata: {{name: c{i}}}
-spec:
+spec:{project}
   controlPlane: {{count: 3}}
   pools:
     - {{name: pool0, count: 8}}
@@ -58,7 +69,21 @@ impl MemFiles {
         files.insert("rackform.yaml".to_owned(), settings());
         for i in 0..n {
             let extra = u32::from(changed && i % 10 == 0);
-            files.insert(format!("clusters/c{i}.yaml"), cluster_yaml(i, extra));
+            files.insert(format!("clusters/c{i}.yaml"), cluster_yaml(i, extra, None));
+        }
+        MemFiles(files)
+    }
+
+    /// `n` clusters, [`CLUSTERS_PER_PROJECT`] to a project (see [`spread_project`]).
+    pub fn generate_spread(n: usize) -> MemFiles {
+        let mut files = BTreeMap::new();
+        files.insert("rackform.yaml".to_owned(), settings());
+        for i in 0..n {
+            let project = spread_project(i / CLUSTERS_PER_PROJECT);
+            files.insert(
+                format!("clusters/c{i}.yaml"),
+                cluster_yaml(i, 0, Some(&project)),
+            );
         }
         MemFiles(files)
     }
@@ -82,8 +107,12 @@ impl RepoFiles for MemFiles {
     }
 }
 
-/// One device as rackform would have made it: (pool, ordinal, spec hash).
-pub fn devices(fleet: &Fleet) -> Vec<(String, Vec<(String, u32, String)>)> {
+/// Each cluster's name, project and devices as rackform would have made them:
+/// (pool, ordinal, spec hash).
+pub type FleetDevices = Vec<(String, String, Vec<(String, u32, String)>)>;
+
+/// The devices of every cluster of `fleet`.
+pub fn devices(fleet: &Fleet) -> FleetDevices {
     fleet
         .clusters
         .iter()
@@ -102,7 +131,11 @@ pub fn devices(fleet: &Fleet) -> Vec<(String, Vec<(String, u32, String)>)> {
                     devices.push((pool.name.as_str().to_owned(), ordinal, hash.clone()));
                 }
             }
-            (cluster.name.as_str().to_owned(), devices)
+            (
+                cluster.name.as_str().to_owned(),
+                cluster.project.clone(),
+                devices,
+            )
         })
         .collect()
 }
@@ -112,7 +145,7 @@ pub fn devices(fleet: &Fleet) -> Vec<(String, Vec<(String, u32, String)>)> {
 pub fn converged_world(fleet: &Fleet) -> World {
     let mut world = World::default();
     let mut next_id = 0u64;
-    for (cluster, devices) in devices(fleet) {
+    for (cluster, _, devices) in devices(fleet) {
         let mut observed = ObservedCluster::default();
         for (pool, ordinal, spec) in devices {
             next_id += 1;

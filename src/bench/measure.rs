@@ -202,11 +202,16 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// The simulator with the generated fleet's project.
 pub async fn start_sim(faults: Faults) -> Sim {
+    start_sim_with(faults, vec![PROJECT.into()]).await
+}
+
+/// The simulator with these projects.
+pub async fn start_sim_with(faults: Faults, projects: Vec<String>) -> Sim {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a local port");
     Sim::start_std(
         listener,
         SimConfig {
-            projects: vec![PROJECT.into()],
+            projects,
             faults,
             ..SimConfig::default()
         },
@@ -225,17 +230,24 @@ pub fn client(sim: &Sim, requests_per_second: Option<f64>) -> PacketClient {
     .expect("a client")
 }
 
-/// Seeds the devices of `fleet` as rackform would have made them; returns how many.
+/// Seeds the devices of `fleet` as rackform would have made them, each in its cluster's
+/// project; returns how many.
 pub fn seed_fleet(sim: &Sim, fleet: &spec::Fleet) -> usize {
-    let project = sim.project_id(PROJECT).expect("the project exists");
-    let devices: Vec<(String, String, u32, String)> = super::fleet::devices(fleet)
-        .into_iter()
-        .flat_map(|(cluster, devices)| {
-            devices
-                .into_iter()
-                .map(move |(pool, ordinal, spec)| (cluster.clone(), pool, ordinal, spec))
-        })
-        .collect();
+    let mut by_project: BTreeMap<String, Vec<(String, String, u32, String)>> = BTreeMap::new();
+    for (cluster, project, devices) in super::fleet::devices(fleet) {
+        let list = by_project.entry(project).or_default();
+        for (pool, ordinal, spec) in devices {
+            list.push((cluster.clone(), pool, ordinal, spec));
+        }
+    }
+    by_project
+        .iter()
+        .map(|(project, devices)| seed_project(sim, project, devices))
+        .sum()
+}
+
+fn seed_project(sim: &Sim, project: &str, devices: &[(String, String, u32, String)]) -> usize {
+    let project = sim.project_id(project).expect("the project exists");
     sim.insert_devices(&project, devices.len(), "m3.small.x86", "da", |i| {
         let (cluster, pool, ordinal, spec) = &devices[i];
         crate::metal::RackformTags {
