@@ -4,6 +4,7 @@
 //! Start with `docs/ARCHITECTURE.md`, then [`spec`], which reads what users write.
 
 pub mod apply;
+pub mod bench;
 pub mod cli;
 pub mod daemon;
 pub mod forge;

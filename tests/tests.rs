@@ -3,6 +3,7 @@
 mod support;
 
 mod apply;
+mod bench;
 mod daemon;
 mod daemon_http;
 mod deploy;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod apply;
+mod bench;
 mod comment;
 mod connect;
 mod decrypt;
@@ -48,6 +49,8 @@ enum Command {
     Decrypt(decrypt::Args),
     /// Serve the Packet API simulator (paths under /metal/v1, admin under /_sim).
     Sim(sim::Args),
+    /// The benchmarks of docs/benchmarks.md, each against a floor measured in the same run.
+    Bench(bench::Args),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(args),
         Command::Decrypt(args) => decrypt::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -447,7 +447,8 @@ impl Sim {
             .faults = faults;
     }
 
-    /// Seeds `n` active devices at once (no API calls), tagged by `tags(i)`.
+    /// Seeds `n` active devices at once (no API calls), tagged by `tags(i)`; a device whose
+    /// tags name its cluster, pool and ordinal gets the hostname rackform would give it.
     ///
     /// # Errors
     /// [`Error::NoProject`] for an unknown project.

@@ -1164,6 +1164,8 @@ impl World {
         for i in 0..n {
             let id = self.rng.uuid();
             self.seq += 1;
+            let tags = tags(i);
+            let hostname = seeded_hostname(&tags).unwrap_or_else(|| format!("seeded-{i}"));
             self.devices.insert(
                 id.clone(),
                 DeviceRec {
@@ -1171,14 +1173,14 @@ impl World {
                     id: id.clone(),
                     seq: self.seq,
                     project: project.to_owned(),
-                    hostname: format!("seeded-{i}"),
+                    hostname,
                     description: None,
                     plan: plan.to_owned(),
                     os: "ubuntu_22_04".into(),
                     metro: metro.to_owned(),
                     facility: facility.clone(),
                     preferred_facilities: Vec::new(),
-                    tags: tags(i),
+                    tags,
                     userdata: String::new(),
                     customdata: Value::Object(Default::default()),
                     billing_cycle: "hourly".into(),
@@ -1198,6 +1200,24 @@ impl World {
         }
         Ok(ids)
     }
+}
+
+/// The hostname rackform would have given a device with these tags
+/// (`<cluster>-<pool>-<ordinal>`), when they name all three.
+fn seeded_hostname(tags: &[String]) -> Option<String> {
+    let value = |key: &str| {
+        tags.iter().find_map(|t| {
+            t.strip_prefix("rackform:")?
+                .strip_prefix(key)?
+                .strip_prefix('=')
+        })
+    };
+    Some(format!(
+        "{}-{}-{}",
+        value("cluster")?,
+        value("pool")?,
+        value("ordinal")?
+    ))
 }
 
 /// The canonical 8-4-4-4-12 hex form.
