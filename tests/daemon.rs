@@ -106,6 +106,22 @@ impl Daemon {
         command
     }
 
+    /// A human brings their clone up to date, edits files (`from` replaced by `to` in
+    /// each), commits and pushes; returns the pushed commit.
+    fn human_push(&self, message: &str, edits: &[(&str, &str, &str)]) -> String {
+        self.git.git(
+            &self.work,
+            &["pull", "--quiet", "--rebase", "origin", "main"],
+        );
+        for (path, from, to) in edits {
+            let path = self.work.join(path);
+            let text = fs::read_to_string(&path).unwrap();
+            assert!(text.contains(from), "{} has no {from:?}", path.display());
+            fs::write(&path, text.replace(from, to)).unwrap();
+        }
+        self.git.commit_and_push(&self.work, message)
+    }
+
     fn once(&self, sim: &SimHandle) -> Output {
         self.run(sim, &["--once"]).output().unwrap()
     }
@@ -187,19 +203,10 @@ fn pushes_are_applied_and_written_back_without_loops() {
     assert_eq!(sim.creates(), creates);
 
     // A human scales the pool down.
-    daemon.git.git(
-        &daemon.work,
-        &["pull", "--quiet", "--rebase", "origin", "main"],
+    daemon.human_push(
+        "scale edge down",
+        &[("clusters/edge-ams.yaml", "count: 2", "count: 1")],
     );
-    let cluster = daemon.work.join("clusters/edge-ams.yaml");
-    fs::write(
-        &cluster,
-        fs::read_to_string(&cluster)
-            .unwrap()
-            .replace("count: 2", "count: 1"),
-    )
-    .unwrap();
-    daemon.git.commit_and_push(&daemon.work, "scale edge down");
     assert_ok(&daemon.once(&sim));
     assert_eq!(
         sim.hostnames(),
@@ -259,24 +266,20 @@ fn the_loop_applies_a_push_seen_by_the_watcher_and_stops_on_sigterm() {
     wait_for(|| sim.hostnames().len() == 3, "the first pass");
     wait_for(|| daemon.remote_log().len() == 2, "the first write-back");
 
-    daemon.git.git(
-        &daemon.work,
-        &["pull", "--quiet", "--rebase", "origin", "main"],
+    daemon.human_push(
+        "scale edge up",
+        &[("clusters/edge-ams.yaml", "count: 2", "count: 3")],
     );
-    let cluster = daemon.work.join("clusters/edge-ams.yaml");
-    fs::write(
-        &cluster,
-        fs::read_to_string(&cluster)
-            .unwrap()
-            .replace("count: 2", "count: 3"),
-    )
-    .unwrap();
-    daemon.git.commit_and_push(&daemon.work, "scale edge up");
     wait_for(
         || sim.hostnames().len() == 4,
         "the watcher to trigger a pass",
     );
 
+    terminate(&mut child);
+}
+
+/// Sends SIGTERM and expects a clean exit.
+fn terminate(child: &mut std::process::Child) {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -344,19 +347,17 @@ fn a_suspended_cluster_is_planned_but_not_applied() {
     let sim = SimHandle::start(Duration::from_millis(20));
     let daemon = Daemon::new();
     assert_ok(&daemon.once(&sim));
-    daemon.git.git(
-        &daemon.work,
-        &["pull", "--quiet", "--rebase", "origin", "main"],
+    daemon.human_push(
+        "scale up, suspended",
+        &[
+            ("clusters/edge-ams.yaml", "count: 2", "count: 3"),
+            (
+                "clusters/edge-ams.yaml",
+                "spec:\n",
+                "spec:\n  suspend: true\n",
+            ),
+        ],
     );
-    let cluster = daemon.work.join("clusters/edge-ams.yaml");
-    let text = fs::read_to_string(&cluster)
-        .unwrap()
-        .replace("count: 2", "count: 3")
-        .replace("spec:\n", "spec:\n  suspend: true\n");
-    fs::write(&cluster, text).unwrap();
-    daemon
-        .git
-        .commit_and_push(&daemon.work, "scale up, suspended");
     let creates = sim.creates();
     assert_ok(&daemon.once(&sim));
     assert_eq!(sim.creates(), creates, "a suspended cluster was changed");
@@ -395,19 +396,10 @@ fn a_signed_webhook_wakes_the_loop() {
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     wait_for(|| daemon.remote_log().len() == 2, "the first pass");
 
-    daemon.git.git(
-        &daemon.work,
-        &["pull", "--quiet", "--rebase", "origin", "main"],
+    let commit = daemon.human_push(
+        "scale edge up",
+        &[("clusters/edge-ams.yaml", "count: 2", "count: 3")],
     );
-    let cluster = daemon.work.join("clusters/edge-ams.yaml");
-    fs::write(
-        &cluster,
-        fs::read_to_string(&cluster)
-            .unwrap()
-            .replace("count: 2", "count: 3"),
-    )
-    .unwrap();
-    let commit = daemon.git.commit_and_push(&daemon.work, "scale edge up");
     let body = serde_json::json!({ "ref": "refs/heads/main", "after": commit, "repository": { "full_name": "example/fleet" } }).to_string();
     let post = |signature: &str| {
         let request = reqwest::Client::new()
@@ -430,15 +422,7 @@ fn a_signed_webhook_wakes_the_loop() {
         || sim.hostnames().len() == 4,
         "the webhook to trigger a pass",
     );
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success());
+    terminate(&mut child);
 }
 
 /// A plan over the delete guard is refused whole, and the status says so.
@@ -447,29 +431,13 @@ fn a_mass_delete_is_refused_and_reported() {
     let sim = SimHandle::start(Duration::from_millis(20));
     let daemon = Daemon::new();
     assert_ok(&daemon.once(&sim));
-    daemon.git.git(
-        &daemon.work,
-        &["pull", "--quiet", "--rebase", "origin", "main"],
+    daemon.human_push(
+        "remove the edge pool's devices",
+        &[
+            ("rackform.yaml", "maxPercent: 100", "maxPercent: 10"),
+            ("clusters/edge-ams.yaml", "count: 2", "count: 0"),
+        ],
     );
-    let settings = daemon.work.join("rackform.yaml");
-    fs::write(
-        &settings,
-        fs::read_to_string(&settings)
-            .unwrap()
-            .replace("maxPercent: 100", "maxPercent: 10"),
-    )
-    .unwrap();
-    let cluster = daemon.work.join("clusters/edge-ams.yaml");
-    fs::write(
-        &cluster,
-        fs::read_to_string(&cluster)
-            .unwrap()
-            .replace("count: 2", "count: 0"),
-    )
-    .unwrap();
-    daemon
-        .git
-        .commit_and_push(&daemon.work, "remove the edge pool's devices");
     let output = daemon.once(&sim);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
