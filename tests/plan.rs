@@ -409,6 +409,191 @@ proptest! {
     }
 }
 
+/// Ways an operator's edit can break a cluster file.
+#[derive(Debug, Clone, Copy)]
+enum Breakage {
+    /// Not YAML at all: not even the name can be read.
+    Syntax,
+    /// A field the format does not know.
+    UnknownField,
+    /// A value out of range.
+    BadValue,
+    /// The name changed to the name of the cluster in the file with this index (modulo the
+    /// fleet's size; its own name means the next one), so two files declare one name.
+    CollideWith(usize),
+    /// The name changed to one no cluster has, and the file broken besides.
+    NewNameAndBroken,
+    /// A name that is not a DNS label.
+    InvalidName,
+    /// Emptied.
+    Empty,
+}
+
+fn breakage() -> impl Strategy<Value = Breakage> {
+    prop_oneof![
+        Just(Breakage::Syntax),
+        Just(Breakage::UnknownField),
+        Just(Breakage::BadValue),
+        (0usize..4).prop_map(Breakage::CollideWith),
+        (0usize..4).prop_map(Breakage::CollideWith),
+        Just(Breakage::NewNameAndBroken),
+        Just(Breakage::InvalidName),
+        Just(Breakage::Empty),
+    ]
+}
+
+/// One cluster of a fleet: its declaration, whether its file is named after it
+/// (`clusters/c1.yaml`) or not (`clusters/f1.yaml`), and what happens to that file.
+#[derive(Debug, Clone)]
+struct FileCase {
+    cluster: ClusterCase,
+    named_after: bool,
+    /// Broken by this edit, or left alone.
+    broken: Option<Breakage>,
+    /// The file is deleted (a legitimate removal), when not broken.
+    removed: bool,
+    /// The status file is kept (it always is for a file not named after its cluster, where
+    /// it is the only record of which cluster the file declared).
+    status_kept: bool,
+}
+
+fn file_case() -> impl Strategy<Value = FileCase> {
+    (
+        cluster_case(),
+        any::<bool>(),
+        prop::option::of(breakage()),
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.8),
+    )
+        .prop_map(
+            |(cluster, named_after, broken, removed, status_kept)| FileCase {
+                cluster,
+                named_after,
+                broken,
+                removed,
+                status_kept: status_kept || !named_after,
+            },
+        )
+}
+
+/// Applies plans to the model until there is nothing left to do.
+fn converge(fleet: &Fleet, world: &mut World) {
+    let mut next_id = 0;
+    for _ in 0..40 {
+        let plan = build(fleet, world);
+        if plan.is_empty() && plan.clusters.iter().all(|c| c.waiting.is_empty()) {
+            return;
+        }
+        apply_to_model(&plan, world, &mut next_id);
+        provision(world);
+    }
+    panic!("no convergence");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Issue 14: whatever subset of a converged fleet's files is broken, and however (even
+    /// with names changed to collide), with pruning on and every delete approved, the plan
+    /// deletes nothing that any of those files declared at the last applied commit.
+    #[test]
+    fn broken_files_never_delete_what_they_declared(cases in prop::collection::vec(file_case(), 1..5)) {
+        let file = |i: usize| {
+            let stem = if cases[i].named_after { "c" } else { "f" };
+            format!("clusters/{stem}{i}.yaml")
+        };
+        let mut files = MemFiles::default();
+        files.0.insert("rackform.yaml".into(), SETTINGS.into());
+        for (i, case) in cases.iter().enumerate() {
+            files.0.insert(file(i), cluster_yaml(&format!("c{i}"), &case.cluster));
+        }
+        let applied = spec::load(&files);
+        prop_assert!(applied.is_valid(), "{:?}", applied.diagnostics);
+
+        // The last applied commit: converged, and its status files written.
+        let mut world = World::default();
+        converge(&applied, &mut world);
+        let last = build(&applied, &world);
+        let statuses: BTreeMap<String, report::status::Status> = last
+            .clusters
+            .iter()
+            .filter(|c| cases[c.cluster[1..].parse::<usize>().unwrap()].status_kept)
+            .map(|c| {
+                let status = report::status::of(c, &world.clusters[&c.cluster], applied.cluster(&c.cluster), None, Vec::new());
+                (c.cluster.clone(), status)
+            })
+            .collect();
+        let previous = rackform::observe::fetch::previous_from_status(&statuses);
+        for (name, observed) in &mut world.clusters {
+            if let Some(previous) = previous.get(name) {
+                previous.recall(observed);
+            }
+        }
+
+        // The edit. A name changed to a cluster whose file is also removed is a rename,
+        // not a breakage, so a collision's target stays.
+        let n = cases.len();
+        let collides_with = |i: usize, other: usize| {
+            let other = other % n;
+            if other == i { (i + 1) % n } else { other }
+        };
+        let targets: Vec<usize> = cases
+            .iter()
+            .enumerate()
+            .filter_map(|(i, case)| match case.broken {
+                Some(Breakage::CollideWith(other)) => Some(collides_with(i, other)),
+                _ => None,
+            })
+            .collect();
+        let mut declared_by_broken = Vec::new();
+        for (i, case) in cases.iter().enumerate() {
+            let text = files.0.get_mut(&file(i)).unwrap();
+            let name_line = format!("metadata: {{name: c{i}}}");
+            match case.broken {
+                None if case.removed && !targets.contains(&i) => {
+                    files.0.remove(&file(i));
+                    continue;
+                }
+                None => continue,
+                Some(Breakage::Syntax) => *text = "\u{0}\u{1} not yaml: [".into(),
+                Some(Breakage::UnknownField) => text.push_str("extra: 1\n"),
+                Some(Breakage::BadValue) => *text = text.replace("controlPlane: {count: ", "controlPlane: {count: -"),
+                Some(Breakage::CollideWith(other)) => {
+                    let other = collides_with(i, other);
+                    if other == i || cases[other].broken.is_some() {
+                        // Nothing left as it was to collide with (a fleet of one, or names
+                        // swapped, which is valid): break it otherwise.
+                        text.push_str("extra: 1\n");
+                    } else {
+                        *text = text.replace(&name_line, &format!("metadata: {{name: c{other}}}"));
+                    }
+                }
+                Some(Breakage::NewNameAndBroken) => {
+                    *text = text.replace(&name_line, &format!("metadata: {{name: renamed{i}}}"));
+                    text.push_str("extra: 1\n");
+                }
+                Some(Breakage::InvalidName) => *text = text.replace(&name_line, "metadata: {name: Not_A_Label}"),
+                Some(Breakage::Empty) => text.clear(),
+            }
+            declared_by_broken.push(format!("c{i}"));
+        }
+        let fleet = spec::load(&files);
+        prop_assert_eq!(fleet.is_valid(), declared_by_broken.is_empty(), "{:?}", fleet.diagnostics);
+
+        let plan = build(&fleet, &world);
+        for action in plan.actions() {
+            let (Op::DeleteDevice { cluster, .. } | Op::ReleaseEndpoint { cluster, .. } | Op::DeleteSecrets { cluster, .. }) = &action.op else {
+                continue;
+            };
+            prop_assert!(
+                !declared_by_broken.contains(cluster),
+                "{cluster} was declared by a file now broken, yet the plan deletes:\n{}",
+                report::plan::text(&plan, false)
+            );
+        }
+    }
+}
+
 /// The first control-plane node runs `kubeadm init`, every other node joins after it.
 #[test]
 fn new_cluster_orders_init_before_joins() {

@@ -13,6 +13,7 @@ mod metal;
 mod pki;
 mod plan;
 mod preview;
+mod safety;
 mod schema;
 mod seal;
 mod secrets;

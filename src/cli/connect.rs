@@ -195,14 +195,10 @@ impl Session {
                 continue;
             }
             let observed = world.clusters.get(&cluster.cluster).unwrap_or(&empty);
-            let protection = match self.fleet.cluster(&cluster.cluster) {
-                Some(declared) => declared.deletion_protection,
-                None => observed.deletion_protection,
-            };
             let status = status::of(
                 cluster,
                 observed,
-                protection,
+                self.fleet.cluster(&cluster.cluster),
                 None,
                 errors(&cluster.cluster),
             );

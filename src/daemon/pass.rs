@@ -300,15 +300,11 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
                 });
                 continue;
             }
-            let protection = desired
-                .fleet
-                .cluster(name)
-                .map_or(observed.deletion_protection, |c| c.deletion_protection);
             let errors = errors_of(name);
             let status = status::of(
                 cluster,
                 observed,
-                protection,
+                desired.fleet.cluster(name),
                 Some(&applied.to_string()),
                 errors,
             );

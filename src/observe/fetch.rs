@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::instrument;
 
-use super::{DeviceState, Endpoint, ObservedDevice, World};
+use super::{DeviceState, Endpoint, ObservedCluster, ObservedDevice, World};
 use crate::metal::{self, DeviceQuery, DeviceTags, Metal, ProjectId};
 use crate::secrets::{self, SecretStore};
 use crate::spec::Fleet;
@@ -124,8 +124,7 @@ pub async fn world(
     }
     for (name, observed) in &mut world.clusters {
         if let Some(previous) = previous.get(name) {
-            observed.deletion_protection = previous.deletion_protection;
-            observed.last_known = previous.hostnames.clone();
+            previous.recall(observed);
         }
         observed
             .devices
@@ -186,6 +185,17 @@ pub fn state(state: &metal::DeviceState) -> DeviceState {
 pub struct Previous {
     pub deletion_protection: bool,
     pub hostnames: BTreeSet<String>,
+    /// The fleet file the cluster was last applied from.
+    pub file: Option<String>,
+}
+
+impl Previous {
+    /// Adds what the last apply recorded to what is observed now.
+    pub fn recall(&self, observed: &mut ObservedCluster) {
+        observed.deletion_protection = self.deletion_protection;
+        observed.last_known = self.hostnames.clone();
+        observed.declared_in = self.file.clone();
+    }
 }
 
 /// What the status files say, per cluster.
@@ -201,6 +211,7 @@ pub fn previous_from_status(
                 Previous {
                     deletion_protection: status.deletion_protection,
                     hostnames,
+                    file: status.file.clone(),
                 },
             )
         })

@@ -52,6 +52,11 @@ pub struct ObservedCluster {
     /// deleted outside rackform.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub last_known: BTreeSet<String>,
+    /// The fleet file the cluster was last applied from, as its status file says: while
+    /// that file is broken, the cluster is unknown rather than removed, whatever name the
+    /// broken file now declares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_in: Option<String>,
 }
 
 impl ObservedCluster {

@@ -9,7 +9,7 @@ use super::template;
 use crate::observe::{
     DeviceState, ObservedCluster, ObservedDevice, SecretKind, SecretOwner, World, missing_secrets,
 };
-use crate::spec::{CONTROL_PLANE_POOL, Cluster, ControlPlane, Fleet, Reservations};
+use crate::spec::{CONTROL_PLANE_POOL, Claim, Cluster, ControlPlane, Fleet, Reservations};
 
 /// What a plan is made from.
 #[derive(Debug, Clone, Copy)]
@@ -57,21 +57,13 @@ pub fn build(inputs: &Inputs) -> Plan {
                 );
                 ClusterChange::Blocked
             }
-            None if fleet.is_known_absent(name) => removed(
+            None if fleet.is_known_absent(name, observed.declared_in.as_deref()) => removed(
                 &mut builder,
                 observed,
                 fleet.settings.as_ref().is_some_and(|s| s.prune),
             ),
             None => {
-                let file = fleet
-                    .broken
-                    .iter()
-                    .find(|b| b.name.as_deref() == Some(name))
-                    .map(|b| b.file.as_str());
-                builder.problem(match file {
-                    Some(file) => format!("the declaration in {file} is invalid; nothing is planned until it is fixed"),
-                    None => "no valid file declares this cluster, but a broken file might; nothing is planned until it is fixed".into(),
-                });
+                builder.problem(unknown(fleet, name, observed.declared_in.as_deref()));
                 ClusterChange::Blocked
             }
         };
@@ -96,6 +88,25 @@ pub fn build(inputs: &Inputs) -> Plan {
         plan.refusal = delete_guard(&plan, world, fleet);
     }
     plan
+}
+
+/// Why a cluster that no valid file declares is not planned for deletion.
+fn unknown(fleet: &Fleet, name: &str, last_file: Option<&str>) -> String {
+    let claims: Vec<_> = fleet.broken_for(name, last_file).collect();
+    if let [(broken, Claim::Name)] = claims.as_slice() {
+        return format!(
+            "the declaration in {} is invalid; nothing is planned until it is fixed",
+            broken.file
+        );
+    }
+    let files: Vec<String> = claims
+        .iter()
+        .map(|(broken, claim)| format!("{} ({claim})", broken.file))
+        .collect();
+    format!(
+        "no valid file declares this cluster, but invalid files may: {}; nothing is planned until they are fixed",
+        files.join(", ")
+    )
 }
 
 /// Sixteen hex digits of SHA-256 over the world's canonical JSON.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::observe::{DeviceState, ObservedCluster};
 use crate::plan::{ClusterChange, ClusterPlan};
+use crate::spec::Cluster;
 
 const HEADER: &str = "# Written by rackform after each apply; edits are overwritten.\n";
 
@@ -17,6 +18,10 @@ pub struct Status {
     /// The deletion protection of the declaration last applied.
     #[serde(default)]
     pub deletion_protection: bool,
+    /// The fleet file of the declaration last applied (`clusters/web.yaml`): while that
+    /// file is broken the cluster is unknown, never removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,14 +59,20 @@ pub enum Phase {
 }
 
 /// The status of one cluster after an apply: `after` is the world observed then, `plan`
-/// the plan made from it (what is still to do), `errors` what the apply could not do.
+/// the plan made from it (what is still to do), `declared` its valid declaration if it has
+/// one, `errors` what the apply could not do. Without a valid declaration, the deletion
+/// protection and file of the last applied one are kept.
 pub fn of(
     plan: &ClusterPlan,
     after: &ObservedCluster,
-    deletion_protection: bool,
+    declared: Option<&Cluster>,
     commit: Option<&str>,
     errors: Vec<String>,
 ) -> Status {
+    let (deletion_protection, file) = match declared {
+        Some(cluster) => (cluster.deletion_protection, Some(cluster.file.clone())),
+        None => (after.deletion_protection, after.declared_in.clone()),
+    };
     let phase = match plan.change {
         _ if !errors.is_empty() => Phase::Failed,
         _ if plan.suspended && !plan.actions.is_empty() => Phase::Suspended,
@@ -85,6 +96,7 @@ pub fn of(
         cluster: plan.cluster.clone(),
         phase,
         deletion_protection,
+        file,
         last_applied_commit: commit.map(str::to_owned),
         endpoint: after.endpoint.as_ref().map(|e| e.address.clone()),
         devices,

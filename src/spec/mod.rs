@@ -66,6 +66,53 @@ pub struct BrokenCluster {
     pub name: Option<String>,
 }
 
+impl BrokenCluster {
+    /// Why this file may be the one that declares cluster `name`, which was last applied
+    /// from `last_file` when that is known; `None` when it cannot be.
+    pub fn claim(&self, name: &str, last_file: Option<&str>) -> Option<Claim> {
+        match self.name.as_deref() {
+            Some(declared) if declared == name => Some(Claim::Name),
+            None => Some(Claim::Unnamed),
+            Some(_) if last_file == Some(self.file.as_str()) => Some(Claim::LastApplied),
+            Some(_) if file_stem(&self.file) == name => Some(Claim::FileName),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Why a broken file may declare a cluster. A broken file's declared name may be the very
+/// typo that broke it, so the name alone cannot clear it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// It declares that name.
+    Name,
+    /// Its name cannot be read, so it may be any cluster.
+    Unnamed,
+    /// The cluster was last applied from this file (its status file says so).
+    LastApplied,
+    /// It is named after the cluster (`clusters/web.yaml` for `web`).
+    FileName,
+}
+
+impl std::fmt::Display for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Claim::Name => "declares it",
+            Claim::Unnamed => "its name cannot be read",
+            Claim::LastApplied => "the cluster was last applied from it",
+            Claim::FileName => "it is named after the cluster",
+        })
+    }
+}
+
+/// `web` for `clusters/web.yaml`.
+fn file_stem(path: &str) -> &str {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.strip_suffix(".yaml")
+        .or_else(|| file.strip_suffix(".yml"))
+        .unwrap_or(file)
+}
+
 /// A fleet repository as read: what is valid, what is broken, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fleet {
@@ -94,16 +141,25 @@ impl Fleet {
             .find(|cluster| cluster.name.as_str() == name)
     }
 
-    /// Whether Git certainly does not declare cluster `name`: the settings are valid, no valid
-    /// cluster has that name, and no broken file declares it or could (one whose name could
-    /// not be read might be that cluster). Only such a cluster may be planned for deletion.
-    pub fn is_known_absent(&self, name: &str) -> bool {
+    /// The broken files that may declare cluster `name`, and why (see [`BrokenCluster::claim`]).
+    pub fn broken_for<'a>(
+        &'a self,
+        name: &'a str,
+        last_file: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a BrokenCluster, Claim)> {
+        self.broken
+            .iter()
+            .filter_map(move |broken| Some((broken, broken.claim(name, last_file)?)))
+    }
+
+    /// Whether Git certainly does not declare cluster `name`, last applied from
+    /// `last_file` when that is known: the settings are valid, no valid cluster has that
+    /// name, and no broken file may declare it. Only such a cluster may be planned for
+    /// deletion.
+    pub fn is_known_absent(&self, name: &str, last_file: Option<&str>) -> bool {
         self.settings.is_some()
             && self.cluster(name).is_none()
-            && self
-                .broken
-                .iter()
-                .all(|broken| broken.name.as_deref().is_some_and(|n| n != name))
+            && self.broken_for(name, last_file).next().is_none()
     }
 }
 
@@ -194,6 +250,11 @@ fn load_from(files: &impl RepoFiles, only: Option<&str>) -> Fleet {
         Some(path) => vec![path.to_owned()],
         None => files.list_yaml(&clusters_dir).unwrap_or_else(|error| {
             diagnostics.push(Diagnostic::file_level(&clusters_dir, error.to_string()));
+            // An unreadable directory may declare any cluster.
+            broken.push(BrokenCluster {
+                file: clusters_dir.clone(),
+                name: None,
+            });
             Vec::new()
         }),
     };
@@ -417,4 +478,32 @@ fn fleet_wide_checks(
     broken.sort_by(|a, b| a.file.cmp(&b.file));
     valid.sort_by(|a, b| a.name.cmp(&b.name));
     valid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broken(file: &str, name: Option<&str>) -> BrokenCluster {
+        BrokenCluster {
+            file: file.into(),
+            name: name.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_broken_file_claims_its_name_its_file_name_and_what_was_applied_from_it() {
+        let typo = broken("clusters/web.yml", Some("db"));
+        assert_eq!(typo.claim("db", None), Some(Claim::Name));
+        assert_eq!(typo.claim("web", None), Some(Claim::FileName));
+        assert_eq!(
+            typo.claim("api", Some("clusters/web.yml")),
+            Some(Claim::LastApplied)
+        );
+        assert_eq!(typo.claim("api", Some("clusters/api.yaml")), None);
+        assert_eq!(
+            broken("clusters/x.yaml", None).claim("any", None),
+            Some(Claim::Unnamed)
+        );
+    }
 }
