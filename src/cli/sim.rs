@@ -54,7 +54,7 @@ pub struct Args {
     /// The next N created devices stay `provisioning`.
     #[arg(long, default_value_t = 0)]
     pub stuck_provision: u32,
-    /// New devices are missing from lists for this long.
+    /// New devices are missing from lists for this long (GET /devices/{id} serves them).
     #[arg(long, default_value = "0ms", value_parser = parse_duration)]
     pub list_delay: Duration,
     /// Failed devices answer 403 and vanish from lists.

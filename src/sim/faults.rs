@@ -39,7 +39,12 @@ pub struct Faults {
     pub fail_provision: u32,
     /// The next this-many created devices stay `provisioning` for ever.
     pub stuck_provision: u32,
-    /// A new device is missing from list answers for this long (GET by id works).
+    /// A new device is missing from list answers for this long, while `GET /devices/{id}`
+    /// serves it from the moment the create answered, as Packet's do: the create answers
+    /// 201 with the device and its id, and clients poll that id at once (Terraform's
+    /// `equinix_metal_device` polls `GET /devices/{id}` from create until `active`;
+    /// cluster-api-provider-packet reads a machine's device by its provider id), whereas a
+    /// list or tag search is eventually consistent.
     pub list_delay_ms: u64,
     /// Failed devices answer 403 to GET and vanish from lists, as the API did 2018–2020.
     pub hide_failed: bool,

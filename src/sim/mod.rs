@@ -242,6 +242,32 @@ impl Shared {
     }
 }
 
+/// One simulated device as [`Sim::devices`] shows it. Its `Debug` leaves the userdata out.
+#[derive(Clone)]
+pub struct SimDevice {
+    /// Creation order.
+    pub seq: u64,
+    pub id: String,
+    pub project: String,
+    pub hostname: String,
+    /// The API's state name (`queued`, `provisioning`, `active`, `failed`, ...).
+    pub state: String,
+    pub tags: Vec<String>,
+    /// The userdata it was created with (the simulator keeps it as the API would).
+    pub userdata: String,
+}
+
+impl std::fmt::Debug for SimDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimDevice")
+            .field("id", &self.id)
+            .field("hostname", &self.hostname)
+            .field("state", &self.state)
+            .field("tags", &self.tags)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A running simulator. Dropping it stops the server (without a final save); call
 /// [`Sim::shutdown`] to stop cleanly.
 pub struct Sim {
@@ -469,6 +495,29 @@ impl Sim {
     pub fn device_state(&self, id: &str) -> Option<String> {
         self.shared
             .read(|world, _| world.devices.get(id).map(|d| d.state.clone()))
+    }
+
+    /// Every device the simulator holds, in creation order, including those a list answer
+    /// hides for now (`Faults::list_delay_ms`, `Faults::hide_failed`): what really exists,
+    /// for tests to count.
+    pub fn devices(&self) -> Vec<SimDevice> {
+        self.shared.read(|world, _| {
+            let mut devices: Vec<SimDevice> = world
+                .devices
+                .values()
+                .map(|d| SimDevice {
+                    seq: d.seq,
+                    id: d.id.clone(),
+                    project: d.project.clone(),
+                    hostname: d.hostname.clone(),
+                    state: d.state.clone(),
+                    tags: d.tags.clone(),
+                    userdata: d.userdata.clone(),
+                })
+                .collect();
+            devices.sort_by_key(|d| d.seq);
+            devices
+        })
     }
 
     /// Writes the state file now (if any).
