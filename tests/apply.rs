@@ -1,17 +1,62 @@
 //! `rackform apply` end to end, as a user runs it: the example fleet built from nothing on
 //! the simulator, user-supplied CAs made with the real `openssl` used as they are, a second
-//! plan that has nothing to do, an apply killed half-way that converges when run again, and
-//! a saved plan refused once the world moved.
+//! plan that has nothing to do, an apply killed half-way that converges when run again, a
+//! device list that lags behind creates, and a saved plan refused once the world moved.
 
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use rackform::metal::{ClientConfig, PacketClient, Token};
+use rackform::metal::{ClientConfig, Metal, PacketClient, ProjectId, Token};
+use rackform::sim::{Faults, SimDevice};
 
-use crate::support::fleet::{EXAMPLE_DEVICES, Fleet, SimHandle};
+use crate::support::fleet::{EXAMPLE_DEVICES, Fleet, PROJECT, SimHandle};
 use crate::support::{stderr, stdout, tool};
+
+/// The devices that exist on the simulator and are not on their way out, whatever a list
+/// answer shows for now.
+pub(crate) fn live_devices(sim: &SimHandle) -> Vec<SimDevice> {
+    sim.sim
+        .devices()
+        .into_iter()
+        .filter(|d| d.state != "deprovisioning")
+        .collect()
+}
+
+/// How many of `devices` belong to `cluster` and run `kubeadm init` (a new control plane).
+pub(crate) fn init_control_planes(devices: &[SimDevice], cluster: &str) -> usize {
+    let tag = format!("rackform:cluster={cluster}");
+    devices
+        .iter()
+        .filter(|d| d.tags.contains(&tag) && d.userdata.contains("kubeadm init"))
+        .count()
+}
+
+/// The hostname of the device the control-plane IP of `cluster` is assigned to.
+pub(crate) fn endpoint_holder(sim: &SimHandle, cluster: &str) -> Option<String> {
+    let client = PacketClient::new(ClientConfig {
+        base_url: sim.url(),
+        requests_per_second: None,
+        ..ClientConfig::new(Token::new("test"))
+    })
+    .unwrap();
+    let tag = format!("rackform:cluster={cluster}");
+    let reservations = sim
+        .runtime
+        .block_on(client.list_ip_reservations(&ProjectId::from(PROJECT), Some(&tag)))
+        .unwrap();
+    let device = reservations
+        .iter()
+        .filter(|r| r.tags.iter().any(|t| t == "rackform:role=endpoint"))
+        .flat_map(|r| &r.assignments)
+        .find_map(|a| a.device.clone())?;
+    sim.sim
+        .devices()
+        .into_iter()
+        .find(|d| d.id == device.as_str())
+        .map(|d| d.hostname)
+}
 
 fn assert_no_duplicates(hostnames: &[String]) {
     let mut unique = hostnames.to_vec();
@@ -154,6 +199,56 @@ fn apply_killed_half_way_converges_without_duplicates() {
     }
 }
 
+/// Issue 14, "duplicate servers when the device list lags": a device just created is
+/// missing from list answers for longer than an apply (`rackform sim --list-delay`), while
+/// `GET /devices/{id}` serves it at once. Two applies in a row make exactly the declared
+/// devices, one `kubeadm init` control plane per cluster, and assign each control-plane IP.
+#[test]
+fn the_device_list_lagging_makes_no_duplicate_servers() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let fleet = Fleet::new();
+    // edge-ams (1 control-plane node, 2 workers) and ml (3 and 4 + 2) keep the test small.
+    for other in ["core", "tenant-a"] {
+        fs::remove_file(fleet.path(&format!("fleet/clusters/{other}.yaml"))).unwrap();
+    }
+    sim.sim.set_faults(Faults {
+        list_delay_ms: 3_600_000,
+        ..Faults::default()
+    });
+    let apply = || fleet.run(&sim, &["apply", "--auto-approve", "--poll", "20ms"]);
+    let (first, second) = (apply(), apply());
+
+    let devices = live_devices(&sim);
+    let hostnames: Vec<&str> = devices.iter().map(|d| d.hostname.as_str()).collect();
+    assert_eq!(
+        hostnames.len(),
+        12,
+        "12 servers declared, {} exist: {hostnames:?}",
+        hostnames.len()
+    );
+    for cluster in ["edge-ams", "ml"] {
+        assert_eq!(
+            init_control_planes(&devices, cluster),
+            1,
+            "control planes of {cluster} that ran kubeadm init"
+        );
+        assert_eq!(
+            endpoint_holder(&sim, cluster).as_deref(),
+            Some(format!("{cluster}-control-plane-0").as_str()),
+            "the control-plane IP of {cluster}"
+        );
+    }
+    for output in [&first, &second] {
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}{}",
+            stdout(output),
+            stderr(output)
+        );
+    }
+}
+
 #[test]
 fn a_saved_plan_is_refused_once_the_world_moved() {
     let sim = SimHandle::start(Duration::from_millis(20));
@@ -278,7 +373,14 @@ fn apply_keeps_secrets_in_kubernetes() {
             "--repo",
         ])
         .arg(fleet.path("fleet"))
-        .args(["--packet-url", &sim.url(), "--packet-rps", "0"])
+        .args([
+            "--packet-url",
+            &sim.url(),
+            "--packet-rps",
+            "0",
+            "--state-dir",
+        ])
+        .arg(fleet.path("state"))
         .env("PACKET_AUTH_TOKEN", "test")
         .env("KUBECONFIG", &kubeconfig)
         .env_remove("RACKFORM_SECRETS_DIR")
@@ -348,7 +450,7 @@ mod converges_on_the_simulator {
                 prop_assert!(fleet.is_valid());
                 let passes = sim.runtime.block_on(converge(&client, &store, &fleet));
                 prop_assert!(passes.is_ok(), "{}", passes.unwrap_err());
-                let world = sim.runtime.block_on(fetch::world(&client, &store, &fetch::projects(&fleet), &fleet, &Default::default())).unwrap();
+                let world = sim.runtime.block_on(fetch::world(&client, &store, &fetch::projects(&fleet), &fleet, &Default::default(), None)).unwrap();
                 for (i, case) in cases.iter().enumerate() {
                     let observed = &world.clusters[&format!("c{i}")];
                     let active = |pool: &str| observed.devices.iter().filter(|d| d.pool == pool && d.state == DeviceState::Active).count() as u32;
@@ -388,6 +490,7 @@ mod converges_on_the_simulator {
                 &fetch::projects(fleet),
                 fleet,
                 &Default::default(),
+                Some(&context.options.journal),
             )
             .await
             .map_err(|e| e.to_string())?;
@@ -465,6 +568,7 @@ fn without_the_lease_no_action_starts() {
             &fetch::projects(&fleet),
             &fleet,
             &Default::default(),
+            None,
         )
         .await
         .unwrap();

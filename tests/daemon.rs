@@ -1,13 +1,17 @@
 //! `rackform run` with the real `git` CLI as the human: pushes are applied, status and a
 //! sealed kubeconfig (opened by the real `sops`) come back as a commit, rackform's own commit
-//! causes no apply, a scale-down removes devices, and the loop picks up a push through the
-//! repository watcher and stops cleanly on SIGTERM.
+//! causes no apply, a scale-down removes devices, the loop picks up a push through the
+//! repository watcher and stops cleanly on SIGTERM, and a lagging device list makes no
+//! duplicates.
 
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use rackform::sim::Faults;
+
+use crate::apply::{endpoint_holder, init_control_planes, live_devices};
 use crate::support::fleet::SimHandle;
 use crate::support::git::GitSandbox;
 use crate::support::{crate_root, stderr, stdout, tool};
@@ -120,6 +124,17 @@ impl Daemon {
             fs::write(&path, text.replace(from, to)).unwrap();
         }
         self.git.commit_and_push(&self.work, message)
+    }
+
+    /// A human adds the file `clusters/<name>.yaml` holding `text` and pushes it.
+    fn add_cluster(&self, name: &str, text: &str) {
+        self.git.git(
+            &self.work,
+            &["pull", "--quiet", "--rebase", "origin", "main"],
+        );
+        fs::write(self.work.join(format!("clusters/{name}.yaml")), text).unwrap();
+        self.git
+            .commit_and_push(&self.work, &format!("add cluster {name}"));
     }
 
     fn once(&self, sim: &SimHandle) -> Output {
@@ -451,4 +466,57 @@ fn a_mass_delete_is_refused_and_reported() {
         status.contains("phase: Failed") && status.contains("not applied: the plan deletes 2"),
         "{status}"
     );
+}
+
+/// A second, small cluster for tests that need two: one control-plane node, one worker.
+const LAB: &str = "apiVersion: rackform.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: lab
+spec:
+  metro: da
+  controlPlane:
+    count: 1
+  pools:
+    - name: general
+      count: 1 # workers
+";
+
+/// Issue 14, "duplicate servers when the device list lags": a device just created is
+/// missing from list answers for longer than a pass (`rackform sim --list-delay`), while
+/// `GET /devices/{id}` serves it at once. Two passes make exactly the 5 declared devices,
+/// one `kubeadm init` control plane per cluster, and assign each control-plane IP.
+#[test]
+fn the_device_list_lagging_makes_no_duplicate_servers_across_passes() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let daemon = Daemon::new();
+    daemon.add_cluster("lab", LAB);
+    sim.sim.set_faults(Faults {
+        list_delay_ms: 3_600_000,
+        ..Faults::default()
+    });
+    let (first, second) = (daemon.once(&sim), daemon.once(&sim));
+
+    let devices = live_devices(&sim);
+    let hostnames: Vec<&str> = devices.iter().map(|d| d.hostname.as_str()).collect();
+    assert_eq!(
+        hostnames.len(),
+        5,
+        "5 servers declared, {} exist: {hostnames:?}",
+        hostnames.len()
+    );
+    for cluster in ["edge-ams", "lab"] {
+        assert_eq!(
+            init_control_planes(&devices, cluster),
+            1,
+            "control planes of {cluster} that ran kubeadm init"
+        );
+        assert_eq!(
+            endpoint_holder(&sim, cluster).as_deref(),
+            Some(format!("{cluster}-control-plane-0").as_str()),
+            "the control-plane IP of {cluster}"
+        );
+    }
+    assert_ok(&first);
+    assert_ok(&second);
 }

@@ -348,6 +348,88 @@ async fn new_devices_can_be_missing_from_lists_for_a_while() {
     assert!(client.get_device(&created.id).await.unwrap().is_some());
 }
 
+/// The journal of created devices completes a lagging list by reading its devices by id,
+/// and lets go of an entry once the list shows the device or the API says it is gone.
+#[tokio::test]
+async fn the_journal_reads_by_id_what_the_list_does_not_show_yet() {
+    use rackform::metal::{Created, Journal};
+
+    let sim = start_sim(SimConfig::default()).await;
+    let project = project(&sim);
+    let client = client(&sim);
+    let journal = Journal::in_memory();
+    let entry = |tags: &RackformTags, device: &str| Created {
+        project: project.to_string(),
+        cluster: tags.cluster.clone(),
+        pool: tags.pool.to_string(),
+        ordinal: tags.ordinal,
+        hostname: tags.hostname(),
+        device: device.to_owned(),
+    };
+    // Listed at once: the list shows it, so the entry goes.
+    let shown = identity("seen", Pool::ControlPlane, 0);
+    let created = client
+        .create_device(&project, &new_device(&shown, "sv"))
+        .await
+        .unwrap();
+    journal.record(entry(&shown, created.id.as_str())).unwrap();
+    // Missing from lists for an hour.
+    sim.set_faults(Faults {
+        list_delay_ms: 3_600_000,
+        ..Faults::default()
+    });
+    let lagging = identity("lag", Pool::ControlPlane, 0);
+    let hidden = client
+        .create_device(&project, &new_device(&lagging, "sv"))
+        .await
+        .unwrap();
+    journal.record(entry(&lagging, hidden.id.as_str())).unwrap();
+    // Gone (here: never existed): 404 by id.
+    let ghost = identity("ghost", Pool::ControlPlane, 0);
+    journal
+        .record(entry(&ghost, "00000000-0000-4000-8000-000000000000"))
+        .unwrap();
+
+    // A look-up of one cluster reads only that cluster's entries.
+    sim.reset_requests();
+    let query = DeviceQuery::cluster("lag");
+    let mut listed = client.list_devices(&project, &query).await.unwrap();
+    assert!(listed.is_empty());
+    journal
+        .complete(&client, &project, &query, &mut listed)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|d| &d.id).collect::<Vec<_>>(),
+        [&hidden.id]
+    );
+    assert_eq!(sim.request_count("GET /devices/{id}"), 1);
+    assert_eq!(journal.entries().len(), 3, "nothing settled yet");
+
+    // The whole project: the shown device's entry and the gone one's go.
+    let mut listed = client
+        .list_devices(&project, &DeviceQuery::all())
+        .await
+        .unwrap();
+    journal
+        .complete(&client, &project, &DeviceQuery::all(), &mut listed)
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = listed.iter().map(|d| d.id.clone()).collect();
+    ids.sort();
+    let mut expected = vec![created.id.clone(), hidden.id.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(
+        journal
+            .entries()
+            .iter()
+            .map(|e| e.hostname.as_str())
+            .collect::<Vec<_>>(),
+        ["lag-control-plane-0"]
+    );
+}
+
 #[tokio::test]
 async fn validation_errors_surface_the_api_messages_without_retry() {
     let sim = start_sim(SimConfig::default()).await;

@@ -222,15 +222,24 @@ async fn release_endpoint<M: Metal, S>(
     Ok("released".into())
 }
 
+/// The cluster's device that `matches`, not on its way out: from the device list, and from
+/// the journal for those created but not listed yet.
 async fn find_device<M: Metal, S>(
     context: &Context<'_, M, S>,
     cluster: &str,
     matches: impl Fn(&metal::Device) -> bool,
 ) -> Result<Option<metal::Device>> {
     let project = project_of(context, cluster)?;
-    let devices = context
+    let query = DeviceQuery::cluster(cluster);
+    let mut devices = context
         .metal
-        .list_devices(&project, &DeviceQuery::cluster(cluster))
+        .list_devices(&project, &query)
+        .await
+        .map_err(|e| chain(&e))?;
+    context
+        .options
+        .journal
+        .complete(context.metal, &project, &query, &mut devices)
         .await
         .map_err(|e| chain(&e))?;
     Ok(devices.into_iter().find(|d| {
@@ -261,6 +270,9 @@ async fn delete_device<M: Metal, S>(context: &Context<'_, M, S>, id: &str) -> Re
             }
             Some(_) => tokio::time::sleep(context.options.poll).await,
         }
+    }
+    if let Err(error) = context.options.journal.forget(&id) {
+        tracing::warn!(error = %chain(&error), "Could not write the journal of created devices.");
     }
     Ok(match deleted {
         metal::Deleted::Now => "deleted".into(),
@@ -418,7 +430,8 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
     materials: &Materials,
     new: &NewDevice,
 ) -> Result<String> {
-    // A crash between create and the end of the last run must not make a duplicate.
+    // A crash between create and the end of the last run must not make a duplicate, nor
+    // may a device list that does not show the last run's creates yet.
     let same = |d: &metal::Device| matches!(&d.rackform, DeviceTags::Managed(t) if t.pool.as_str() == new.pool && t.ordinal == new.ordinal);
     if let Some(device) = find_device(context, &new.cluster, same).await? {
         wait_active(context, &device.id).await?;
@@ -488,6 +501,18 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
         .create_device(&project, &device)
         .await
         .map_err(|e| chain(&e))?;
+    // Remembered at once: until the device list shows it, look-ups find it by id.
+    let record = context.options.journal.record(metal::Created {
+        project: new.project.clone(),
+        cluster: new.cluster.clone(),
+        pool: new.pool.clone(),
+        ordinal: new.ordinal,
+        hostname: new.hostname.clone(),
+        device: created.id.to_string(),
+    });
+    if let Err(error) = record {
+        tracing::warn!(device = %created.id, error = %chain(&error), "Could not write the journal of created devices; this process remembers the device, a restart before the device list shows it may create it again.");
+    }
     wait_active(context, &created.id).await?;
     Ok(format!("created {}, active", created.id))
 }

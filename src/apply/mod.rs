@@ -13,7 +13,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tracing::{Instrument, info_span};
 
-use crate::metal::Metal;
+use crate::metal::{Journal, Metal};
 use crate::plan::{Action, Op, Plan};
 use crate::secrets::SecretStore;
 use crate::spec::Fleet;
@@ -33,6 +33,10 @@ pub struct Options {
     pub delete_timeout: Duration,
     /// With several replicas: no action starts unless this replica holds the lease.
     pub leadership: Option<crate::secrets::lease::Leadership>,
+    /// Devices created and not yet shown by the device list; each create is recorded here,
+    /// and look-ups read the devices it holds by id. In memory by default; pass the same
+    /// journal to `observe::fetch::world`.
+    pub journal: Journal,
 }
 
 impl Default for Options {
@@ -43,6 +47,7 @@ impl Default for Options {
             create_timeout: Duration::from_secs(60 * 60),
             delete_timeout: Duration::from_secs(30 * 60),
             leadership: None,
+            journal: Journal::in_memory(),
         }
     }
 }

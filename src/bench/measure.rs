@@ -308,6 +308,7 @@ pub fn frugality(config: &Config, results: &mut Results) {
                 &[PROJECT.to_owned()],
                 &fleet,
                 &Default::default(),
+                None,
             )
             .await;
             let counts = sim.requests();
@@ -358,6 +359,7 @@ pub fn throttled(config: &Config, results: &mut Results) {
             &[PROJECT.to_owned()],
             &fleet,
             &Default::default(),
+            None,
         )
         .await
         .expect("observing an empty project");

@@ -1,4 +1,6 @@
 //! `rackform apply [PLAN]`: plan (or take a saved plan), show it, apply it, write statuses.
+//! Devices it creates are journaled in `--state-dir` until the device list shows them, so
+//! that the next run neither misses nor duplicates them.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use anyhow::{Context, bail};
 
 use super::connect::{self, Session};
 use crate::apply::{self, Event, Outcome};
+use crate::metal::Journal;
 use crate::plan::Plan;
 use crate::report;
 
@@ -27,12 +30,23 @@ pub struct Args {
     /// How often to look at devices being created or deleted.
     #[arg(long, default_value = "5s", value_parser = super::sim::parse_duration)]
     pub poll: Duration,
+    /// Where rackform remembers the devices it created until the device list shows them
+    /// (created, mode 0700, when missing).
+    #[arg(long, env = "RACKFORM_STATE_DIR", default_value = ".rackform")]
+    pub state_dir: PathBuf,
 }
 
 /// Exit 0 when everything planned was done, 1 otherwise.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     connect::runtime()?.block_on(async {
-        let session = Session::open(&args.connect).await?;
+        let journal = Journal::open(&args.state_dir).with_context(|| {
+            format!(
+                "opening the state directory {}; nothing was applied",
+                args.state_dir.display()
+            )
+        })?;
+        let mut session = Session::open(&args.connect).await?;
+        session.journal = Some(journal.clone());
         let world = session.observe().await?;
         let fresh = session.plan(&world);
         let plan = match &args.plan {
@@ -75,6 +89,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             options: apply::Options {
                 concurrency: args.concurrency,
                 poll: args.poll,
+                journal,
                 ..apply::Options::default()
             },
         };

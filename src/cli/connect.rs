@@ -112,6 +112,9 @@ pub struct Session {
     pub metal: PacketClient,
     pub store: Store,
     pub approve_deletes: bool,
+    /// Devices rackform created that the device list may not show yet (`apply` sets it);
+    /// observing reads them by id.
+    pub journal: Option<crate::metal::Journal>,
 }
 
 impl Session {
@@ -137,6 +140,7 @@ impl Session {
             metal,
             store,
             approve_deletes: args.approve_deletes,
+            journal: None,
         })
     }
 
@@ -148,6 +152,7 @@ impl Session {
             &fetch::projects(&self.fleet),
             &self.fleet,
             &protected,
+            self.journal.as_ref(),
         )
         .await
         .context("observing the world")

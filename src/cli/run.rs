@@ -16,7 +16,7 @@ use crate::daemon::http::HttpState;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::webhook::WebhookConfig;
 use crate::daemon::{self, Event, Outcome, Reconciler};
-use crate::metal::PacketClient;
+use crate::metal::{Journal, PacketClient};
 use crate::seal::AgeIdentity;
 use crate::secrets::Store;
 use crate::secrets::lease::{Elector, LeaseConfig};
@@ -30,7 +30,8 @@ pub struct Args {
     /// The branch to apply.
     #[arg(long, env = "RACKFORM_BRANCH", default_value = "main")]
     pub branch: String,
-    /// Where rackform keeps its private copy of the repository.
+    /// Where rackform keeps its private copy of the repository, and the devices it created
+    /// until the device list shows them.
     #[arg(long, env = "RACKFORM_STATE_DIR", default_value = ".rackform")]
     pub state_dir: PathBuf,
     /// When to run a pass without a trigger: cron with seconds.
@@ -197,6 +198,12 @@ async fn reconciler(args: &Args) -> Result<Reconciler<PacketClient, Store>> {
     let remote = Remote::new(&args.remote, auth)?;
     let checkout = Checkout::open(&args.state_dir, remote)
         .with_context(|| format!("opening {}", args.state_dir.display()))?;
+    let journal = Journal::open(&args.state_dir).with_context(|| {
+        format!(
+            "opening the state directory {}; nothing was applied",
+            args.state_dir.display()
+        )
+    })?;
     let (metal, store) = args.backends.connect().await?;
     let age_identities = match &args.age_identity {
         Some(file) => {
@@ -218,6 +225,7 @@ async fn reconciler(args: &Args) -> Result<Reconciler<PacketClient, Store>> {
         age_identities,
         apply: apply::Options {
             poll: args.poll,
+            journal,
             ..apply::Options::default()
         },
         last: None,

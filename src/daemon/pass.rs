@@ -101,6 +101,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             &projects,
             &desired.fleet,
             &protected,
+            Some(&self.apply.journal),
         )
         .await?;
         let world_hash = plan::world_hash(&world);
@@ -155,6 +156,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             &projects,
             &desired.fleet,
             &protected,
+            Some(&self.apply.journal),
         )
         .await?;
         let next = plan::build(&plan::Inputs {

@@ -2,14 +2,16 @@
 //!
 //! Owns the [`Metal`] trait (the seam the rest of rackform talks to, in domain types), its
 //! real implementation [`PacketClient`] (reqwest, retries, rate limits), the wire types
-//! (`wire`, the only place besides `sim` that knows Packet JSON), the API token ([`Token`])
-//! and the parsing of rackform's device tags ([`DeviceTags`]).
+//! (`wire`, the only place besides `sim` that knows Packet JSON), the API token ([`Token`]),
+//! the parsing of rackform's device tags ([`DeviceTags`]) and the [`Journal`] of devices
+//! rackform created that the eventually consistent device list may not show yet.
 //! It decides nothing about clusters: it lists, reads, creates and deletes what it is told.
 //!
 //! Start with [`Metal`], then [`PacketClient::new`] and [`ClientConfig`].
 
 mod auth;
 mod client;
+pub mod journal;
 mod retry;
 mod tags;
 mod wire;
@@ -23,6 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use auth::{TOKEN_ENV_VARS, Token};
 pub use client::{ClientConfig, DEFAULT_BASE_URL, PacketClient};
+pub use journal::{Created, Journal, JournalError};
 pub use retry::{Jitter, RateLimiter, RetryPolicy};
 pub use tags::{
     CONTROL_PLANE, DeviceTags, MAX_TAG_LEN, PartialTags, Pool, RackformTags, TagError, cluster_tag,
@@ -34,7 +37,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The Packet API, in rackform's terms. [`PacketClient`] speaks to the real API or to the
 /// simulator (`crate::sim`); both answer the same HTTP.
 pub trait Metal: Send + Sync {
-    /// Every device of `project` that matches `query`, across all pages.
+    /// Every device of `project` that matches `query`, across all pages. The list is
+    /// eventually consistent: a device just created may be missing for a while, while
+    /// [`Metal::get_device`] serves it (see [`Journal::complete`]).
     fn list_devices(
         &self,
         project: &ProjectId,

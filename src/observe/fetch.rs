@@ -3,14 +3,15 @@
 //! One paginated device list and one IP reservation list per Packet project, one metadata
 //! list of the secrets labelled with a cluster (which finds clusters no longer declared),
 //! and a metadata look-up by name for each declared cluster (which finds user-supplied
-//! secrets that carry no labels).
+//! secrets that carry no labels). Devices rackform created that the list does not show yet
+//! (its journal) are read by id.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::instrument;
 
 use super::{DeviceState, Endpoint, ObservedCluster, ObservedDevice, World};
-use crate::metal::{self, DeviceQuery, DeviceTags, Metal, ProjectId};
+use crate::metal::{self, DeviceQuery, DeviceTags, Journal, Metal, ProjectId};
 use crate::secrets::{self, SecretStore};
 use crate::spec::Fleet;
 
@@ -21,6 +22,14 @@ pub const ENDPOINT_ROLE_TAG: &str = "rackform:role=endpoint";
 pub enum Error {
     #[error("listing devices of Packet project {project}")]
     Devices {
+        project: String,
+        #[source]
+        source: metal::Error,
+    },
+    #[error(
+        "reading by id the devices rackform created in Packet project {project} that its device list does not show yet"
+    )]
+    Created {
         project: String,
         #[source]
         source: metal::Error,
@@ -47,6 +56,8 @@ pub fn projects(fleet: &Fleet) -> Vec<String> {
 /// `previous` is what the status files of the last apply say per cluster: its deletion
 /// protection (so that removing a protected cluster's file does not remove the protection)
 /// and its devices (so that one deleted outside rackform is recognised as such).
+/// `journal` holds the devices rackform created that the device list may not show yet:
+/// each one the list misses is read by id and observed as well.
 #[instrument(skip_all, fields(n_projects = projects.len()))]
 pub async fn world(
     metal: &impl Metal,
@@ -54,17 +65,27 @@ pub async fn world(
     projects: &[String],
     fleet: &Fleet,
     previous: &BTreeMap<String, Previous>,
+    journal: Option<&Journal>,
 ) -> Result<World, Error> {
     let mut world = World::default();
     for project in projects {
         let id = ProjectId::from(project.as_str());
-        let devices = metal
+        let mut devices = metal
             .list_devices(&id, &DeviceQuery::all())
             .await
             .map_err(|source| Error::Devices {
                 project: project.clone(),
                 source,
             })?;
+        if let Some(journal) = journal {
+            journal
+                .complete(metal, &id, &DeviceQuery::all(), &mut devices)
+                .await
+                .map_err(|source| Error::Created {
+                    project: project.clone(),
+                    source,
+                })?;
+        }
         for device in devices {
             let Some(cluster) = device.rackform.cluster().map(str::to_owned) else {
                 continue;

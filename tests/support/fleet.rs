@@ -182,6 +182,9 @@ impl Fleet {
                 "--secrets-dir",
             ])
             .arg(self.path("secrets"))
+            // `rackform apply` keeps its journal of created devices here, not in the
+            // working directory.
+            .env("RACKFORM_STATE_DIR", self.path("state"))
             .env("PACKET_AUTH_TOKEN", "test-token-never-printed")
             .env_remove("RACKFORM_PACKET_URL");
         command
