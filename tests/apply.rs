@@ -249,6 +249,116 @@ fn the_device_list_lagging_makes_no_duplicate_servers() {
     }
 }
 
+/// Issue 14, "one server stuck in provisioning blocks the whole pass", through the library:
+/// a new cluster's first control-plane node sticks in `provisioning`. Its create ends after
+/// the bounded wait as still provisioning, what waits for it (workers, the control-plane
+/// IP) is deferred rather than failed, and the next plan, made from the observed world,
+/// waits for the node instead of making another `kubeadm init` one.
+#[test]
+fn a_stuck_control_plane_defers_what_waits_for_it() {
+    use rackform::apply::{self, Outcome};
+    use rackform::observe::fetch;
+    use rackform::plan::{self, Op};
+    use rackform::secrets::DirSecrets;
+
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let fleet_dir = Fleet::new();
+    for other in ["core", "ml", "tenant-a"] {
+        fs::remove_file(fleet_dir.path(&format!("fleet/clusters/{other}.yaml"))).unwrap();
+    }
+    let fleet =
+        rackform::spec::load(&rackform::source::DirFiles::open(fleet_dir.path("fleet")).unwrap());
+    let store = DirSecrets::open(fleet_dir.path("secrets")).unwrap();
+    let client = PacketClient::new(ClientConfig {
+        base_url: sim.url(),
+        requests_per_second: None,
+        ..ClientConfig::new(Token::new("test"))
+    })
+    .unwrap();
+    let context = apply::Context {
+        metal: &client,
+        secrets: &store,
+        fleet: &fleet,
+        options: apply::Options {
+            poll: Duration::from_millis(10),
+            provision_wait: Duration::from_millis(300),
+            ..apply::Options::default()
+        },
+    };
+    sim.sim.set_faults(Faults {
+        stuck_provision: 1,
+        ..Faults::default()
+    });
+    let observe_and_plan = || async {
+        let world = fetch::world(
+            &client,
+            &store,
+            &fetch::projects(&fleet),
+            &fleet,
+            &Default::default(),
+            Some(&context.options.journal),
+        )
+        .await
+        .unwrap();
+        plan::build(&plan::Inputs {
+            fleet: &fleet,
+            world: &world,
+            commit: None,
+            now: 0,
+            approve_deletes: false,
+        })
+    };
+    let (first, report, second) = sim.runtime.block_on(async {
+        let first = observe_and_plan().await;
+        let report = apply::execute(&context, &first, |_| {}).await.unwrap();
+        (first, report, observe_and_plan().await)
+    });
+    let outcome_of = |what: &dyn Fn(&Op) -> bool| {
+        let action = first.actions().find(|a| what(&a.op)).unwrap();
+        report.outcomes[&action.id].clone()
+    };
+    let init = outcome_of(
+        &|op| matches!(op, Op::CreateDevice(new) if new.hostname == "edge-ams-control-plane-0"),
+    );
+    assert!(
+        matches!(&init, Outcome::StillProvisioning(why) if why.contains("still provisioning after 300ms")),
+        "{init:?}"
+    );
+    let assign = outcome_of(&|op| matches!(op, Op::AssignEndpoint { .. }));
+    assert!(matches!(assign, Outcome::Deferred { .. }), "{assign:?}");
+    let worker = outcome_of(&|op| matches!(op, Op::CreateDevice(new) if new.pool == "edge"));
+    assert!(matches!(worker, Outcome::Deferred { .. }), "{worker:?}");
+    assert_eq!(
+        (report.n_failed(), report.n_skipped()),
+        (0, 0),
+        "{report:?}"
+    );
+    assert_eq!(sim.creates(), 1);
+
+    // The next plan waits for the stuck node: no second control plane, the workers now.
+    let creates: Vec<&str> = second
+        .actions()
+        .filter_map(|a| match &a.op {
+            Op::CreateDevice(new) => Some(new.hostname.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        creates,
+        ["edge-ams-edge-0", "edge-ams-edge-1"],
+        "{second:?}"
+    );
+    let cluster = &second.clusters[0];
+    assert!(
+        cluster
+            .waiting
+            .iter()
+            .any(|w| w.starts_with("edge-ams-control-plane-0")),
+        "{:?}",
+        cluster.waiting
+    );
+}
+
 #[test]
 fn a_saved_plan_is_refused_once_the_world_moved() {
     let sim = SimHandle::start(Duration::from_millis(20));

@@ -1,8 +1,8 @@
 //! `rackform run` with the real `git` CLI as the human: pushes are applied, status and a
 //! sealed kubeconfig (opened by the real `sops`) come back as a commit, rackform's own commit
 //! causes no apply, a scale-down removes devices, the loop picks up a push through the
-//! repository watcher and stops cleanly on SIGTERM, and a lagging device list makes no
-//! duplicates.
+//! repository watcher and stops cleanly on SIGTERM, a lagging device list makes no
+//! duplicates and a server stuck provisioning holds up no pass.
 
 use std::fs;
 use std::path::PathBuf;
@@ -519,4 +519,95 @@ fn the_device_list_lagging_makes_no_duplicate_servers_across_passes() {
     }
     assert_ok(&first);
     assert_ok(&second);
+}
+
+/// Issue 14, "one server stuck in provisioning blocks the whole pass": with one new device
+/// stuck in `provisioning` for ever (`rackform sim --stuck-provision 1`), the other
+/// cluster's new device is created in the same pass, the pass ends once its bounded wait
+/// (`RACKFORM_PROVISION_WAIT`, `--provision-wait`) is over and writes status, and the next
+/// pass makes no duplicate of the stuck one.
+#[test]
+fn a_server_stuck_provisioning_holds_up_no_pass() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let daemon = Daemon::new();
+    daemon.add_cluster("lab", LAB);
+    assert_ok(&daemon.once(&sim));
+    assert_eq!(live_devices(&sim).len(), 5);
+
+    daemon.human_push(
+        "grow both clusters",
+        &[
+            ("clusters/edge-ams.yaml", "count: 2", "count: 3"),
+            (
+                "clusters/lab.yaml",
+                "count: 1 # workers",
+                "count: 2 # workers",
+            ),
+        ],
+    );
+    let commits = daemon.remote_log().len();
+    sim.sim.set_faults(Faults {
+        stuck_provision: 1,
+        ..Faults::default()
+    });
+    let pass = |name: &str| {
+        let log = daemon.git.path(name);
+        let mut child = daemon
+            .run(&sim, &["--once"])
+            .env("RACKFORM_PROVISION_WAIT", "2s")
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // A bound on a pass that hangs, not a timing assertion.
+        for _ in 0..600 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, fs::read_to_string(&log).unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        panic!(
+            "the pass was still running after a minute, held up by the stuck server:\n{}",
+            fs::read_to_string(&log).unwrap()
+        );
+    };
+    let (status, log) = pass("pass-2.log");
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("still provisioning"), "{log}");
+
+    let new: Vec<_> = live_devices(&sim).into_iter().skip(5).collect();
+    assert_eq!(new.len(), 2, "{new:?}");
+    let stuck: Vec<_> = new.iter().filter(|d| d.state == "provisioning").collect();
+    let active: Vec<_> = new.iter().filter(|d| d.state == "active").collect();
+    assert_eq!((stuck.len(), active.len()), (1, 1), "{new:?}");
+    let cluster_of = |d: &rackform::sim::SimDevice| {
+        d.tags
+            .iter()
+            .find_map(|t| t.strip_prefix("rackform:cluster="))
+            .unwrap()
+            .to_owned()
+    };
+    let stuck_cluster = cluster_of(stuck[0]);
+    assert_ne!(
+        stuck_cluster,
+        cluster_of(active[0]),
+        "the other cluster's device was not applied: {new:?}"
+    );
+
+    // The pass wrote status: the stuck device is there, still provisioning.
+    assert_eq!(daemon.remote_log().len(), commits + 1, "no status commit");
+    let status_file = daemon.remote_file(&format!("status/{stuck_cluster}.yaml"));
+    assert!(
+        status_file.contains(&stuck[0].hostname) && status_file.contains("state: provisioning"),
+        "{status_file}"
+    );
+
+    // The next pass waits for it and makes no duplicate.
+    let creates = sim.creates();
+    let (status, log) = pass("pass-3.log");
+    assert!(status.success(), "{status:?}\n{log}");
+    assert_eq!(sim.creates(), creates, "a duplicate of the stuck server");
+    assert_eq!(live_devices(&sim).len(), 7);
 }

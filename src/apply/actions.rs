@@ -62,17 +62,24 @@ struct Material {
 
 type Result<T> = std::result::Result<T, String>;
 
+/// How an action that did not fail ended.
+pub enum Finished {
+    Done(String),
+    /// The device exists and was still provisioning when the wait ended.
+    StillProvisioning(String),
+}
+
 pub async fn run<M: Metal, S: SecretStore + Sync>(
     context: &Context<'_, M, S>,
     materials: &Materials,
     action: &crate::plan::Action,
-) -> Result<String> {
-    match &action.op {
+) -> Result<Finished> {
+    let done = match &action.op {
         Op::CreateSecrets { cluster, kinds } => create_secrets(context, cluster, kinds).await,
         Op::ReserveEndpoint { cluster, placement } => {
             reserve_endpoint(context, cluster, placement).await
         }
-        Op::CreateDevice(new) => create_device(context, materials, new).await,
+        Op::CreateDevice(new) => return create_device(context, materials, new).await,
         Op::AssignEndpoint { cluster, hostname } => {
             assign_endpoint(context, cluster, hostname).await
         }
@@ -90,7 +97,8 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
                 deleted.kept.len()
             ))
         }
-    }
+    };
+    done.map(Finished::Done)
 }
 
 fn cluster<'a, M, S>(context: &'a Context<'_, M, S>, name: &str) -> Result<&'a Cluster> {
@@ -429,13 +437,16 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
     context: &Context<'_, M, S>,
     materials: &Materials,
     new: &NewDevice,
-) -> Result<String> {
+) -> Result<Finished> {
     // A crash between create and the end of the last run must not make a duplicate, nor
     // may a device list that does not show the last run's creates yet.
     let same = |d: &metal::Device| matches!(&d.rackform, DeviceTags::Managed(t) if t.pool.as_str() == new.pool && t.ordinal == new.ordinal);
     if let Some(device) = find_device(context, &new.cluster, same).await? {
-        wait_active(context, &device.id).await?;
-        return Ok(format!("found {} from an earlier run, active", device.id));
+        let found = format!("found {} from an earlier run", device.id);
+        return Ok(match wait_active(context, &device.id).await? {
+            Waited::Active => Finished::Done(format!("{found}, active")),
+            Waited::StillProvisioning => Finished::StillProvisioning(still(context, &found)),
+        });
     }
     let cluster = cluster(context, &new.cluster)?;
     let material = materials.get(context, cluster).await?;
@@ -513,8 +524,31 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
     if let Err(error) = record {
         tracing::warn!(device = %created.id, error = %chain(&error), "Could not write the journal of created devices; this process remembers the device, a restart before the device list shows it may create it again.");
     }
-    wait_active(context, &created.id).await?;
-    Ok(format!("created {}, active", created.id))
+    let made = format!("created {}", created.id);
+    Ok(match wait_active(context, &created.id).await? {
+        Waited::Active => Finished::Done(format!("{made}, active")),
+        Waited::StillProvisioning => Finished::StillProvisioning(still(context, &made)),
+    })
+}
+
+/// What a create says when its device is still provisioning after the wait.
+fn still<M, S>(context: &Context<'_, M, S>, what: &str) -> String {
+    format!(
+        "{what}, still provisioning after {}; the next pass observes it and does what waits for it",
+        humantime(context.options.provision_wait)
+    )
+}
+
+/// `10m`, `90s`, `1500ms`: a wait as the flags write it.
+fn humantime(wait: std::time::Duration) -> String {
+    let ms = wait.as_millis();
+    if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 fn taint(taint: &crate::spec::Taint) -> userdata::Taint {
@@ -530,23 +564,37 @@ fn taint(taint: &crate::spec::Taint) -> userdata::Taint {
     }
 }
 
-async fn wait_active<M: Metal, S>(context: &Context<'_, M, S>, id: &DeviceId) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + context.options.create_timeout;
+/// How waiting for a device ended, when it did not fail.
+enum Waited {
+    Active,
+    /// Still on its way after [`super::Options::provision_wait`].
+    StillProvisioning,
+}
+
+/// Waits until the device is active, at most [`super::Options::provision_wait`].
+async fn wait_active<M: Metal, S>(context: &Context<'_, M, S>, id: &DeviceId) -> Result<Waited> {
+    let deadline = tokio::time::Instant::now() + context.options.provision_wait;
     loop {
         let device = context.metal.get_device(id).await.map_err(|e| chain(&e))?;
         match device.map(|d| d.state) {
-            Some(metal::DeviceState::Active) => return Ok(()),
+            Some(metal::DeviceState::Active) => return Ok(Waited::Active),
             Some(metal::DeviceState::Failed) => {
-                return Err(format!("device {id} failed to provision"));
-            }
-            None => return Err(format!("device {id} disappeared while provisioning")),
-            Some(_) if tokio::time::Instant::now() >= deadline => {
                 return Err(format!(
-                    "device {id} not active after {:?}",
-                    context.options.create_timeout
+                    "device {id} failed to provision; the next pass replaces it"
                 ));
             }
-            Some(_) => tokio::time::sleep(context.options.poll).await,
+            None => {
+                return Err(format!(
+                    "device {id} disappeared while provisioning; the next pass creates it again"
+                ));
+            }
+            Some(_) if tokio::time::Instant::now() >= deadline => {
+                return Ok(Waited::StillProvisioning);
+            }
+            Some(_) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                tokio::time::sleep(context.options.poll.min(left)).await;
+            }
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Owns the scheduler (actions run as soon as those they wait for are done, a bounded number
 //! at once) and what each action does. A failed action stops only the actions that wait for
-//! it; the rest go on, and the report says which failed and which were skipped.
+//! it; the rest go on, and the report says which failed and which were skipped. A device
+//! still provisioning when its bounded wait ends is no failure: its action says so, the
+//! actions waiting for it are deferred, and the next pass observes it and plans them again.
 
 mod actions;
 
@@ -27,8 +29,9 @@ pub struct Options {
     pub concurrency: usize,
     /// How often a device being created or deleted is looked at.
     pub poll: Duration,
-    /// How long a new device may take to become active.
-    pub create_timeout: Duration,
+    /// How long an action waits for a new device to become active. One still provisioning
+    /// then ends its action as [`Outcome::StillProvisioning`]; the next pass observes it.
+    pub provision_wait: Duration,
     /// How long a deleted device may take to be gone.
     pub delete_timeout: Duration,
     /// With several replicas: no action starts unless this replica holds the lease.
@@ -39,12 +42,15 @@ pub struct Options {
     pub journal: Journal,
 }
 
+/// The default of [`Options::provision_wait`] (and of `--provision-wait`).
+pub const DEFAULT_PROVISION_WAIT: Duration = Duration::from_secs(10 * 60);
+
 impl Default for Options {
     fn default() -> Self {
         Options {
             concurrency: 8,
             poll: Duration::from_secs(5),
-            create_timeout: Duration::from_secs(60 * 60),
+            provision_wait: DEFAULT_PROVISION_WAIT,
             delete_timeout: Duration::from_secs(30 * 60),
             leadership: None,
             journal: Journal::in_memory(),
@@ -66,8 +72,16 @@ pub enum Outcome {
     /// Done; says what happened (`created device 6f3c…`, `found from an earlier run`).
     Done(String),
     Failed(String),
+    /// The device was created (or found) and was still provisioning when the wait
+    /// ([`Options::provision_wait`]) ended: not a failure; the next pass observes it.
+    StillProvisioning(String),
     /// Not started because an action it waits for did not succeed.
     Skipped {
+        because: usize,
+    },
+    /// Not started because an action it waits for is still provisioning; the next pass
+    /// plans it again from what it observes.
+    Deferred {
         because: usize,
     },
     /// Not started because its cluster (or the fleet) is suspended.
@@ -102,6 +116,14 @@ impl Report {
             .count()
     }
 
+    /// Actions left for the next pass: devices still provisioning and what waits for them.
+    pub fn n_pending(&self) -> usize {
+        self.outcomes
+            .values()
+            .filter(|o| matches!(o, Outcome::StillProvisioning(_) | Outcome::Deferred { .. }))
+            .count()
+    }
+
     /// The failures of one cluster's actions, for its status file.
     pub fn errors_of(&self, plan: &Plan, cluster: &str) -> Vec<String> {
         plan.clusters
@@ -132,8 +154,9 @@ pub enum Refused {
 /// secrets that are already gone succeed.
 ///
 /// # Caveats
-/// A device is created when the API accepts it, but its action finishes only when it is
-/// active (or failed): a plan that creates many devices takes as long as they take.
+/// A device is created when the API accepts it, and its action waits until it is active (or
+/// failed), at most [`Options::provision_wait`]: one still provisioning then ends as
+/// [`Outcome::StillProvisioning`], and the actions after it as [`Outcome::Deferred`].
 ///
 /// # Errors
 /// [`Refused`] when the plan carries a delete-guard refusal; failures of single actions are
@@ -168,10 +191,23 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
             if started[i] {
                 continue;
             }
+            // A failed dependency decides first: a failure is reported as such, even when
+            // another dependency is still provisioning.
             let blocker = action
                 .after
                 .iter()
-                .find(|dep| !matches!(report.outcomes.get(dep), Some(Outcome::Done(_))));
+                .find(|dep| {
+                    matches!(
+                        report.outcomes.get(dep),
+                        Some(Outcome::Failed(_) | Outcome::Skipped { .. })
+                    )
+                })
+                .or_else(|| {
+                    action
+                        .after
+                        .iter()
+                        .find(|dep| !matches!(report.outcomes.get(dep), Some(Outcome::Done(_))))
+                });
             match blocker.map(|dep| report.outcomes.get(dep)) {
                 None if context
                     .options
@@ -206,6 +242,14 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
                     progress(Event::Finished(action, &outcome));
                     report.outcomes.insert(action.id, outcome);
                 }
+                // It waits for a device still provisioning: the next pass plans it again.
+                Some(Some(Outcome::StillProvisioning(_) | Outcome::Deferred { .. })) => {
+                    started[i] = true;
+                    let because = *blocker.expect("a blocker");
+                    let outcome = Outcome::Deferred { because };
+                    progress(Event::Finished(action, &outcome));
+                    report.outcomes.insert(action.id, outcome);
+                }
                 _ => {}
             }
         }
@@ -213,7 +257,8 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
             break;
         };
         let outcome = match result {
-            Ok(done) => Outcome::Done(done),
+            Ok(actions::Finished::Done(done)) => Outcome::Done(done),
+            Ok(actions::Finished::StillProvisioning(what)) => Outcome::StillProvisioning(what),
             Err(why) => Outcome::Failed(why),
         };
         let action = actions[i];
@@ -224,7 +269,10 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
             Outcome::Failed(error) => {
                 tracing::warn!(id = action.id, action = %describe(&action.op), %error, "Action failed.")
             }
-            Outcome::Skipped { .. } | Outcome::Suspended => {}
+            Outcome::StillProvisioning(what) => {
+                tracing::warn!(id = action.id, action = %describe(&action.op), %what, "Device still provisioning; the next pass observes it.")
+            }
+            Outcome::Skipped { .. } | Outcome::Deferred { .. } | Outcome::Suspended => {}
         }
         progress(Event::Finished(action, &outcome));
         report.outcomes.insert(actions[i].id, outcome);

@@ -30,13 +30,18 @@ pub struct Args {
     /// How often to look at devices being created or deleted.
     #[arg(long, default_value = "5s", value_parser = super::sim::parse_duration)]
     pub poll: Duration,
+    /// How long to wait for one new device to become active. One still provisioning then
+    /// is no failure: what waits for it is left for the next run, and apply exits 2.
+    #[arg(long, env = "RACKFORM_PROVISION_WAIT", default_value = "10m", value_parser = super::sim::parse_duration)]
+    pub provision_wait: Duration,
     /// Where rackform remembers the devices it created until the device list shows them
     /// (created, mode 0700, when missing).
     #[arg(long, env = "RACKFORM_STATE_DIR", default_value = ".rackform")]
     pub state_dir: PathBuf,
 }
 
-/// Exit 0 when everything planned was done, 1 otherwise.
+/// Exit 0 when everything planned was done, 2 when devices are still provisioning (or the
+/// plan made afterwards has changes), 1 when anything failed.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     connect::runtime()?.block_on(async {
         let journal = Journal::open(&args.state_dir).with_context(|| {
@@ -89,6 +94,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             options: apply::Options {
                 concurrency: args.concurrency,
                 poll: args.poll,
+                provision_wait: args.provision_wait,
                 journal,
                 ..apply::Options::default()
             },
@@ -98,14 +104,21 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let after = session.observe().await?;
         let next = session.plan(&after);
         session.write_statuses(&next, &after, |cluster| report.errors_of(&plan, cluster))?;
-        let (failed, skipped) = (report.n_failed(), report.n_skipped());
+        let (failed, skipped, pending) =
+            (report.n_failed(), report.n_skipped(), report.n_pending());
+        let left = match pending {
+            0 => String::new(),
+            n => format!(", {n} left for the next run (devices still provisioning)"),
+        };
         println!(
-            "\nApplied in {:.1}s: {} done, {failed} failed, {skipped} skipped.",
+            "\nApplied in {:.1}s: {} done, {failed} failed, {skipped} skipped{left}.",
             started.elapsed().as_secs_f64(),
-            report.outcomes.len() - failed - skipped
+            report.outcomes.len() - failed - skipped - pending
         );
         Ok(if failed + skipped > 0 {
             ExitCode::from(1)
+        } else if pending > 0 {
+            ExitCode::from(2)
         } else {
             super::plan::exit_code(&session, &next)
         })
@@ -121,9 +134,13 @@ fn progress(event: Event, started: Instant) {
             match outcome {
                 Outcome::Done(done) => println!("[{at:6.1}s] done   {what}: {done}"),
                 Outcome::Failed(why) => println!("[{at:6.1}s] FAILED {what}: {why}"),
+                Outcome::StillProvisioning(why) => println!("[{at:6.1}s] wait   {what}: {why}"),
                 Outcome::Skipped { because } => {
                     println!("[{at:6.1}s] skip   {what}: action {because} did not succeed")
                 }
+                Outcome::Deferred { because } => println!(
+                    "[{at:6.1}s] later  {what}: action {because} is still provisioning; the next run does it"
+                ),
                 Outcome::Suspended => println!("[{at:6.1}s] skip   {what}: suspended"),
             }
         }

@@ -68,6 +68,11 @@ pub struct Args {
     /// How often to look at devices being created or deleted.
     #[arg(long, default_value = "5s", value_parser = super::sim::parse_duration)]
     pub poll: Duration,
+    /// How long a pass waits for one new device to become active. One still provisioning
+    /// then is no failure: the pass writes status and ends, and the next pass observes it
+    /// and does what waits for it.
+    #[arg(long, env = "RACKFORM_PROVISION_WAIT", default_value = "10m", value_parser = super::sim::parse_duration)]
+    pub provision_wait: Duration,
     /// Address for /healthz, /readyz, /metrics and the webhook endpoints.
     #[arg(long, env = "RACKFORM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
@@ -225,6 +230,7 @@ async fn reconciler(args: &Args) -> Result<Reconciler<PacketClient, Store>> {
         age_identities,
         apply: apply::Options {
             poll: args.poll,
+            provision_wait: args.provision_wait,
             journal,
             ..apply::Options::default()
         },
