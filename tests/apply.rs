@@ -321,7 +321,7 @@ fn a_stuck_control_plane_defers_what_waits_for_it() {
         &|op| matches!(op, Op::CreateDevice(new) if new.hostname == "edge-ams-control-plane-0"),
     );
     assert!(
-        matches!(&init, Outcome::StillProvisioning(why) if why.contains("still provisioning after 300ms")),
+        matches!(&init, Outcome::Unfinished(why) if why.contains("still provisioning after 300ms")),
         "{init:?}"
     );
     let assign = outcome_of(&|op| matches!(op, Op::AssignEndpoint { .. }));
@@ -711,4 +711,33 @@ fn without_the_lease_no_action_starts() {
         sim.sim.request_count("GET /projects/{id}/devices")
             + sim.sim.request_count("GET /projects/{id}/ips")
     );
+}
+
+/// A deleted server still deprovisioning holds up no run either: the delete ends unfinished
+/// after `--provision-wait`, and the run says so with exit code 2.
+#[test]
+fn a_slow_delete_holds_up_no_run() {
+    let sim = SimHandle::start_with(Duration::from_millis(20), Duration::from_secs(3600));
+    let fleet = Fleet::new();
+    for other in ["core", "ml", "tenant-a"] {
+        fs::remove_file(fleet.path(&format!("fleet/clusters/{other}.yaml"))).unwrap();
+    }
+    let apply = [
+        "apply",
+        "--auto-approve",
+        "--poll",
+        "10ms",
+        "--provision-wait",
+        "300ms",
+    ];
+    let output = fleet.run(&sim, &apply);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let file = fleet.path("fleet/clusters/edge-ams.yaml");
+    let text = fs::read_to_string(&file).unwrap();
+    fs::write(&file, text.replace("count: 2", "count: 1")).unwrap();
+
+    let output = fleet.run(&sim, &[&apply[..], &["--approve-deletes"]].concat());
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains("still deprovisioning after 300ms"), "{text}");
 }

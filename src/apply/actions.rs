@@ -65,8 +65,8 @@ type Result<T> = std::result::Result<T, String>;
 /// How an action that did not fail ended.
 pub enum Finished {
     Done(String),
-    /// The device exists and was still provisioning when the wait ended.
-    StillProvisioning(String),
+    /// The device was still provisioning (or deprovisioning) when the wait ended.
+    Unfinished(String),
 }
 
 pub async fn run<M: Metal, S: SecretStore + Sync>(
@@ -83,7 +83,7 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
         Op::AssignEndpoint { cluster, hostname } => {
             assign_endpoint(context, cluster, hostname).await
         }
-        Op::DeleteDevice { device, .. } => delete_device(context, device).await,
+        Op::DeleteDevice { device, .. } => return delete_device(context, device).await,
         Op::ReleaseEndpoint { cluster, ip, .. } => release_endpoint(context, cluster, ip).await,
         Op::DeleteSecrets { cluster, kinds } => {
             let deleted = context
@@ -258,34 +258,38 @@ async fn find_device<M: Metal, S>(
     }))
 }
 
-async fn delete_device<M: Metal, S>(context: &Context<'_, M, S>, id: &str) -> Result<String> {
+async fn delete_device<M: Metal, S>(context: &Context<'_, M, S>, id: &str) -> Result<Finished> {
     let id = DeviceId::from(id);
     let deleted = context
         .metal
         .delete_device(&id)
         .await
         .map_err(|e| chain(&e))?;
-    // Wait until it is gone, so that its hardware reservation and hostname are free again.
-    let deadline = tokio::time::Instant::now() + context.options.delete_timeout;
+    // Wait until it is gone, so that its hardware reservation and hostname are free again,
+    // at most as long as for a new device: a pass never waits on one server for longer.
+    let deadline = tokio::time::Instant::now() + context.options.provision_wait;
     loop {
         match context.metal.get_device(&id).await.map_err(|e| chain(&e))? {
             None => break,
             Some(_) if tokio::time::Instant::now() >= deadline => {
-                return Err(format!(
-                    "still not gone after {:?}",
-                    context.options.delete_timeout
-                ));
+                return Ok(Finished::Unfinished(format!(
+                    "deleted {id}, still deprovisioning after {}; the next pass observes it and does what waits for it",
+                    humantime(context.options.provision_wait)
+                )));
             }
-            Some(_) => tokio::time::sleep(context.options.poll).await,
+            Some(_) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                tokio::time::sleep(context.options.poll.min(left)).await;
+            }
         }
     }
     if let Err(error) = context.options.journal.forget(&id) {
         tracing::warn!(error = %chain(&error), "Could not write the journal of created devices.");
     }
-    Ok(match deleted {
+    Ok(Finished::Done(match deleted {
         metal::Deleted::Now => "deleted".into(),
         metal::Deleted::AlreadyGone => "already gone".into(),
-    })
+    }))
 }
 
 /// Reads the cluster's four key-material secrets, as `pki` wants them.
@@ -445,7 +449,7 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
         let found = format!("found {} from an earlier run", device.id);
         return Ok(match wait_active(context, &device.id).await? {
             Waited::Active => Finished::Done(format!("{found}, active")),
-            Waited::StillProvisioning => Finished::StillProvisioning(still(context, &found)),
+            Waited::StillProvisioning => Finished::Unfinished(still(context, &found)),
         });
     }
     let cluster = cluster(context, &new.cluster)?;
@@ -527,7 +531,7 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
     let made = format!("created {}", created.id);
     Ok(match wait_active(context, &created.id).await? {
         Waited::Active => Finished::Done(format!("{made}, active")),
-        Waited::StillProvisioning => Finished::StillProvisioning(still(context, &made)),
+        Waited::StillProvisioning => Finished::Unfinished(still(context, &made)),
     })
 }
 

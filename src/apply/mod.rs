@@ -29,11 +29,10 @@ pub struct Options {
     pub concurrency: usize,
     /// How often a device being created or deleted is looked at.
     pub poll: Duration,
-    /// How long an action waits for a new device to become active. One still provisioning
-    /// then ends its action as [`Outcome::StillProvisioning`]; the next pass observes it.
+    /// How long an action waits for a new device to become active, or a deleted one to be
+    /// gone. One still on its way then ends its action as [`Outcome::Unfinished`]; the next
+    /// pass observes it.
     pub provision_wait: Duration,
-    /// How long a deleted device may take to be gone.
-    pub delete_timeout: Duration,
     /// With several replicas: no action starts unless this replica holds the lease.
     pub leadership: Option<crate::secrets::lease::Leadership>,
     /// Devices created and not yet shown by the device list; each create is recorded here,
@@ -51,7 +50,6 @@ impl Default for Options {
             concurrency: 8,
             poll: Duration::from_secs(5),
             provision_wait: DEFAULT_PROVISION_WAIT,
-            delete_timeout: Duration::from_secs(30 * 60),
             leadership: None,
             journal: Journal::in_memory(),
         }
@@ -72,9 +70,10 @@ pub enum Outcome {
     /// Done; says what happened (`created device 6f3c…`, `found from an earlier run`).
     Done(String),
     Failed(String),
-    /// The device was created (or found) and was still provisioning when the wait
-    /// ([`Options::provision_wait`]) ended: not a failure; the next pass observes it.
-    StillProvisioning(String),
+    /// The device was created (or found) and was still provisioning, or was deleted and
+    /// still deprovisioning, when the wait ([`Options::provision_wait`]) ended: not a
+    /// failure; the next pass observes it.
+    Unfinished(String),
     /// Not started because an action it waits for did not succeed.
     Skipped {
         because: usize,
@@ -120,7 +119,7 @@ impl Report {
     pub fn n_pending(&self) -> usize {
         self.outcomes
             .values()
-            .filter(|o| matches!(o, Outcome::StillProvisioning(_) | Outcome::Deferred { .. }))
+            .filter(|o| matches!(o, Outcome::Unfinished(_) | Outcome::Deferred { .. }))
             .count()
     }
 
@@ -156,7 +155,7 @@ pub enum Refused {
 /// # Caveats
 /// A device is created when the API accepts it, and its action waits until it is active (or
 /// failed), at most [`Options::provision_wait`]: one still provisioning then ends as
-/// [`Outcome::StillProvisioning`], and the actions after it as [`Outcome::Deferred`].
+/// [`Outcome::Unfinished`], and the actions after it as [`Outcome::Deferred`].
 ///
 /// # Errors
 /// [`Refused`] when the plan carries a delete-guard refusal; failures of single actions are
@@ -243,7 +242,7 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
                     report.outcomes.insert(action.id, outcome);
                 }
                 // It waits for a device still provisioning: the next pass plans it again.
-                Some(Some(Outcome::StillProvisioning(_) | Outcome::Deferred { .. })) => {
+                Some(Some(Outcome::Unfinished(_) | Outcome::Deferred { .. })) => {
                     started[i] = true;
                     let because = *blocker.expect("a blocker");
                     let outcome = Outcome::Deferred { because };
@@ -258,7 +257,7 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
         };
         let outcome = match result {
             Ok(actions::Finished::Done(done)) => Outcome::Done(done),
-            Ok(actions::Finished::StillProvisioning(what)) => Outcome::StillProvisioning(what),
+            Ok(actions::Finished::Unfinished(what)) => Outcome::Unfinished(what),
             Err(why) => Outcome::Failed(why),
         };
         let action = actions[i];
@@ -269,7 +268,7 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
             Outcome::Failed(error) => {
                 tracing::warn!(id = action.id, action = %describe(&action.op), %error, "Action failed.")
             }
-            Outcome::StillProvisioning(what) => {
+            Outcome::Unfinished(what) => {
                 tracing::warn!(id = action.id, action = %describe(&action.op), %what, "Device still provisioning; the next pass observes it.")
             }
             Outcome::Skipped { .. } | Outcome::Deferred { .. } | Outcome::Suspended => {}

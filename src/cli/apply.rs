@@ -30,8 +30,9 @@ pub struct Args {
     /// How often to look at devices being created or deleted.
     #[arg(long, default_value = "5s", value_parser = super::sim::parse_duration)]
     pub poll: Duration,
-    /// How long to wait for one new device to become active. One still provisioning then
-    /// is no failure: what waits for it is left for the next run, and apply exits 2.
+    /// How long to wait for one new device to become active, or a deleted one to be gone.
+    /// One still on its way then is no failure: what waits for it is left for the next run,
+    /// and apply exits 2.
     #[arg(long, env = "RACKFORM_PROVISION_WAIT", default_value = "10m", value_parser = super::sim::parse_duration)]
     pub provision_wait: Duration,
     /// Where rackform remembers the devices it created until the device list shows them
@@ -134,7 +135,7 @@ fn progress(event: Event, started: Instant) {
             match outcome {
                 Outcome::Done(done) => println!("[{at:6.1}s] done   {what}: {done}"),
                 Outcome::Failed(why) => println!("[{at:6.1}s] FAILED {what}: {why}"),
-                Outcome::StillProvisioning(why) => println!("[{at:6.1}s] wait   {what}: {why}"),
+                Outcome::Unfinished(why) => println!("[{at:6.1}s] wait   {what}: {why}"),
                 Outcome::Skipped { because } => {
                     println!("[{at:6.1}s] skip   {what}: action {because} did not succeed")
                 }

@@ -328,7 +328,7 @@ fn show(event: PassEvent<'_>, colour: bool, started: Instant) {
             match outcome {
                 apply::Outcome::Done(done) => println!("      [{at:5.1}s] {what}: {done}"),
                 apply::Outcome::Failed(why) => println!("      [{at:5.1}s] FAILED {what}: {why}"),
-                apply::Outcome::StillProvisioning(why) => {
+                apply::Outcome::Unfinished(why) => {
                     println!("      [{at:5.1}s] {what}: {why}")
                 }
                 apply::Outcome::Skipped { .. }

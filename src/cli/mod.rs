@@ -39,7 +39,8 @@ enum Command {
     Validate(validate::Args),
     /// Show what applying would change (read-only); exit 0 no changes, 2 changes, 1 errors.
     Plan(plan::Args),
-    /// Plan (or take a saved plan), show it, and apply it.
+    /// Plan (or take a saved plan), show it, and apply it; exit 0 done, 2 some servers still
+    /// on their way (left for the next run), 1 failures.
     Apply(apply::Args),
     /// The daemon: apply a Git branch on a schedule and on every push, write status back.
     Run(Box<run::Args>),

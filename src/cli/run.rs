@@ -68,9 +68,9 @@ pub struct Args {
     /// How often to look at devices being created or deleted.
     #[arg(long, default_value = "5s", value_parser = super::sim::parse_duration)]
     pub poll: Duration,
-    /// How long a pass waits for one new device to become active. One still provisioning
-    /// then is no failure: the pass writes status and ends, and the next pass observes it
-    /// and does what waits for it.
+    /// How long a pass waits for one new device to become active, or a deleted one to be
+    /// gone. One still on its way then is no failure: the pass writes status and ends, and
+    /// the next pass observes it and does what waits for it.
     #[arg(long, env = "RACKFORM_PROVISION_WAIT", default_value = "10m", value_parser = super::sim::parse_duration)]
     pub provision_wait: Duration,
     /// Address for /healthz, /readyz, /metrics and the webhook endpoints.

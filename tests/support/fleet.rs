@@ -33,6 +33,11 @@ pub struct SimHandle {
 
 impl SimHandle {
     pub fn start(provision_delay: Duration) -> SimHandle {
+        SimHandle::start_with(provision_delay, Duration::from_millis(20))
+    }
+
+    /// With a deprovisioning delay of its own, for tests of deletes that take a while.
+    pub fn start_with(provision_delay: Duration, deprovision_delay: Duration) -> SimHandle {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -50,7 +55,7 @@ impl SimHandle {
         hardware.extend((0..2).map(|_| seed(None, "n3.xlarge.x86", "sv15")));
         let config = SimConfig {
             provision_delay,
-            deprovision_delay: Duration::from_millis(20),
+            deprovision_delay,
             projects: vec![PROJECT.into()],
             hardware_reservations: hardware,
             ..SimConfig::default()
