@@ -32,6 +32,7 @@
 mod catalog;
 mod faults;
 mod http;
+pub mod machine;
 mod render;
 mod world;
 

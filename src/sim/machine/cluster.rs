@@ -1,0 +1,567 @@
+//! The simulated workload clusters and the fabric that connects machines to them.
+//!
+//! Owns [`SimCluster`] (what `kubeadm init` made: name, version, CA identities, where its
+//! API is served, bootstrap-token secrets, nodes, etcd members), [`Fabric`] (what the
+//! machine layer asks of the world around a machine: is an address routed to this device,
+//! which cluster answers at an endpoint) and [`MemFabric`], an in-memory fabric for tests.
+//!
+//! A cluster holds no private key: only the public identity of each CA (the SHA-256 of its
+//! SubjectPublicKeyInfo, as kubeadm pins it) and, when the CA was pre-seeded, its certificate.
+//! Token secrets are `secrecy` strings; `Debug` shows token ids only.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+};
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+/// A Kubernetes version `v1.MINOR.PATCH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KubeVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl KubeVersion {
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+        Self {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Reads `v1.34.2`, `1.34.2` and a Debian package version such as `1.34.2-1.1`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.strip_prefix('v').unwrap_or(text);
+        let core = text.split(['-', '+']).next()?;
+        let mut parts = core.split('.');
+        let number = |s: Option<&str>| {
+            s.filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))?
+                .parse()
+                .ok()
+        };
+        let version = Self {
+            major: number(parts.next())?,
+            minor: number(parts.next())?,
+            patch: number(parts.next())?,
+        };
+        parts.next().is_none().then_some(version)
+    }
+}
+
+impl fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Where a CA of the cluster came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaOrigin {
+    /// Found in the certificates directory of the first control-plane node.
+    PreSeeded,
+    /// Made by `kubeadm init` on this device, because no pair was there: nothing signed
+    /// elsewhere is trusted by it.
+    Generated { device_id: String },
+}
+
+/// The public identity of a CA or key pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaIdentity {
+    /// `sha256:<hex>` of the DER SubjectPublicKeyInfo, as `caCertHashes` pins it.
+    pub hash: String,
+    pub origin: CaOrigin,
+    /// The certificate (or public key) PEM, when it was pre-seeded.
+    pub pem: Option<String>,
+}
+
+impl CaIdentity {
+    /// The identity of a key kubeadm generated on `device_id` for `what`: a stand-in hash no
+    /// real key has, unique per device and purpose.
+    pub(super) fn generated(device_id: &str, what: &str) -> Self {
+        let digest = Sha256::digest(format!("rackform-sim:{device_id}:{what}"));
+        Self {
+            hash: format!("sha256:{}", hex(&digest)),
+            origin: CaOrigin::Generated {
+                device_id: device_id.to_owned(),
+            },
+            pem: None,
+        }
+    }
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `kube-system/bootstrap-token-<id>` secret.
+#[derive(Clone)]
+pub struct BootstrapToken {
+    pub id: String,
+    secret: SecretString,
+    /// Unix seconds; `None` never expires (`ttl: 0`).
+    pub expires: Option<i64>,
+    pub usages: Vec<String>,
+    pub groups: Vec<String>,
+    pub description: Option<String>,
+}
+
+impl fmt::Debug for BootstrapToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BootstrapToken")
+            .field("id", &self.id)
+            .field("secret", &"[REDACTED]")
+            .field("expires", &self.expires)
+            .field("usages", &self.usages)
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The group kubeadm's RBAC lets create node client certificates.
+pub const DEFAULT_NODE_TOKEN_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
+
+impl BootstrapToken {
+    /// A token as `kubeadm token create` would store it (usages `signing` and
+    /// `authentication`, kubeadm's node group), for minting join tokens on a running cluster.
+    pub fn new(id: &str, secret: &str, expires: Option<i64>) -> Self {
+        Self {
+            id: id.to_owned(),
+            secret: SecretString::from(secret.to_owned()),
+            expires,
+            usages: vec!["signing".to_owned(), "authentication".to_owned()],
+            groups: vec![DEFAULT_NODE_TOKEN_GROUP.to_owned()],
+            description: None,
+        }
+    }
+
+    pub(super) fn with(
+        id: &str,
+        secret: &str,
+        expires: Option<i64>,
+        usages: Vec<String>,
+        groups: Vec<String>,
+        description: Option<String>,
+    ) -> Self {
+        Self {
+            id: id.to_owned(),
+            secret: SecretString::from(secret.to_owned()),
+            expires,
+            usages,
+            groups,
+            description,
+        }
+    }
+
+    /// The secret half, for the API layer that serves the secret.
+    pub fn secret(&self) -> &SecretString {
+        &self.secret
+    }
+
+    pub(super) fn secret_matches(&self, secret: &str) -> bool {
+        self.secret.expose_secret() == secret
+    }
+
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires.is_some_and(|at| now >= at)
+    }
+
+    pub fn has_usage(&self, usage: &str) -> bool {
+        self.usages.iter().any(|u| u == usage)
+    }
+}
+
+/// Splits `<id>.<secret>` (`[a-z0-9]{6}.[a-z0-9]{16}`).
+pub(super) fn parse_token(token: &str) -> Option<(&str, &str)> {
+    let (id, secret) = token.split_once('.')?;
+    let valid = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    (valid(id, 6) && valid(secret, 16)).then_some((id, secret))
+}
+
+/// A node taint.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+impl fmt::Display for Taint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(value) => write!(f, "{}={}:{}", self.key, value, self.effect),
+            None => write!(f, "{}:{}", self.key, self.effect),
+        }
+    }
+}
+
+/// A registered Node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    pub device_id: String,
+    pub kubelet_version: KubeVersion,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub control_plane: bool,
+    /// `--provider-id` as the kubelet was given it.
+    pub provider_id: Option<String>,
+    /// The device is gone: the kubelet no longer reports, the Node object stays (nothing
+    /// here deletes Nodes; a cloud controller manager would).
+    pub device_gone: bool,
+}
+
+/// An etcd member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdMember {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub device_id: String,
+    /// Its machine still runs.
+    pub alive: bool,
+}
+
+/// A workload cluster made by `kubeadm init`.
+#[derive(Debug, Clone)]
+pub struct SimCluster {
+    /// `ClusterConfiguration.clusterName` (kubeadm's default `kubernetes`).
+    pub name: String,
+    /// The control plane's version.
+    pub version: KubeVersion,
+    /// `ClusterConfiguration.controlPlaneEndpoint`, with the bind port when it had none.
+    pub control_plane_endpoint: Option<SocketAddr>,
+    /// Where the API actually answers; `None` when nothing serves it.
+    pub served_at: Option<SocketAddr>,
+    /// The device whose API server answers at `served_at`.
+    pub served_by: Option<String>,
+    /// `ClusterConfiguration.certificatesDir`, where joining control planes need the shared
+    /// certificates.
+    pub certificates_dir: String,
+    pub ca: CaIdentity,
+    pub etcd_ca: CaIdentity,
+    pub front_proxy_ca: CaIdentity,
+    pub service_account: CaIdentity,
+    /// etcd runs outside the cluster (`etcd.external`): no members are modelled.
+    pub external_etcd: bool,
+    tokens: BTreeMap<String, BootstrapToken>,
+    pub nodes: BTreeMap<String, Node>,
+    pub etcd_members: Vec<EtcdMember>,
+}
+
+/// Why a cluster's API does not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiDown {
+    /// No node serves the endpoint.
+    NotServed,
+    /// etcd has lost quorum: the API server answers 503.
+    NoQuorum { alive: usize, members: usize },
+}
+
+impl fmt::Display for ApiDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiDown::NotServed => f.write_str("no node serves the api"),
+            ApiDown::NoQuorum { alive, members } => write!(
+                f,
+                "the api answers 503: etcd has lost quorum ({alive} of {members} members alive)"
+            ),
+        }
+    }
+}
+
+impl SimCluster {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        name: String,
+        version: KubeVersion,
+        control_plane_endpoint: Option<SocketAddr>,
+        certificates_dir: String,
+        ca: CaIdentity,
+        etcd_ca: CaIdentity,
+        front_proxy_ca: CaIdentity,
+        service_account: CaIdentity,
+        external_etcd: bool,
+    ) -> Self {
+        Self {
+            name,
+            version,
+            control_plane_endpoint,
+            served_at: None,
+            served_by: None,
+            certificates_dir,
+            ca,
+            etcd_ca,
+            front_proxy_ca,
+            service_account,
+            external_etcd,
+            tokens: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            etcd_members: Vec::new(),
+        }
+    }
+
+    /// The bootstrap-token secrets in `kube-system`.
+    pub fn tokens(&self) -> impl Iterator<Item = &BootstrapToken> {
+        self.tokens.values()
+    }
+
+    pub fn token(&self, id: &str) -> Option<&BootstrapToken> {
+        self.tokens.get(id)
+    }
+
+    /// Stores a `bootstrap-token-<id>` secret (what `kubeadm token create` does), replacing
+    /// one with the same id.
+    pub fn add_token(&mut self, token: BootstrapToken) {
+        self.tokens.insert(token.id.clone(), token);
+    }
+
+    /// Whether a majority of the etcd members is alive (always, with external etcd).
+    pub fn has_quorum(&self) -> bool {
+        if self.external_etcd {
+            return true;
+        }
+        let alive = self.etcd_members.iter().filter(|m| m.alive).count();
+        alive * 2 > self.etcd_members.len()
+    }
+
+    /// Whether the API answers at its endpoint.
+    ///
+    /// # Errors
+    ///
+    /// When nothing serves it, or etcd has lost quorum.
+    pub fn api(&self) -> Result<SocketAddr, ApiDown> {
+        let at = self.served_at.ok_or(ApiDown::NotServed)?;
+        if !self.has_quorum() {
+            return Err(ApiDown::NoQuorum {
+                alive: self.etcd_members.iter().filter(|m| m.alive).count(),
+                members: self.etcd_members.len(),
+            });
+        }
+        Ok(at)
+    }
+
+    /// Adds an etcd member, or revives the one with the same peer URL (kubeadm reuses it).
+    pub(super) fn add_member(
+        &mut self,
+        name: &str,
+        peer_url: String,
+        client_url: String,
+        device_id: &str,
+    ) -> u64 {
+        if let Some(member) = self
+            .etcd_members
+            .iter_mut()
+            .find(|m| m.peer_urls.contains(&peer_url))
+        {
+            member.name = name.to_owned();
+            member.device_id = device_id.to_owned();
+            member.alive = true;
+            return member.id;
+        }
+        let digest = Sha256::digest(format!("{}:{}:{}", self.name, name, peer_url));
+        let id = u64::from_be_bytes(digest[..8].try_into().expect("eight bytes"));
+        self.etcd_members.push(EtcdMember {
+            id,
+            name: name.to_owned(),
+            peer_urls: vec![peer_url],
+            client_urls: vec![client_url],
+            device_id: device_id.to_owned(),
+            alive: true,
+        });
+        id
+    }
+
+    /// `etcdctl member remove <id>`: true when it was there.
+    pub fn remove_etcd_member(&mut self, id: u64) -> bool {
+        let before = self.etcd_members.len();
+        self.etcd_members.retain(|m| m.id != id);
+        before != self.etcd_members.len()
+    }
+
+    /// A device was deleted: its kubelet stops reporting, its etcd member stays (dead) until
+    /// someone removes it, and the API stops answering if it served it.
+    pub fn device_deleted(&mut self, device_id: &str) {
+        for node in self.nodes.values_mut().filter(|n| n.device_id == device_id) {
+            node.device_gone = true;
+        }
+        for member in self
+            .etcd_members
+            .iter_mut()
+            .filter(|m| m.device_id == device_id)
+        {
+            member.alive = false;
+        }
+        if self.served_by.as_deref() == Some(device_id) {
+            self.served_at = None;
+            self.served_by = None;
+        }
+    }
+}
+
+/// The world around a machine, as the machine layer needs it.
+///
+/// The integration layer implements it over the simulator's Packet world (IP assignments,
+/// device addresses) and its store of clusters; [`MemFabric`] is the in-memory one.
+pub trait Fabric {
+    /// Whether the provider delivers packets for `address` to the device `device_id`: one of
+    /// its own addresses, or an elastic IP assigned to it.
+    fn routed_to(&self, address: IpAddr, device_id: &str) -> bool;
+
+    /// The cluster whose API is served at `endpoint` (its `served_at`), if any.
+    fn cluster_at(&mut self, endpoint: SocketAddr) -> Option<&mut SimCluster>;
+
+    /// Stores a cluster `kubeadm init` made (also one whose API is not served).
+    fn add_cluster(&mut self, cluster: SimCluster);
+}
+
+/// An in-memory [`Fabric`]: a routing table and a list of clusters.
+#[derive(Debug, Default, Clone)]
+pub struct MemFabric {
+    routes: BTreeMap<IpAddr, String>,
+    clusters: Vec<SimCluster>,
+}
+
+impl MemFabric {
+    /// Routes `address` to `device_id` (assigns an elastic IP, or declares an own address).
+    pub fn route(&mut self, address: IpAddr, device_id: &str) {
+        self.routes.insert(address, device_id.to_owned());
+    }
+
+    /// Stops routing `address` (unassigns it).
+    pub fn unroute(&mut self, address: IpAddr) {
+        self.routes.remove(&address);
+    }
+
+    pub fn clusters(&self) -> &[SimCluster] {
+        &self.clusters
+    }
+
+    pub fn clusters_mut(&mut self) -> &mut [SimCluster] {
+        &mut self.clusters
+    }
+
+    /// The first cluster with that name.
+    pub fn cluster(&self, name: &str) -> Option<&SimCluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    pub fn cluster_mut(&mut self, name: &str) -> Option<&mut SimCluster> {
+        self.clusters.iter_mut().find(|c| c.name == name)
+    }
+
+    /// A device was deleted: every cluster forgets its kubelet and keeps its etcd member, and
+    /// its routes go.
+    pub fn delete_device(&mut self, device_id: &str) {
+        self.routes.retain(|_, d| d != device_id);
+        for cluster in &mut self.clusters {
+            cluster.device_deleted(device_id);
+        }
+    }
+}
+
+impl Fabric for MemFabric {
+    fn routed_to(&self, address: IpAddr, device_id: &str) -> bool {
+        self.routes.get(&address).is_some_and(|d| d == device_id)
+    }
+
+    fn cluster_at(&mut self, endpoint: SocketAddr) -> Option<&mut SimCluster> {
+        self.clusters
+            .iter_mut()
+            .find(|c| c.served_at == Some(endpoint))
+    }
+
+    fn add_cluster(&mut self, cluster: SimCluster) {
+        self.clusters.push(cluster);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> SimCluster {
+        let id = |w| CaIdentity::generated("d1", w);
+        SimCluster::new(
+            "edge".into(),
+            KubeVersion::new(1, 34, 2),
+            None,
+            "/etc/kubernetes/pki".into(),
+            id("ca"),
+            id("etcd"),
+            id("front-proxy"),
+            id("sa"),
+            false,
+        )
+    }
+
+    #[test]
+    fn versions_read_tags_and_package_versions() {
+        assert_eq!(
+            KubeVersion::parse("v1.34.2"),
+            Some(KubeVersion::new(1, 34, 2))
+        );
+        assert_eq!(
+            KubeVersion::parse("1.30.14-1.1"),
+            Some(KubeVersion::new(1, 30, 14))
+        );
+        assert_eq!(KubeVersion::parse("1.30"), None);
+        assert_eq!(KubeVersion::parse("1.30.x"), None);
+    }
+
+    #[test]
+    fn quorum_counts_dead_members() {
+        let mut c = cluster();
+        c.served_at = Some("192.0.2.1:6443".parse().unwrap());
+        c.served_by = Some("d1".into());
+        c.add_member(
+            "a",
+            "https://10.0.0.1:2380".into(),
+            "https://10.0.0.1:2379".into(),
+            "d1",
+        );
+        c.add_member(
+            "b",
+            "https://10.0.0.2:2380".into(),
+            "https://10.0.0.2:2379".into(),
+            "d2",
+        );
+        assert!(c.api().is_ok());
+        c.device_deleted("d2");
+        assert_eq!(c.etcd_members.len(), 2);
+        assert_eq!(
+            c.api(),
+            Err(ApiDown::NoQuorum {
+                alive: 1,
+                members: 2
+            })
+        );
+        let dead = c.etcd_members[1].id;
+        assert!(c.remove_etcd_member(dead));
+        assert!(c.api().is_ok());
+        c.device_deleted("d1");
+        assert_eq!(c.api(), Err(ApiDown::NotServed));
+    }
+
+    #[test]
+    fn token_debug_hides_the_secret() {
+        let t = BootstrapToken::new("abcdef", "0123456789abcdef", Some(10));
+        assert!(!format!("{t:?}").contains("0123456789abcdef"));
+        assert!(t.expired(10) && !t.expired(9));
+        assert_eq!(
+            parse_token("abcdef.0123456789abcdef"),
+            Some(("abcdef", "0123456789abcdef"))
+        );
+        assert_eq!(parse_token("ABCDEF.0123456789abcdef"), None);
+    }
+}
