@@ -1018,3 +1018,411 @@ async fn starts_on_a_std_listener_the_caller_bound() {
     assert!(devices.is_empty());
     sim.shutdown().await.unwrap();
 }
+
+/// An admin or API answer as JSON, through plain reqwest (for endpoints `PacketClient` does
+/// not call).
+async fn call(
+    sim: &Sim,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let url = match path.strip_prefix("/_sim") {
+        Some(_) => format!("http://{}{path}", sim.addr()),
+        None => format!("{}{}", sim.base_url(), path.trim_start_matches('/')),
+    };
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .header("X-Auth-Token", TOKEN);
+    if let Some(body) = body {
+        request = request
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap();
+    let value = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, value)
+}
+
+const OPS_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGsk8uCGxa1f3iEUr4o4mbZSyX7d8ybG0GL3EY8wCvPc ops@example";
+const DEV_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM2RkqBHrhmG5G6Bf1MS4jA8Y8VHbjpDGuCCNWpiJ1DI dev@example";
+
+/// The key ids a device answer lists (`ssh_keys` hrefs).
+async fn device_key_ids(sim: &Sim, id: &rackform::metal::DeviceId) -> Vec<String> {
+    let (status, device) = call(sim, reqwest::Method::GET, &format!("/devices/{id}"), None).await;
+    assert_eq!(status, 200);
+    device["ssh_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let href = k["href"].as_str().unwrap();
+            href.strip_prefix("/metal/v1/ssh-keys/")
+                .unwrap_or_else(|| panic!("href {href}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ssh_keys_reach_new_devices_as_the_api_documents() {
+    use reqwest::Method;
+    let sim = start_sim(SimConfig::default()).await;
+    let project = project(&sim);
+    let client = client(&sim);
+    let mut bare = new_device(&identity("keys", Pool::ControlPlane, 0), "da");
+    bare.ssh_keys.clear();
+
+    // No key anywhere and none named: refused with the API's message.
+    let error = client.create_device(&project, &bare).await.unwrap_err();
+    assert_eq!(
+        error.messages(),
+        ["must have at least one SSH key or explicitly send no_ssh_keys option"]
+    );
+
+    let (status, ops) = call(
+        &sim,
+        Method::POST,
+        &format!("/projects/{project}/ssh-keys"),
+        Some(serde_json::json!({"label": "ops", "key": OPS_KEY, "tags": ["team"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{ops}");
+    assert_eq!(
+        ops["entity"]["href"],
+        format!("/metal/v1/projects/{project}")
+    );
+    assert_eq!(ops["fingerprint"].as_str().unwrap().split(':').count(), 16);
+    let ops_id = ops["id"].as_str().unwrap().to_owned();
+    let (status, user) = call(&sim, Method::GET, "/user", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(user["id"], sim.user_id());
+    let (status, dev) = call(
+        &sim,
+        Method::POST,
+        "/ssh-keys",
+        Some(serde_json::json!({"label": "dev", "key": DEV_KEY})),
+    )
+    .await;
+    assert_eq!(status, 201, "{dev}");
+    assert_eq!(
+        dev["entity"]["href"],
+        format!("/metal/v1/users/{}", sim.user_id())
+    );
+    let dev_id = dev["id"].as_str().unwrap().to_owned();
+    let (_, listed) = call(&sim, Method::GET, "/ssh-keys", None).await;
+    assert_eq!(listed["ssh_keys"].as_array().unwrap().len(), 1);
+    let (status, taken) = call(
+        &sim,
+        Method::POST,
+        "/ssh-keys",
+        Some(serde_json::json!({"label": "again", "key": DEV_KEY})),
+    )
+    .await;
+    assert_eq!(
+        (status, taken["errors"][0].as_str()),
+        (422, Some("Key has already been taken"))
+    );
+
+    // None named: every project key and every member's key.
+    let default = client.create_device(&project, &bare).await.unwrap();
+    assert_eq!(
+        device_key_ids(&sim, &default.id).await,
+        [ops_id.clone(), dev_id.clone()]
+    );
+    // Named project keys: only those.
+    let mut named = bare.clone();
+    named.hostname = "keys-named".into();
+    named.project_ssh_keys = vec![ops_id.clone()];
+    let named = client.create_device(&project, &named).await.unwrap();
+    assert_eq!(
+        device_key_ids(&sim, &named.id).await,
+        std::slice::from_ref(&ops_id)
+    );
+    // Inline keys (what rackform sends): a new project key, installed alone.
+    let mut inline = bare.clone();
+    inline.hostname = "keys-inline".into();
+    inline.ssh_keys = vec![
+        OPS_KEY.into(),
+        "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 new@example".into(),
+    ];
+    let inline = client.create_device(&project, &inline).await.unwrap();
+    let (_, project_keys) = call(
+        &sim,
+        Method::GET,
+        &format!("/projects/{project}/ssh-keys"),
+        None,
+    )
+    .await;
+    let project_keys: Vec<&str> = project_keys["ssh_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        project_keys.len(),
+        2,
+        "the known key is reused, the new one added"
+    );
+    assert_eq!(
+        device_key_ids(&sim, &inline.id).await,
+        [project_keys[0], project_keys[1]]
+    );
+    // no_ssh_keys: none.
+    let mut none = bare.clone();
+    none.hostname = "keys-none".into();
+    none.no_ssh_keys = true;
+    let none = client.create_device(&project, &none).await.unwrap();
+    assert!(device_key_ids(&sim, &none.id).await.is_empty());
+
+    // The machine layer reads what the device booted with; Debug shows no userdata.
+    let mut with_userdata = bare.clone();
+    with_userdata.hostname = "keys-userdata".into();
+    with_userdata.userdata = Some(Userdata::new("#cloud-config\nsecret: tok-9f8e7d\n"));
+    let booted = client
+        .create_device(&project, &with_userdata)
+        .await
+        .unwrap();
+    let boot = sim.device_boot(booted.id.as_str()).unwrap();
+    assert_eq!(
+        boot.userdata.expose(),
+        b"#cloud-config\nsecret: tok-9f8e7d\n"
+    );
+    assert_eq!(
+        boot.ssh_keys
+            .iter()
+            .map(|k| k.key.as_str())
+            .collect::<Vec<_>>(),
+        [
+            OPS_KEY,
+            "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 new@example",
+            DEV_KEY
+        ]
+    );
+    assert!(!format!("{boot:?}").contains("tok-9f8e7d"));
+    assert!(sim.device_boot("no-such-device").is_none());
+
+    // Key changes and deletes leave devices as they were created.
+    let (status, renamed) = call(
+        &sim,
+        Method::PUT,
+        &format!("/ssh-keys/{ops_id}"),
+        Some(serde_json::json!({"label": "ops-renamed"})),
+    )
+    .await;
+    assert_eq!(
+        (status, renamed["label"].as_str()),
+        (200, Some("ops-renamed"))
+    );
+    let (status, _) = call(&sim, Method::DELETE, &format!("/ssh-keys/{ops_id}"), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = call(&sim, Method::GET, &format!("/ssh-keys/{ops_id}"), None).await;
+    assert_eq!(status, 404);
+    assert_eq!(device_key_ids(&sim, &named.id).await, [ops_id]);
+}
+
+#[tokio::test]
+async fn a_released_hardware_reservation_is_refused_until_the_delay_passes() {
+    let delay = Duration::from_millis(400);
+    let sim = start_sim(SimConfig {
+        reservation_release_delay: delay,
+        hardware_reservations: vec![HardwareSeed {
+            id: None,
+            plan: "m3.large.x86".into(),
+            facility: "da11".into(),
+        }],
+        ..SimConfig::default()
+    })
+    .await;
+    let project = project(&sim);
+    let client = client(&sim);
+    let reservation = client.list_hardware_reservations(&project).await.unwrap()[0]
+        .id
+        .clone();
+    let mut new = new_device(&identity("hw", Pool::Worker("big".into()), 0), "da");
+    new.plan = "m3.large.x86".into();
+    new.hardware_reservation_id = Some(reservation.to_string());
+    let first = client.create_device(&project, &new).await.unwrap();
+    client.get_device(&first.id).await.unwrap();
+    client.delete_device(&first.id).await.unwrap();
+    let released = std::time::Instant::now();
+    assert_eq!(client.get_device(&first.id).await.unwrap(), None, "gone");
+
+    // Still being wiped: not provisionable, and a create on it is refused.
+    let listed = client.list_hardware_reservations(&project).await.unwrap();
+    assert!(!listed[0].provisionable && listed[0].device.is_none());
+    let refused = client.create_device(&project, &new).await.unwrap_err();
+    assert_eq!(
+        (refused.status(), refused.messages()),
+        (Some(422), &["Server is not provisionable".to_owned()][..])
+    );
+    let mut next = new.clone();
+    next.hardware_reservation_id = Some("next-available".into());
+    let none = client.create_device(&project, &next).await.unwrap_err();
+    assert_eq!(
+        none.messages(),
+        ["There are no available hardware reservations for m3.large.x86 in da"]
+    );
+
+    // Provisionable again after the delay, as a client polling it sees.
+    while !client.list_hardware_reservations(&project).await.unwrap()[0].provisionable {
+        assert!(released.elapsed() < delay * 20, "never provisionable again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(released.elapsed() >= delay);
+    let second = client.create_device(&project, &new).await.unwrap();
+    assert_eq!(second.hardware_reservation.as_ref(), Some(&reservation));
+}
+
+#[tokio::test]
+async fn addresses_come_from_a_loopback_pool_and_can_be_bound() {
+    let sim = start_sim(SimConfig::default()).await;
+    let other = start_sim(SimConfig::default()).await;
+    let pool = sim.address_pool();
+    let loopback: ipnet::Ipv4Net = "127.0.0.0/8".parse().unwrap();
+    assert!(
+        loopback.contains(&pool) && pool.prefix_len() == 16,
+        "{pool}"
+    );
+    assert_ne!(
+        pool,
+        other.address_pool(),
+        "simulators started at once differ"
+    );
+    let project = project(&sim);
+    let client = client(&sim);
+
+    let reservation = client
+        .reserve_ip(
+            &project,
+            &NewIpReservation {
+                kind: IpKind::PublicIpv4,
+                quantity: 1,
+                metro: "da".into(),
+                tags: vec!["rackform:endpoint=edge".into()],
+                details: None,
+            },
+        )
+        .await
+        .unwrap();
+    let eip: std::net::Ipv4Addr = reservation.address.parse().unwrap();
+    assert!(pool.contains(&eip), "{eip} outside {pool}");
+    let second = sim.create_project("second");
+    let block = client
+        .reserve_ip(
+            &ProjectId(second),
+            &NewIpReservation {
+                kind: IpKind::PublicIpv4,
+                quantity: 8,
+                metro: "da".into(),
+                tags: Vec::new(),
+                details: None,
+            },
+        )
+        .await
+        .unwrap();
+    let block: ipnet::Ipv4Net = format!("{}/{}", block.network, block.cidr).parse().unwrap();
+    assert!(
+        pool.contains(&block) && !block.contains(&eip),
+        "{block} and {eip}"
+    );
+
+    let device = client
+        .create_device(
+            &project,
+            &new_device(&identity("edge", Pool::ControlPlane, 0), "da"),
+        )
+        .await
+        .unwrap();
+    let assignment = client
+        .assign_ip(&device.id, &reservation.address)
+        .await
+        .unwrap();
+    let active = client.get_device(&device.id).await.unwrap().unwrap();
+    let access: std::net::Ipv4Addr = active.access_ipv4().unwrap().parse().unwrap();
+    assert!(pool.contains(&access), "{access} outside {pool}");
+
+    // Both are local: listen on each, port 0, and connect.
+    for address in [eip, access] {
+        let listener = tokio::net::TcpListener::bind((address, 0)).await.unwrap();
+        let bound = listener.local_addr().unwrap();
+        assert_eq!(bound.ip(), address);
+        let (connected, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(bound), listener.accept());
+        connected.unwrap();
+        accepted.unwrap();
+    }
+
+    // The admin view says what the machine will need of the device.
+    let facts = sim.device_facts();
+    assert_eq!(facts.len(), 1);
+    let fact = &facts[0];
+    assert_eq!(fact.id, device.id.as_str());
+    assert_eq!(fact.state, "active");
+    assert_eq!(fact.elastic_ips.len(), 1);
+    assert_eq!(fact.elastic_ips[0].address, std::net::IpAddr::V4(eip));
+    assert_eq!(fact.elastic_ips[0].assignment, assignment.id.as_str());
+    assert!(
+        fact.addresses
+            .iter()
+            .any(|a| a.address == std::net::IpAddr::V4(access))
+    );
+    assert_eq!(fact.ssh_keys.len(), 1);
+    let (status, admin) = call(&sim, reqwest::Method::GET, "/_sim/devices", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(admin, serde_json::to_value(&facts).unwrap());
+    assert_eq!(admin[0]["elastic_ips"][0]["address"], eip.to_string());
+    assert!(admin[0].get("userdata").is_none());
+    other.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_given_pool_or_seed_gives_the_same_addresses() {
+    let block: ipnet::Ipv4Net = "127.201.4.0/24".parse().unwrap();
+    let sim = start_sim(SimConfig {
+        address_pool: rackform::sim::AddressPool::Block(block),
+        ..SimConfig::default()
+    })
+    .await;
+    assert_eq!(sim.address_pool(), block);
+    let seeded = |seed| SimConfig {
+        seed,
+        address_pool: rackform::sim::AddressPool::Seeded,
+        ..SimConfig::default()
+    };
+    let a = start_sim(seeded(11)).await;
+    let b = start_sim(seeded(11)).await;
+    assert_eq!(a.address_pool(), b.address_pool());
+    let reserve = |sim: &Sim| {
+        let client = client(sim);
+        let project = project(sim);
+        async move {
+            client
+                .reserve_ip(
+                    &project,
+                    &NewIpReservation {
+                        kind: IpKind::PublicIpv4,
+                        quantity: 1,
+                        metro: "da".into(),
+                        tags: Vec::new(),
+                        details: None,
+                    },
+                )
+                .await
+                .unwrap()
+                .address
+        }
+    };
+    let first = reserve(&sim).await;
+    assert!(block.contains(&first.parse::<std::net::Ipv4Addr>().unwrap()));
+    assert_eq!(reserve(&a).await, reserve(&b).await);
+}

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::sim::{Faults, HardwareSeed, Sim, SimConfig};
+use ipnet::Ipv4Net;
+
+use crate::sim::{AddressPool, Faults, HardwareSeed, Sim, SimConfig};
 
 /// Serve the Packet API simulator (paths under /metal/v1, admin under /_sim).
 #[derive(Debug, clap::Args)]
@@ -21,9 +23,18 @@ pub struct Args {
     /// Time from delete to gone.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub deprovision_delay: Duration,
-    /// Seed for ids and injected errors.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Time from a reserved device gone to its hardware reservation provisionable again
+    /// (Packet took about 4 minutes).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub reservation_release_delay: Duration,
+    /// Block that device public IPv4 addresses and elastic IPs come from; without it, a /16 of
+    /// 127.0.0.0/8 derived from --seed, or drawn at random when no seed is given (every
+    /// loopback address is local on Linux, so they can be bound here).
+    #[arg(long, value_name = "CIDR", value_parser = parse_pool)]
+    pub address_pool: Option<Ipv4Net>,
+    /// Seed for ids and injected errors (0 when not given).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Project to create at start (repeatable).
     #[arg(long = "project", default_value = "rackform")]
     pub projects: Vec<String>,
@@ -81,6 +92,20 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
+/// Parses an IPv4 block with room for a device's /31.
+fn parse_pool(text: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IPv4 block such as 127.77.0.0/16"))?;
+    if net.prefix_len() > 30 {
+        return Err(format!(
+            "{net} is too small: give a block of /30 or larger, such as 127.77.0.0/16"
+        ));
+    }
+    Ok(net.trunc())
+}
+
 fn parse_hardware(text: &str) -> Result<HardwareSeed, String> {
     let (id, rest) = match text.split_once('=') {
         Some((id, rest)) => (Some(id.to_owned()), rest),
@@ -106,10 +131,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+    let address_pool = match (args.address_pool, args.seed) {
+        (Some(net), _) => AddressPool::Block(net),
+        (None, Some(_)) => AddressPool::Seeded,
+        (None, None) => AddressPool::Random,
+    };
     let config = SimConfig {
-        seed: args.seed,
+        seed: args.seed.unwrap_or(0),
         provision_delay: args.provision_delay,
         deprovision_delay: args.deprovision_delay,
+        reservation_release_delay: args.reservation_release_delay,
+        address_pool,
         faults: Faults {
             latency_ms: args.latency.as_millis() as u64,
             error_rate: args.error_rate,
@@ -144,7 +176,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 println!("project {name}: {id}");
             }
         }
-        println!("admin: http://{}/_sim/requests, /_sim/faults", sim.addr());
+        println!("addresses: {}", sim.address_pool());
+        println!(
+            "admin: http://{}/_sim/requests, /_sim/faults, /_sim/devices",
+            sim.addr()
+        );
         stopped().await?;
         sim.shutdown().await.context("stopping the simulator")?;
         anyhow::Ok(ExitCode::SUCCESS)
@@ -180,5 +216,19 @@ mod tests {
         assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn pools() {
+        assert_eq!(
+            parse_pool("127.77.3.9/16"),
+            Ok("127.77.0.0/16".parse().unwrap())
+        );
+        assert!(
+            parse_pool("127.77.0.0/31")
+                .unwrap_err()
+                .contains("too small")
+        );
+        assert!(parse_pool("fd00::/8").is_err());
     }
 }

@@ -142,7 +142,7 @@ impl FaultState {
             );
         }
         if self.faults.error_rate > 0.0 && self.rng.next_f64() < self.faults.error_rate {
-            let status = if self.rng.next_u64() % 2 == 0 {
+            let status = if self.rng.next_u64() & 1 == 0 {
                 500
             } else {
                 503

@@ -11,6 +11,9 @@
 //! - `GET /_sim/faults`, `PUT /_sim/faults`: the [`Faults`] knobs as JSON (missing fields
 //!   reset to "no fault", unknown fields are refused with 422).
 //! - `POST /_sim/projects` `{"name": ...}`: a new project (as `POST /projects`).
+//! - `GET /_sim/devices`: per device, what the machine layer needs to know of it (id,
+//!   hostname, state, its own addresses, the elastic IPs assigned to it, the ids of its SSH
+//!   keys), as [`super::SimDeviceFacts`]; never its userdata.
 //! - `POST /_sim/save`: write the state file now.
 
 use std::collections::BTreeMap;
@@ -31,7 +34,7 @@ use super::Shared;
 use super::catalog;
 use super::faults::{Faults, Injected};
 use super::render::{self, Page};
-use super::world::{Fail, Outcome};
+use super::world::{Fail, KeyOwner, Outcome, SshKeyRec};
 
 type AppState = State<Arc<Shared>>;
 
@@ -48,6 +51,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(list_reservations).post(reserve_ips),
         )
         .route("/projects/{id}/hardware-reservations", get(list_hardware))
+        .route(
+            "/projects/{id}/ssh-keys",
+            get(list_project_keys).post(create_project_key),
+        )
+        .route("/ssh-keys", get(list_user_keys).post(create_user_key))
+        .route(
+            "/ssh-keys/{id}",
+            get(get_key)
+                .put(update_key)
+                .patch(update_key)
+                .delete(delete_key),
+        )
+        .route("/user", get(current_user))
         .route("/projects/{id}/plans", get(list_plans))
         .route(
             "/devices/{id}",
@@ -76,6 +92,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/faults", get(admin_faults).put(admin_set_faults))
         .route("/projects", axum::routing::post(create_project))
+        .route("/devices", get(admin_devices))
         .route("/save", axum::routing::post(admin_save));
     Router::new()
         .nest(render::PREFIX, api)
@@ -306,7 +323,7 @@ async fn list_projects(State(shared): AppState, RawQuery(query): RawQuery) -> Re
             .projects
             .values()
             .filter(|p| name.as_ref().is_none_or(|n| &p.name == n))
-            .map(render::project)
+            .map(|p| render::project(world, p))
             .collect()
     });
     paged_list("projects", "/projects", &query, 10, items)
@@ -324,8 +341,11 @@ async fn create_project(State(shared): AppState, body: Bytes) -> Response {
         if name.is_empty() || name.chars().count() > 80 {
             return Err(Fail::new(422, "Name must be between 1 and 80 characters"));
         }
-        let project = shared.write(|world, now| world.create_project(&name, now));
-        Ok(json_response(201, &render::project(&project)))
+        let project = shared.write(|world, now| {
+            let project = world.create_project(&name, now);
+            render::project(world, &project)
+        });
+        Ok(json_response(201, &project))
     })())
 }
 
@@ -333,7 +353,7 @@ async fn get_project(State(shared): AppState, Path(id): Path<String>) -> Respons
     answer(shared.read(|world, _| {
         world
             .project(&id)
-            .map(|p| json_response(200, &render::project(p)))
+            .map(|p| json_response(200, &render::project(world, p)))
     }))
 }
 
@@ -557,6 +577,97 @@ async fn get_hardware(State(shared): AppState, Path(id): Path<String>) -> Respon
     }))
 }
 
+/// `search` (and `query`, as the project list names it in the spec) matches a key's label,
+/// key text or fingerprint.
+fn key_list(query: &Option<String>, keys: Vec<&SshKeyRec>) -> Response {
+    let needle = query_pairs(query)
+        .into_iter()
+        .find(|(k, v)| (k == "search" || k == "query") && !v.is_empty())
+        .map(|(_, v)| v);
+    let keys: Vec<Value> = keys
+        .into_iter()
+        .filter(|k| {
+            needle.as_ref().is_none_or(|n| {
+                k.label.contains(n.as_str())
+                    || k.key.contains(n.as_str())
+                    || k.fingerprint.contains(n.as_str())
+            })
+        })
+        .map(render::ssh_key)
+        .collect();
+    json_response(200, &json!({ "ssh_keys": keys }))
+}
+
+async fn list_project_keys(
+    State(shared): AppState,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    answer(shared.read(|world, _| Ok(key_list(&query, world.project_keys(&id)?))))
+}
+
+async fn create_project_key(
+    State(shared): AppState,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    answer((|| {
+        let body = parse_body(&body)?;
+        shared.write(|world, now| {
+            let key = world.create_key(KeyOwner::Project(id.clone()), &body, now)?;
+            Ok(json_response(201, &render::ssh_key(&key)))
+        })
+    })())
+}
+
+async fn list_user_keys(State(shared): AppState, RawQuery(query): RawQuery) -> Response {
+    shared.read(|world, _| {
+        key_list(
+            &query,
+            world.keys_of(&KeyOwner::User(world.user_id.clone())),
+        )
+    })
+}
+
+async fn create_user_key(State(shared): AppState, body: Bytes) -> Response {
+    answer((|| {
+        let body = parse_body(&body)?;
+        shared.write(|world, now| {
+            let owner = KeyOwner::User(world.user_id.clone());
+            let key = world.create_key(owner, &body, now)?;
+            Ok(json_response(201, &render::ssh_key(&key)))
+        })
+    })())
+}
+
+async fn get_key(State(shared): AppState, Path(id): Path<String>) -> Response {
+    answer(shared.read(|world, _| {
+        let key = world.ssh_keys.get(&id).ok_or_else(Fail::not_found)?;
+        Ok(json_response(200, &render::ssh_key(key)))
+    }))
+}
+
+async fn update_key(State(shared): AppState, Path(id): Path<String>, body: Bytes) -> Response {
+    answer((|| {
+        let body = parse_body(&body)?;
+        shared.write(|world, now| {
+            let key = world.update_key(&id, &body, now)?;
+            Ok(json_response(200, &render::ssh_key(&key)))
+        })
+    })())
+}
+
+async fn delete_key(State(shared): AppState, Path(id): Path<String>) -> Response {
+    answer(shared.write(|world, _| {
+        world.delete_key(&id)?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }))
+}
+
+async fn current_user(State(shared): AppState) -> Response {
+    shared.read(|world, _| json_response(200, &render::user(world)))
+}
+
 async fn list_plans() -> Response {
     let plans: Vec<Value> = catalog::PLANS.iter().map(catalog::plan_json).collect();
     json_response(200, &json!({ "plans": plans }))
@@ -629,6 +740,14 @@ async fn admin_set_faults(State(shared): AppState, body: Bytes) -> Response {
             &json!({ "errors": [format!("invalid faults: {error}")] }),
         ),
     }
+}
+
+async fn admin_devices(State(shared): AppState) -> Response {
+    let facts = shared.read(|world, _| super::device_facts(world));
+    json_response(
+        200,
+        &serde_json::to_value(facts).expect("device facts serialize"),
+    )
 }
 
 async fn admin_save(State(shared): AppState) -> Response {

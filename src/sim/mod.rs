@@ -2,13 +2,17 @@
 //! `rackform demo` and `rackform sim`.
 //!
 //! Owns the simulated world (`world`), its catalogue of plans, metros and operating
-//! systems (`catalog`), Packet JSON rendering (`render`), fault injection (`faults`) and
-//! the axum routes (`http`). It keeps state in memory, optionally saved to a JSON file so
-//! it survives a restart. It never calls out and is deterministic for a given seed (ids,
-//! injected errors); only lifecycle timing follows the tokio clock.
+//! systems (`catalog`), the address pool public IPv4 addresses come from (`pool`), Packet
+//! JSON rendering (`render`), fault injection (`faults`) and the axum routes (`http`). It
+//! keeps state in memory, optionally saved to a JSON file so it survives a restart. It never
+//! calls out and is deterministic for a given seed (ids, injected errors; addresses too with
+//! [`AddressPool::Seeded`] or a given block); only lifecycle timing follows the tokio clock.
 //!
 //! Start with [`Sim::start`]: tests bind `127.0.0.1:0`, pass the listener, and point the
 //! client at [`Sim::base_url`]. [`Sim::requests`] counts API calls by endpoint.
+//! What a booted server would know of itself is read with [`Sim::device_facts`] (addresses,
+//! elastic IPs, key ids; also `GET /_sim/devices`) and [`Sim::device_boot`] (its userdata and
+//! SSH keys).
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -33,16 +37,18 @@ mod catalog;
 mod faults;
 mod http;
 pub mod machine;
+mod pool;
 mod render;
 mod world;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -52,6 +58,7 @@ use tracing::{info, warn};
 pub use catalog::{METROS, OPERATING_SYSTEMS, PLANS};
 use faults::FaultState;
 pub use faults::Faults;
+pub use pool::AddressPool;
 pub use world::HardwareSeed;
 use world::{Now, SplitMix, Timing, World};
 
@@ -85,6 +92,8 @@ pub enum Error {
     NoProject(String),
     #[error("hardware reservation for unknown plan {plan:?} or facility {facility:?}")]
     BadHardware { plan: String, facility: String },
+    #[error("address pool {0} is too small: give a block of /30 or larger")]
+    BadPool(Ipv4Net),
 }
 
 /// How the simulator starts.
@@ -96,6 +105,16 @@ pub struct SimConfig {
     pub provision_delay: Duration,
     /// From delete to gone.
     pub deprovision_delay: Duration,
+    /// From a device on a hardware reservation gone to the reservation provisionable again
+    /// (the server is wiped meanwhile; a create on it is refused with "Server is not
+    /// provisionable"). Packet took about 4 minutes (August 2019, per the Terraform provider's
+    /// `wait_for_reservation_deprovision`); zero by default, so that only tests that ask for
+    /// it see it.
+    pub reservation_release_delay: Duration,
+    /// Where device access addresses and public elastic IPs come from: by default a /16 of
+    /// 127.0.0.0/8 drawn at random at each start, so that they are local to this machine and
+    /// two simulators of one process never share one.
+    pub address_pool: AddressPool,
     pub faults: Faults,
     /// When set, `X-Auth-Token` must equal it; otherwise any non-empty token is accepted.
     pub token: Option<String>,
@@ -113,6 +132,8 @@ impl Default for SimConfig {
             seed: 0,
             provision_delay: Duration::ZERO,
             deprovision_delay: Duration::ZERO,
+            reservation_release_delay: Duration::ZERO,
+            address_pool: AddressPool::Random,
             faults: Faults::default(),
             token: None,
             projects: vec!["rackform".to_owned()],
@@ -149,6 +170,8 @@ pub(crate) struct Shared {
     start: Instant,
     dirty: AtomicBool,
     state_file: Option<PathBuf>,
+    /// Holds a random address block for as long as the simulator lives.
+    _lease: pool::Lease,
 }
 
 impl Shared {
@@ -269,6 +292,131 @@ impl std::fmt::Debug for SimDevice {
     }
 }
 
+/// What the simulator knows of one device that its machine would know of itself, as
+/// [`Sim::device_facts`] and `GET /_sim/devices` give it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimDeviceFacts {
+    pub id: String,
+    pub project: String,
+    pub hostname: String,
+    /// The API's state name (`queued`, `provisioning`, `active`, ...).
+    pub state: String,
+    pub plan: String,
+    /// The plan's CPU architecture as the catalogue names it (`x86_64`, `aarch64`).
+    pub arch: String,
+    pub metro: String,
+    /// Chosen when provisioning ends (or at once, on a hardware reservation).
+    pub facility: Option<String>,
+    pub tags: Vec<String>,
+    pub hardware_reservation: Option<String>,
+    /// The device's own (management) addresses, given when it turns active: public IPv4 (a
+    /// /31 from the address pool; the device has the odd address, the gateway the even),
+    /// private IPv4 (10.0.0.0/8) and public IPv6.
+    pub addresses: Vec<SimAddress>,
+    /// Addresses of the project's IP reservations assigned to it (elastic IPs).
+    pub elastic_ips: Vec<SimAddress>,
+    /// Ids of the SSH keys it was created with.
+    pub ssh_keys: Vec<String>,
+}
+
+/// An address assigned to a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimAddress {
+    pub address: IpAddr,
+    /// The prefix length of the assignment (31 for an access address, 32 for an elastic IP).
+    pub cidr: u8,
+    pub public: bool,
+    /// The assignment's id (`DELETE /ips/{id}` removes it).
+    pub assignment: String,
+    /// The IP reservation it comes from (elastic IPs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<String>,
+}
+
+/// What a device boots with ([`Sim::device_boot`]).
+#[derive(Debug, Clone)]
+pub struct DeviceBoot {
+    pub userdata: BootUserdata,
+    pub ssh_keys: Vec<SimSshKey>,
+}
+
+/// A device's userdata bytes. It carries join tokens and keys, so its `Debug` redacts and it
+/// has no `Display` or `Serialize`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootUserdata(Vec<u8>);
+
+impl BootUserdata {
+    /// The bytes, exactly as the create (or a later update) gave them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for BootUserdata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BootUserdata(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// An SSH key as a device got it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimSshKey {
+    pub id: String,
+    pub label: String,
+    /// The public key line (`ssh-ed25519 AAAA... comment`).
+    pub key: String,
+    /// OpenSSH's legacy MD5 fingerprint, colon-separated hex.
+    pub fingerprint: String,
+}
+
+fn device_facts(world: &World) -> Vec<SimDeviceFacts> {
+    let mut devices: Vec<&world::DeviceRec> = world.devices.values().collect();
+    devices.sort_by_key(|d| d.seq);
+    devices
+        .into_iter()
+        .map(|d| {
+            let (own, elastic): (Vec<_>, Vec<_>) = world
+                .device_assignments(&d.id)
+                .into_iter()
+                .partition(|a| a.reservation.is_none());
+            let address = |a: &world::AssignmentRec| {
+                Some(SimAddress {
+                    address: a.address.parse().ok()?,
+                    cidr: a.cidr,
+                    public: a.public,
+                    assignment: a.id.clone(),
+                    reservation: a.reservation.clone(),
+                })
+            };
+            SimDeviceFacts {
+                id: d.id.clone(),
+                project: d.project.clone(),
+                hostname: d.hostname.clone(),
+                state: d.state.clone(),
+                plan: d.plan.clone(),
+                arch: catalog::plan(&d.plan)
+                    .map(|p| p.arch.to_owned())
+                    .unwrap_or_default(),
+                metro: d.metro.clone(),
+                facility: d.facility.clone(),
+                tags: d.tags.clone(),
+                hardware_reservation: d.hardware_reservation.clone(),
+                addresses: own.into_iter().filter_map(address).collect(),
+                elastic_ips: elastic.into_iter().filter_map(address).collect(),
+                ssh_keys: d.ssh_keys.iter().map(|k| k.id.clone()).collect(),
+            }
+        })
+        .collect()
+}
+
 /// A running simulator. Dropping it stops the server (without a final save); call
 /// [`Sim::shutdown`] to stop cleanly.
 pub struct Sim {
@@ -291,6 +439,7 @@ impl Sim {
         let timing = Timing {
             provision: config.provision_delay,
             deprovision: config.deprovision_delay,
+            release: config.reservation_release_delay,
         };
         let now = Now {
             at: start,
@@ -304,6 +453,18 @@ impl Sim {
             }
             _ => World::new(config.seed),
         };
+        if world.user_id.is_empty() {
+            world.user_id = world::user_id(config.seed);
+        }
+        let (pool, lease) = config.address_pool.choose(config.seed);
+        if pool.prefix_len() > 30 {
+            return Err(Error::BadPool(pool));
+        }
+        let loaded = config.state_file.as_ref().is_some_and(|p| p.exists());
+        world.set_pool(
+            pool,
+            !loaded || matches!(config.address_pool, AddressPool::Block(_)),
+        );
         for name in &config.projects {
             if world.project_by_name(name).is_none() {
                 world.create_project(name, &now);
@@ -360,6 +521,7 @@ impl Sim {
             start,
             dirty: AtomicBool::new(config.state_file.is_some()),
             state_file: config.state_file.clone(),
+            _lease: lease,
         });
         shared.save()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -387,7 +549,7 @@ impl Sim {
                 () = save_loop => {}
             }
         });
-        info!(%addr, "Packet API simulator listening");
+        info!(%addr, pool = %shared.read(|w, _| w.pool()), "Packet API simulator listening");
         Ok(Self {
             addr,
             shared,
@@ -518,6 +680,44 @@ impl Sim {
                 .collect();
             devices.sort_by_key(|d| d.seq);
             devices
+        })
+    }
+
+    /// The block device access addresses and public elastic IPs come from.
+    pub fn address_pool(&self) -> Ipv4Net {
+        self.shared.read(|world, _| world.pool())
+    }
+
+    /// The id of the user every token stands for (what `GET /user` answers; the value for a
+    /// create's `user_ssh_keys`).
+    pub fn user_id(&self) -> String {
+        self.shared.read(|world, _| world.user_id.clone())
+    }
+
+    /// Per device, in creation order, what the machine layer needs to know of it (as
+    /// `GET /_sim/devices` serves it). Devices a list answer hides for now are included.
+    pub fn device_facts(&self) -> Vec<SimDeviceFacts> {
+        self.shared.read(|world, _| device_facts(world))
+    }
+
+    /// What a device boots with: the userdata it has now (as the metadata service would
+    /// serve it) and the SSH keys it was created with. `None` for an unknown or gone device.
+    pub fn device_boot(&self, id: &str) -> Option<DeviceBoot> {
+        self.shared.read(|world, _| {
+            let device = world.devices.get(id)?;
+            Some(DeviceBoot {
+                userdata: BootUserdata(device.userdata.clone().into_bytes()),
+                ssh_keys: device
+                    .ssh_keys
+                    .iter()
+                    .map(|k| SimSshKey {
+                        id: k.id.clone(),
+                        label: k.label.clone(),
+                        key: k.key.clone(),
+                        fingerprint: k.fingerprint.clone(),
+                    })
+                    .collect(),
+            })
         })
     }
 

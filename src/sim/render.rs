@@ -1,5 +1,6 @@
 //! Records into Packet JSON, shaped like the official spec's schemas
-//! (`Device`, `IPAssignment`, `IPReservation`, `HardwareReservation`, `Project`, `Meta`).
+//! (`Device`, `IPAssignment`, `IPReservation`, `HardwareReservation`, `Project`, `SSHKey`,
+//! `User`, `Meta`).
 //!
 //! Nested objects the API leaves as `{href}` by default (`project`, `hardware_reservation`)
 //! are rendered that way; absent values are omitted, never `null`.
@@ -7,7 +8,9 @@
 use serde_json::{Map, Value, json};
 
 use super::catalog;
-use super::world::{AssignmentRec, DeviceRec, HardwareRec, Project, ReservationRec, World};
+use super::world::{
+    AssignmentRec, DeviceRec, HardwareRec, KeyOwner, Project, ReservationRec, SshKeyRec, World,
+};
 
 /// Path prefix of every href.
 pub const PREFIX: &str = "/metal/v1";
@@ -73,7 +76,11 @@ pub fn device(world: &World, device: &DeviceRec) -> Value {
         "actions": actions,
         "project": href("projects", &device.project),
         "project_lite": href("projects", &device.project),
-        "ssh_keys": [],
+        "ssh_keys": device
+            .ssh_keys
+            .iter()
+            .map(|k| href("ssh-keys", &k.id))
+            .collect::<Vec<Value>>(),
         "volumes": [],
         "provisioning_events": [],
     });
@@ -209,7 +216,7 @@ pub fn hardware(hardware: &HardwareRec) -> Value {
         "id": hardware.id,
         "short_id": hardware.short_id,
         "href": format!("{PREFIX}/hardware-reservations/{}", hardware.id),
-        "provisionable": hardware.device.is_none() && !hardware.need_of_service,
+        "provisionable": hardware.provisionable(),
         "spare": false,
         "need_of_service": hardware.need_of_service,
         "custom_rate": 0.0,
@@ -229,7 +236,12 @@ pub fn hardware(hardware: &HardwareRec) -> Value {
     value
 }
 
-pub fn project(project: &Project) -> Value {
+pub fn project(world: &World, project: &Project) -> Value {
+    let keys: Vec<Value> = world
+        .keys_of(&KeyOwner::Project(project.id.clone()))
+        .into_iter()
+        .map(|k| href("ssh-keys", &k.id))
+        .collect();
     json!({
         "id": project.id,
         "href": format!("{PREFIX}/projects/{}", project.id),
@@ -245,10 +257,54 @@ pub fn project(project: &Project) -> Value {
         "members": [],
         "memberships": [],
         "invitations": [],
-        "ssh_keys": [],
+        "ssh_keys": keys,
         "volumes": [],
         "bgp_config": { "href": format!("{PREFIX}/projects/{}/bgp-config", project.id) },
     })
+}
+
+/// An SSH key (`SSHKey`): its `entity` is the project or the user it belongs to.
+pub fn ssh_key(key: &SshKeyRec) -> Value {
+    let entity = match &key.owner {
+        KeyOwner::Project(id) => href("projects", id),
+        KeyOwner::User(id) => href("users", id),
+    };
+    json!({
+        "id": key.id,
+        "href": format!("{PREFIX}/ssh-keys/{}", key.id),
+        "label": key.label,
+        "key": key.key,
+        "fingerprint": key.fingerprint,
+        "tags": key.tags,
+        "entity": entity,
+        "created_at": key.created_at,
+        "updated_at": key.updated_at,
+    })
+}
+
+/// The user every token stands for (`User`), with the fields a client reads.
+pub fn user(world: &World) -> Value {
+    let first = world.projects.values().next();
+    let mut value = json!({
+        "id": world.user_id,
+        "short_id": world.user_id.get(..8).unwrap_or(&world.user_id),
+        "href": format!("{PREFIX}/users/{}", world.user_id),
+        "full_name": "Simulated User",
+        "first_name": "Simulated",
+        "last_name": "User",
+        "email": "user@sim.invalid",
+        "emails": [],
+        "customdata": {},
+        "max_projects": 100,
+        "max_organizations": 10,
+        "timezone": "UTC",
+    });
+    if let Some(project) = first {
+        value["default_project_id"] = json!(project.id);
+        value["created_at"] = json!(project.created_at);
+        value["updated_at"] = json!(project.created_at);
+    }
+    value
 }
 
 /// One page of a list: the page's slice and the `meta` object, with hrefs that keep the

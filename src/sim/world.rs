@@ -1,9 +1,11 @@
-//! The simulator's world: projects, devices, IP reservations and assignments, hardware
-//! reservations, and the clock-driven device lifecycle.
+//! The simulator's world: projects, the user, SSH keys, devices, IP reservations and
+//! assignments, hardware reservations, the address pool, and the clock-driven lifecycles
+//! (devices, and hardware reservations coming back after a delete).
 //!
-//! Owns the rules of the API (validation, state transitions, what may be deleted when) as
-//! plain methods that return records or a [`Fail`] (status and the API's messages). Knows
-//! nothing of HTTP; `render` turns records into Packet JSON and `http` serves them.
+//! Owns the rules of the API (validation, state transitions, which keys a new device gets,
+//! what may be deleted when) as plain methods that return records or a [`Fail`] (status and
+//! the API's messages). Knows nothing of HTTP; `render` turns records into Packet JSON and
+//! `http` serves them.
 //! Time is tokio time: transitions are applied lazily by [`World::tick`] on each request.
 
 use std::collections::BTreeMap;
@@ -13,8 +15,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use base64::Engine;
+use ipnet::Ipv4Net;
+
 use super::catalog;
 use super::faults::Faults;
+use super::pool::Ipv4Pool;
 
 /// A failed API call: HTTP status and the messages for `{"errors": [...]}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +107,8 @@ pub struct Timing {
     pub provision: Duration,
     /// From delete to gone.
     pub deprovision: Duration,
+    /// From a reserved device gone to its hardware reservation provisionable again.
+    pub release: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +162,10 @@ pub struct DeviceRec {
     pub always_pxe: bool,
     pub ipxe_script_url: Option<String>,
     pub hardware_reservation: Option<String>,
+    /// The keys the device was created with, as they were then (the API writes them to
+    /// `authorized_keys` at provisioning).
+    #[serde(default)]
+    pub ssh_keys: Vec<DeviceKey>,
     pub state: String,
     pub fate: Fate,
     pub created_at: String,
@@ -197,6 +209,24 @@ pub struct ReservationRec {
     pub created_at: String,
 }
 
+impl ReservationRec {
+    /// Whether `address` is in this block (an IPv6 block is named by its network only).
+    pub fn holds(&self, address: &str) -> bool {
+        if address == self.network {
+            return true;
+        }
+        match (
+            address.parse::<std::net::Ipv4Addr>(),
+            self.network.parse::<std::net::Ipv4Addr>(),
+        ) {
+            (Ok(address), Ok(network)) => {
+                Ipv4Net::new(network, self.cidr).is_ok_and(|block| block.contains(&address))
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HardwareRec {
     pub id: String,
@@ -207,6 +237,61 @@ pub struct HardwareRec {
     pub device: Option<String>,
     pub need_of_service: bool,
     pub created_at: String,
+    /// Its device is gone and the server is still being wiped: not provisionable until
+    /// `available_at`.
+    #[serde(default)]
+    pub releasing: bool,
+    #[serde(skip)]
+    pub available_at: Option<Instant>,
+}
+
+impl HardwareRec {
+    /// Whether a device may be created on it now.
+    pub fn provisionable(&self) -> bool {
+        self.device.is_none() && !self.need_of_service && !self.releasing
+    }
+}
+
+/// Who an SSH key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyOwner {
+    Project(String),
+    User(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SshKeyRec {
+    pub id: String,
+    pub seq: u64,
+    pub owner: KeyOwner,
+    pub label: String,
+    /// The public key line as given (`ssh-ed25519 AAAA... comment`).
+    pub key: String,
+    pub fingerprint: String,
+    pub tags: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A key as a device got it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceKey {
+    pub id: String,
+    pub label: String,
+    pub key: String,
+    pub fingerprint: String,
+}
+
+impl From<&SshKeyRec> for DeviceKey {
+    fn from(key: &SshKeyRec) -> Self {
+        Self {
+            id: key.id.clone(),
+            label: key.label.clone(),
+            key: key.key.clone(),
+            fingerprint: key.fingerprint.clone(),
+        }
+    }
 }
 
 /// A hardware reservation to seed a project with.
@@ -222,14 +307,37 @@ pub struct HardwareSeed {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct World {
     rng: SplitMix,
+    /// Ids of SSH keys: a stream of its own, so that keys do not change the ids of anything
+    /// else a seed gives.
+    #[serde(default = "key_rng")]
+    key_rng: SplitMix,
     seq: u64,
+    #[serde(default)]
+    key_seq: u64,
     management_blocks: u32,
     elastic_blocks: u32,
+    /// The one user every token stands for.
+    #[serde(default)]
+    pub user_id: String,
+    /// Public IPv4 addresses (device access addresses, public and global elastic IPs).
+    #[serde(default)]
+    pool: Option<Ipv4Pool>,
     pub projects: BTreeMap<String, Project>,
     pub devices: BTreeMap<String, DeviceRec>,
     pub assignments: BTreeMap<String, AssignmentRec>,
     pub reservations: BTreeMap<String, ReservationRec>,
     pub hardware: BTreeMap<String, HardwareRec>,
+    #[serde(default)]
+    pub ssh_keys: BTreeMap<String, SshKeyRec>,
+}
+
+fn key_rng() -> SplitMix {
+    SplitMix::new(0x7373_685f_6b65_7973)
+}
+
+/// The user id a seed gives (its own stream, as for keys).
+pub fn user_id(seed: u64) -> String {
+    SplitMix::new(seed ^ 0x7573_6572).uuid()
 }
 
 /// Most IP reservations a project may hold before requests need approval.
@@ -276,22 +384,83 @@ fn netmask_v4(cidr: u8) -> String {
 }
 
 impl World {
+    /// A world whose address pool is the one the seed gives ([`World::set_pool`] changes it).
     pub fn new(seed: u64) -> Self {
+        let (pool, _) = super::pool::AddressPool::Seeded.choose(seed);
         Self {
             rng: SplitMix::new(seed),
+            key_rng: SplitMix::new(seed ^ 0x7373_685f_6b65_7973),
             seq: 0,
+            key_seq: 0,
             management_blocks: 0,
             elastic_blocks: 0,
+            user_id: user_id(seed),
+            pool: Some(Ipv4Pool::new(pool)),
             projects: BTreeMap::new(),
             devices: BTreeMap::new(),
             assignments: BTreeMap::new(),
             reservations: BTreeMap::new(),
             hardware: BTreeMap::new(),
+            ssh_keys: BTreeMap::new(),
         }
     }
 
-    /// After loading from a file: restart the timers of devices caught mid-transition.
+    /// Takes public IPv4 addresses from `net` from now on. A world loaded from a state file
+    /// keeps its own pool unless `replace` (the block was given explicitly); the live blocks
+    /// inside the new pool are marked taken, so nothing is handed out twice.
+    pub fn set_pool(&mut self, net: Ipv4Net, replace: bool) {
+        if !replace && self.pool.is_some() {
+            return;
+        }
+        if self.pool.as_ref().is_some_and(|p| p.net() == net.trunc()) {
+            return;
+        }
+        let mut pool = Ipv4Pool::new(net);
+        for block in self.live_public_v4() {
+            pool.mark(block);
+        }
+        self.pool = Some(pool);
+    }
+
+    /// The address pool.
+    pub fn pool(&self) -> Ipv4Net {
+        self.pool
+            .as_ref()
+            .map(Ipv4Pool::net)
+            .unwrap_or_else(|| super::pool::AddressPool::Seeded.choose(0).0)
+    }
+
+    fn pool_mut(&mut self) -> &mut Ipv4Pool {
+        let net = self.pool();
+        self.pool.get_or_insert_with(|| Ipv4Pool::new(net))
+    }
+
+    /// Every public IPv4 block in use: reservations and device access addresses.
+    fn live_public_v4(&self) -> Vec<Ipv4Net> {
+        let reservations = self
+            .reservations
+            .values()
+            .filter(|r| r.family == 4 && r.public)
+            .map(|r| (r.network.as_str(), r.cidr));
+        let management = self
+            .assignments
+            .values()
+            .filter(|a| a.management && a.family == 4 && a.public)
+            .map(|a| (a.network.as_str(), a.cidr));
+        reservations
+            .chain(management)
+            .filter_map(|(network, cidr)| Ipv4Net::new(network.parse().ok()?, cidr).ok())
+            .collect()
+    }
+
+    /// After loading from a file: restart the timers of devices caught mid-transition, and
+    /// of hardware reservations still being wiped.
     pub fn resume(&mut self, now: &Now, timing: Timing) {
+        for hardware in self.hardware.values_mut() {
+            if hardware.releasing {
+                hardware.available_at = Some(now.at + timing.release);
+            }
+        }
         for device in self.devices.values_mut() {
             device.next = match (device.state.as_str(), device.fate) {
                 ("queued", _) => Some((now.at, Step::StartProvisioning)),
@@ -343,6 +512,8 @@ impl World {
             device: None,
             need_of_service: false,
             created_at: now.stamp.clone(),
+            releasing: false,
+            available_at: None,
         };
         self.hardware.insert(id, record.clone());
         record
@@ -362,6 +533,12 @@ impl World {
                     break;
                 }
                 self.step(&id, at, step, now, timing);
+            }
+        }
+        for hardware in self.hardware.values_mut() {
+            if hardware.releasing && hardware.available_at.is_none_or(|at| at <= now.at) {
+                hardware.releasing = false;
+                hardware.available_at = None;
             }
         }
     }
@@ -402,7 +579,7 @@ impl World {
                 }
                 self.assign_management_ips(id, &metro, now);
             }
-            Step::Remove => self.remove_device(id),
+            Step::Remove => self.remove_device(id, at, timing),
             Step::Settle(settled) => {
                 let device = self.devices.get_mut(id).expect("due device exists");
                 device.next = None;
@@ -418,40 +595,49 @@ impl World {
     fn assign_management_ips(&mut self, device: &str, metro: &str, now: &Now) {
         let n = self.management_blocks;
         self.management_blocks += 1;
-        // Public IPv4 /31 from 147.75.0.0/16, private IPv4 /31 from 10.0.0.0/8,
-        // public IPv6 /127 from 2604:1380:4641::/48.
-        let public = 0x934b_0000u32 + 2 * (n % 32_768);
+        // Public IPv4 /31 from the address pool (127.0.0.0/8 by default, so that the device's
+        // access address is local to this machine); private IPv4 /31 from 10.0.0.0/8 and
+        // public IPv6 /127 from 2604:1380:4641::/48, as on Packet (nothing binds them here).
+        let mut blocks = Vec::with_capacity(3);
+        match self.pool_mut().allocate(31) {
+            Some(public) => {
+                let network = u32::from(public.network());
+                blocks.push((
+                    ipv4(network + 1),
+                    ipv4(network),
+                    ipv4(network),
+                    31u8,
+                    4u8,
+                    true,
+                    netmask_v4(31),
+                ));
+            }
+            None => tracing::warn!(
+                pool = %self.pool(),
+                device,
+                "the address pool is full: the device gets no public ipv4; start the simulator with a larger --address-pool"
+            ),
+        }
         let private = 0x0a00_0000u32 + 2 * n;
         let v6_net = format!("2604:1380:4641:{:x}::", n);
-        let blocks = [
-            (
-                ipv4(public + 1),
-                ipv4(public),
-                ipv4(public),
-                31u8,
-                4u8,
-                true,
-                netmask_v4(31),
-            ),
-            (
-                ipv4(private + 1),
-                ipv4(private),
-                ipv4(private),
-                31,
-                4,
-                false,
-                netmask_v4(31),
-            ),
-            (
-                format!("{v6_net}1"),
-                v6_net.clone(),
-                v6_net.clone(),
-                127,
-                6,
-                true,
-                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".to_owned(),
-            ),
-        ];
+        blocks.push((
+            ipv4(private + 1),
+            ipv4(private),
+            ipv4(private),
+            31,
+            4,
+            false,
+            netmask_v4(31),
+        ));
+        blocks.push((
+            format!("{v6_net}1"),
+            v6_net.clone(),
+            v6_net.clone(),
+            127,
+            6,
+            true,
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".to_owned(),
+        ));
         for (address, network, gateway, cidr, family, public, netmask) in blocks {
             let id = self.rng.uuid();
             self.assignments.insert(
@@ -475,12 +661,27 @@ impl World {
         }
     }
 
-    fn remove_device(&mut self, id: &str) {
+    /// A deprovisioned device disappears: its access address goes back to the pool, and its
+    /// hardware reservation is wiped for `timing.release` before it is provisionable again.
+    fn remove_device(&mut self, id: &str, at: Instant, timing: Timing) {
         self.devices.remove(id);
+        let freed: Vec<Ipv4Net> = self
+            .assignments
+            .values()
+            .filter(|a| a.device == id && a.management && a.family == 4 && a.public)
+            .filter_map(|a| Ipv4Net::new(a.network.parse().ok()?, a.cidr).ok())
+            .collect();
+        for block in freed {
+            self.pool_mut().release(block.network());
+        }
         self.assignments.retain(|_, a| a.device != id);
         for hardware in self.hardware.values_mut() {
             if hardware.device.as_deref() == Some(id) {
                 hardware.device = None;
+                if !timing.release.is_zero() {
+                    hardware.releasing = true;
+                    hardware.available_at = Some(at + timing.release);
+                }
             }
         }
     }
@@ -553,15 +754,11 @@ impl World {
                 }
             }
         }
-        if let (Some(plan), Some(metro)) = (plan, metro) {
-            if !plan.sold_in(metro.code) {
-                errors.push("Facility can't be blank".into());
-            }
+        if plan.zip(metro).is_some_and(|(p, m)| !p.sold_in(m.code)) {
+            errors.push("Facility can't be blank".into());
         }
-        if let (Some(plan), Some(os)) = (plan, os) {
-            if !os.runs_on(plan) {
-                errors.push(format!("{} is not provisionable on {}", os.slug, plan.slug));
-            }
+        if let Some((plan, os)) = plan.zip(os).filter(|(p, o)| !o.runs_on(p)) {
+            errors.push(format!("{} is not provisionable on {}", os.slug, plan.slug));
         }
         let ipxe_script_url = text(body, "ipxe_script_url");
         let userdata = text(body, "userdata").unwrap_or_default();
@@ -573,18 +770,7 @@ impl World {
         if custom_ipxe && ipxe_script_url.is_none() && !userdata.starts_with("#!ipxe") {
             errors.push("custom_ipxe requires an ipxe_script_url or iPXE userdata".into());
         }
-        let has_keys = ["ssh_keys", "project_ssh_keys", "user_ssh_keys"]
-            .iter()
-            .any(|key| {
-                body.get(key)
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| !a.is_empty())
-            });
-        if !has_keys && !flag(body, "no_ssh_keys") {
-            errors.push(
-                "must have at least one SSH key or explicitly send no_ssh_keys option".into(),
-            );
-        }
+        let keys = self.keys_for_new_device(project, body, &mut errors);
         let tags = strings(body, "tags");
         for tag in &tags {
             if tag.chars().count() > 80 {
@@ -600,10 +786,8 @@ impl World {
             ));
         }
         let hostname = text(body, "hostname");
-        if let Some(hostname) = &hostname {
-            if hostname.len() > 253 {
-                errors.push("Hostname is too long (maximum is 253 characters)".into());
-            }
+        if hostname.as_ref().is_some_and(|h| h.len() > 253) {
+            errors.push("Hostname is too long (maximum is 253 characters)".into());
         }
         if !errors.is_empty() {
             return Err(Fail::unprocessable(errors));
@@ -617,6 +801,7 @@ impl World {
             None => None,
             Some(wanted) => Some(self.claim_hardware(project, &wanted, plan.slug, metro.code)?),
         };
+        let ssh_keys = self.take_keys(project, keys, now);
         let id = self.rng.uuid();
         self.seq += 1;
         let fate = if faults.fail_provision > 0 {
@@ -657,6 +842,7 @@ impl World {
             always_pxe: flag(body, "always_pxe"),
             ipxe_script_url,
             hardware_reservation: hardware_reservation.clone(),
+            ssh_keys,
             state: "queued".into(),
             fate,
             created_at: now.stamp.clone(),
@@ -688,8 +874,10 @@ impl World {
         plan: &str,
         metro: &str,
     ) -> Outcome<String> {
-        let free =
-            |h: &&HardwareRec| h.project == project && h.device.is_none() && !h.need_of_service;
+        // A reservation whose device was just deleted is not provisionable while the server
+        // is wiped ("Server is not provisionable": cluster-api-provider-packet retries on it,
+        // "this occurs when reserved hardware is in the process of being deprovisioned").
+        let free = |h: &&HardwareRec| h.project == project && h.provisionable();
         if wanted == "next-available" {
             return self
                 .hardware
@@ -995,15 +1183,25 @@ impl World {
         let kind = kind.expect("validated");
         let n = self.elastic_blocks;
         self.elastic_blocks += 1;
-        let (network, cidr) = if family == 6 {
-            (format!("2604:1380:ff00:{n:x}::"), 128 - bits)
-        } else {
-            let base = match kind.as_str() {
-                "private_ipv4" => 0x0ac8_0000u32,
-                "global_ipv4" => 0x93_4b_c0_00u32 + 0x10_0000,
-                _ => 0x8bb2_0000u32,
-            };
-            (ipv4(base + 256 * n), 32 - bits)
+        // Public and global IPv4 blocks come from the address pool, so that an elastic IP is
+        // an address this machine can bind; private IPv4 from 10.200.0.0/16 and IPv6 from
+        // 2604:1380:ff00::/48, as on Packet.
+        let (network, cidr) = match (family, kind.as_str()) {
+            (6, _) => (format!("2604:1380:ff00:{n:x}::"), 128 - bits),
+            (_, "private_ipv4") => (ipv4(0x0ac8_0000u32 + 256 * n), 32 - bits),
+            _ => {
+                let Some(block) = self.pool_mut().allocate(32 - bits) else {
+                    return Err(Fail::new(
+                        422,
+                        format!(
+                            "The simulator's address pool {} has no free /{} left: release addresses or start the simulator with a larger --address-pool",
+                            self.pool(),
+                            32 - bits
+                        ),
+                    ));
+                };
+                (block.network().to_string(), 32 - bits)
+            }
         };
         let id = self.rng.uuid();
         let record = ReservationRec {
@@ -1059,7 +1257,7 @@ impl World {
         let Some(reservation) = self
             .reservations
             .values()
-            .find(|r| r.project == device.project && r.network == address)
+            .find(|r| r.project == device.project && r.holds(&address))
             .cloned()
         else {
             return Err(Fail::new(
@@ -1095,7 +1293,14 @@ impl World {
         {
             return Err(Fail::new(422, "Address has already been taken"));
         }
-        let cidr = cidr.unwrap_or(reservation.cidr);
+        // The whole block when its network address is named, else the one address.
+        let cidr = cidr.unwrap_or(if address == reservation.network {
+            reservation.cidr
+        } else if reservation.family == 4 {
+            32
+        } else {
+            128
+        });
         let id = self.rng.uuid();
         let record = AssignmentRec {
             id: id.clone(),
@@ -1129,12 +1334,250 @@ impl World {
             self.assignments.remove(id);
             return Ok(());
         }
-        if self.reservations.remove(id).is_some() {
+        if let Some(reservation) = self.reservations.remove(id) {
             self.assignments
                 .retain(|_, a| a.reservation.as_deref() != Some(id));
+            let network = reservation.network.parse().ok();
+            if let Some(network) = network.filter(|_| reservation.family == 4 && reservation.public)
+            {
+                self.pool_mut().release(network);
+            }
             return Ok(());
         }
         Err(Fail::not_found())
+    }
+
+    /// The keys of an owner, oldest first.
+    pub fn keys_of(&self, owner: &KeyOwner) -> Vec<&SshKeyRec> {
+        let mut keys: Vec<&SshKeyRec> = self
+            .ssh_keys
+            .values()
+            .filter(|k| &k.owner == owner)
+            .collect();
+        keys.sort_by_key(|k| k.seq);
+        keys
+    }
+
+    /// `GET /projects/{id}/ssh-keys`.
+    pub fn project_keys(&self, project: &str) -> Outcome<Vec<&SshKeyRec>> {
+        self.project(project)?;
+        Ok(self.keys_of(&KeyOwner::Project(project.to_owned())))
+    }
+
+    /// `POST /projects/{id}/ssh-keys` and `POST /ssh-keys`: `{label, key, tags}`.
+    pub fn create_key(&mut self, owner: KeyOwner, body: &Value, now: &Now) -> Outcome<SshKeyRec> {
+        if let KeyOwner::Project(project) = &owner {
+            self.project(project)?;
+        }
+        let key = text(body, "key");
+        let mut errors = Vec::new();
+        let fingerprint = match &key {
+            None => {
+                errors.push("Key can't be blank".to_owned());
+                None
+            }
+            Some(key) => match public_key_blob(key) {
+                None => {
+                    errors.push(INVALID_KEY.into());
+                    None
+                }
+                Some(blob) => Some(fingerprint(&blob)),
+            },
+        };
+        let taken = fingerprint
+            .as_ref()
+            .is_some_and(|f| self.keys_of(&owner).iter().any(|k| &k.fingerprint == f));
+        if taken {
+            errors.push("Key has already been taken".into());
+        }
+        if !errors.is_empty() {
+            return Err(Fail::unprocessable(errors));
+        }
+        let key = key.expect("validated");
+        let label = text(body, "label").unwrap_or_else(|| default_label(&key));
+        Ok(self.insert_key(
+            owner,
+            label,
+            key,
+            fingerprint.expect("validated"),
+            strings(body, "tags"),
+            now,
+        ))
+    }
+
+    fn insert_key(
+        &mut self,
+        owner: KeyOwner,
+        label: String,
+        key: String,
+        fingerprint: String,
+        tags: Vec<String>,
+        now: &Now,
+    ) -> SshKeyRec {
+        let id = self.key_rng.uuid();
+        self.key_seq += 1;
+        let record = SshKeyRec {
+            id: id.clone(),
+            seq: self.key_seq,
+            owner,
+            label,
+            key,
+            fingerprint,
+            tags,
+            created_at: now.stamp.clone(),
+            updated_at: now.stamp.clone(),
+        };
+        self.ssh_keys.insert(id, record.clone());
+        record
+    }
+
+    /// `PUT /ssh-keys/{id}` (and `PATCH`, as packngo sends): label, key and tags.
+    pub fn update_key(&mut self, id: &str, body: &Value, now: &Now) -> Outcome<SshKeyRec> {
+        let current = self.ssh_keys.get(id).ok_or_else(Fail::not_found)?.clone();
+        let mut updated = current.clone();
+        if let Some(label) = text(body, "label") {
+            updated.label = label;
+        }
+        if let Some(key) = text(body, "key") {
+            let Some(blob) = public_key_blob(&key) else {
+                return Err(Fail::new(422, INVALID_KEY));
+            };
+            updated.fingerprint = fingerprint(&blob);
+            updated.key = key;
+            if self
+                .keys_of(&current.owner)
+                .iter()
+                .any(|k| k.id != id && k.fingerprint == updated.fingerprint)
+            {
+                return Err(Fail::new(422, "Key has already been taken"));
+            }
+        }
+        if body.get("tags").is_some() {
+            updated.tags = strings(body, "tags");
+        }
+        updated.updated_at = now.stamp.clone();
+        self.ssh_keys.insert(id.to_owned(), updated.clone());
+        Ok(updated)
+    }
+
+    /// `DELETE /ssh-keys/{id}`. Devices keep the keys they were created with.
+    pub fn delete_key(&mut self, id: &str) -> Outcome<()> {
+        self.ssh_keys
+            .remove(id)
+            .map(|_| ())
+            .ok_or_else(Fail::not_found)
+    }
+
+    /// The keys a create body asks for, as the spec's `DeviceCreateInput` documents them:
+    /// `project_ssh_keys` (project key ids), `user_ssh_keys` (user ids: all their keys) and
+    /// `ssh_keys` (new or existing project keys, `{label, key}`) are added together; when all
+    /// three are empty or missing, every key of the project and of its members (here the one
+    /// user) is added, unless `no_ssh_keys`. No key at all is refused with the API's message.
+    /// Problems are pushed to `errors`; nothing changes until [`World::take_keys`].
+    fn keys_for_new_device(
+        &self,
+        project: &str,
+        body: &Value,
+        errors: &mut Vec<String>,
+    ) -> WantedKeys {
+        let mut wanted = WantedKeys::default();
+        let project_keys = strings(body, "project_ssh_keys");
+        let users = strings(body, "user_ssh_keys");
+        let owner = KeyOwner::Project(project.to_owned());
+        for id in &project_keys {
+            match self.ssh_keys.get(id) {
+                Some(key) if key.owner == owner => wanted.existing.push(id.clone()),
+                _ => errors.push(format!("Project ssh key {id} was not found")),
+            }
+        }
+        for user in &users {
+            if *user == self.user_id {
+                wanted.existing.extend(
+                    self.keys_of(&KeyOwner::User(user.clone()))
+                        .iter()
+                        .map(|k| k.id.clone()),
+                );
+            } else {
+                errors.push(format!("User {user} was not found"));
+            }
+        }
+        let inline = match body.get("ssh_keys") {
+            Some(Value::Array(items)) => items.as_slice(),
+            _ => &[],
+        };
+        for item in inline {
+            let (label, key, tags) = match item {
+                Value::String(key) => (None, Some(key.clone()), Vec::new()),
+                _ => (
+                    text(item, "label"),
+                    text(item, "key"),
+                    strings(item, "tags"),
+                ),
+            };
+            let Some(key) = key else {
+                errors.push("Key can't be blank".into());
+                continue;
+            };
+            match public_key_blob(&key) {
+                Some(blob) => wanted.inline.push(NewKey {
+                    label: label.unwrap_or_else(|| default_label(&key)),
+                    fingerprint: fingerprint(&blob),
+                    key,
+                    tags,
+                }),
+                None => errors.push(INVALID_KEY.into()),
+            }
+        }
+        let named = !project_keys.is_empty() || !users.is_empty() || !inline.is_empty();
+        if !named && !flag(body, "no_ssh_keys") {
+            let user = KeyOwner::User(self.user_id.clone());
+            wanted.existing = self
+                .keys_of(&owner)
+                .into_iter()
+                .chain(self.keys_of(&user))
+                .map(|k| k.id.clone())
+                .collect();
+            if wanted.existing.is_empty() {
+                errors.push(
+                    "must have at least one SSH key or explicitly send no_ssh_keys option".into(),
+                );
+            }
+        }
+        wanted
+    }
+
+    /// Adds the new keys of a validated create to the project (an inline key the project
+    /// holds already is that key) and returns every key of the device, each once.
+    fn take_keys(&mut self, project: &str, wanted: WantedKeys, now: &Now) -> Vec<DeviceKey> {
+        let owner = KeyOwner::Project(project.to_owned());
+        let mut ids = wanted.existing;
+        for new in wanted.inline {
+            let known = self
+                .keys_of(&owner)
+                .iter()
+                .find(|k| k.fingerprint == new.fingerprint)
+                .map(|k| k.id.clone());
+            let id = match known {
+                Some(id) => id,
+                None => {
+                    self.insert_key(
+                        owner.clone(),
+                        new.label,
+                        new.key,
+                        new.fingerprint,
+                        new.tags,
+                        now,
+                    )
+                    .id
+                }
+            };
+            ids.push(id);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        ids.into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .filter_map(|id| self.ssh_keys.get(&id).map(DeviceKey::from))
+            .collect()
     }
 
     pub fn project_hardware(&self, project: &str) -> Outcome<Vec<&HardwareRec>> {
@@ -1188,6 +1631,7 @@ impl World {
                     always_pxe: false,
                     ipxe_script_url: None,
                     hardware_reservation: None,
+                    ssh_keys: Vec::new(),
                     state: "active".into(),
                     fate: Fate::Active,
                     created_at: now.stamp.clone(),
@@ -1200,6 +1644,63 @@ impl World {
         }
         Ok(ids)
     }
+}
+
+/// Keys a create body asks for, validated but not yet added.
+#[derive(Debug, Default)]
+struct WantedKeys {
+    /// Ids of existing keys.
+    existing: Vec<String>,
+    /// Inline keys (`ssh_keys`), to find in the project or add to it.
+    inline: Vec<NewKey>,
+}
+
+#[derive(Debug)]
+struct NewKey {
+    label: String,
+    key: String,
+    fingerprint: String,
+    tags: Vec<String>,
+}
+
+const INVALID_KEY: &str = "Key is not a valid SSH public key";
+
+/// The key blob of an OpenSSH public key line (`TYPE BASE64 [COMMENT]`), when it is one.
+fn public_key_blob(line: &str) -> Option<Vec<u8>> {
+    let mut fields = line.split_whitespace();
+    let (kind, data) = (fields.next()?, fields.next()?);
+    let known = ["ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-sha2-"]
+        .iter()
+        .any(|prefix| kind.starts_with(prefix));
+    if !known {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .ok()
+        .filter(|blob| !blob.is_empty())
+}
+
+/// OpenSSH's legacy fingerprint: MD5 of the key blob, as colon-separated hex.
+fn fingerprint(blob: &[u8]) -> String {
+    let digest = openssl::hash::hash(openssl::hash::MessageDigest::md5(), blob)
+        .expect("OpenSSL computes MD5");
+    digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A key's label when none is given: its comment, else its type.
+fn default_label(line: &str) -> String {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    fields
+        .get(2..)
+        .filter(|rest| !rest.is_empty())
+        .map(|rest| rest.join(" "))
+        .or_else(|| fields.first().map(|kind| (*kind).to_owned()))
+        .unwrap_or_default()
 }
 
 /// The hostname rackform would have given a device with these tags
@@ -1335,6 +1836,7 @@ mod tests {
         let timing = Timing {
             provision: Duration::from_secs(40),
             deprovision: Duration::from_secs(10),
+            release: Duration::ZERO,
         };
         let mut world = World::new(0);
         let t0 = now();
@@ -1383,6 +1885,7 @@ mod tests {
         let timing = Timing {
             provision: Duration::from_secs(8),
             deprovision: Duration::ZERO,
+            release: Duration::ZERO,
         };
         let mut world = World::new(0);
         let t0 = now();
@@ -1411,5 +1914,216 @@ mod tests {
         world.tick(&at(5), timing);
         assert_eq!(world.devices[&id].state, "active");
         assert_eq!(act(&mut world, "explode", 6).unwrap_err().status, 422);
+    }
+
+    const KEY_A: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGsk8uCGxa1f3iEUr4o4mbZSyX7d8ybG0GL3EY8wCvPc ops@a";
+    const KEY_B: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM2RkqBHrhmG5G6Bf1MS4jA8Y8VHbjpDGuCCNWpiJ1DI dev@b";
+
+    fn create(world: &mut World, project: &str, body: Value, now: &Now) -> Outcome<DeviceRec> {
+        let mut body = body;
+        for (key, value) in [
+            ("plan", "c3.small.x86"),
+            ("operating_system", "ubuntu_22_04"),
+            ("metro", "da"),
+        ] {
+            body[key] = json!(value);
+        }
+        world.create_device(project, &body, &mut Faults::default(), now)
+    }
+
+    fn key_ids(device: &DeviceRec) -> Vec<&str> {
+        device.ssh_keys.iter().map(|k| k.id.as_str()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_devices_get_keys_as_the_api_documents() {
+        let mut world = World::new(3);
+        let now = now();
+        let project = world.create_project("p", &now).id;
+        let other = world.create_project("q", &now).id;
+        let none = create(&mut world, &project, json!({}), &now).unwrap_err();
+        assert_eq!(
+            none.errors,
+            ["must have at least one SSH key or explicitly send no_ssh_keys option"]
+        );
+        let a = world
+            .create_key(
+                KeyOwner::Project(project.clone()),
+                &json!({"label": "ops", "key": KEY_A}),
+                &now,
+            )
+            .unwrap();
+        assert_eq!(a.fingerprint.split(':').count(), 16);
+        let user = KeyOwner::User(world.user_id.clone());
+        let b = world
+            .create_key(user.clone(), &json!({"key": KEY_B}), &now)
+            .unwrap();
+        assert_eq!(b.label, "dev@b", "the comment labels a key given none");
+        let dup = world
+            .create_key(user, &json!({"key": KEY_B.replace("dev@b", "again")}), &now)
+            .unwrap_err();
+        assert_eq!(dup.errors, ["Key has already been taken"]);
+
+        // None named: every project key and every key of the project's members.
+        let all = create(&mut world, &project, json!({}), &now).unwrap();
+        assert_eq!(key_ids(&all), [a.id.as_str(), b.id.as_str()]);
+        // Named: only those.
+        let only = create(
+            &mut world,
+            &project,
+            json!({"project_ssh_keys": [a.id]}),
+            &now,
+        )
+        .unwrap();
+        assert_eq!(key_ids(&only), [a.id.as_str()]);
+        let users = json!({"user_ssh_keys": [world.user_id.clone()]});
+        let mine = create(&mut world, &project, users, &now).unwrap();
+        assert_eq!(key_ids(&mine), [b.id.as_str()]);
+        // no_ssh_keys drops the default, not the keys named.
+        let bare = create(&mut world, &project, json!({"no_ssh_keys": true}), &now).unwrap();
+        assert!(bare.ssh_keys.is_empty());
+        // Inline keys are the project's: an existing one is reused, a new one added.
+        let inline =
+            json!({"ssh_keys": [{"label": "x", "key": KEY_A}, {"label": "new", "key": KEY_B}]});
+        let device = create(&mut world, &project, inline, &now).unwrap();
+        let project_keys: Vec<String> = world
+            .project_keys(&project)
+            .unwrap()
+            .iter()
+            .map(|k| k.id.clone())
+            .collect();
+        assert_eq!(project_keys.len(), 2);
+        assert_eq!(project_keys[0], a.id);
+        assert_eq!(key_ids(&device), [a.id.as_str(), project_keys[1].as_str()]);
+        // Another project's key, an unknown user and a malformed key are refused.
+        let bad = json!({"project_ssh_keys": [a.id], "user_ssh_keys": ["nobody"],
+            "ssh_keys": [{"key": "not a key"}, {"label": "empty"}]});
+        assert_eq!(
+            create(&mut world, &other, bad, &now).unwrap_err().errors,
+            [
+                format!("Project ssh key {} was not found", a.id),
+                "User nobody was not found".into(),
+                INVALID_KEY.into(),
+                "Key can't be blank".into(),
+            ]
+        );
+        assert!(
+            world.project_keys(&other).unwrap().is_empty(),
+            "nothing added"
+        );
+        // Deleting a key leaves the devices that have it as they were.
+        world.delete_key(&a.id).unwrap();
+        assert_eq!(world.devices[&only.id].ssh_keys[0].key, KEY_A);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_reservation_is_provisionable_only_after_the_delay() {
+        let timing = Timing {
+            provision: Duration::ZERO,
+            deprovision: Duration::from_secs(1),
+            release: Duration::from_secs(240),
+        };
+        let mut world = World::new(0);
+        let t0 = now();
+        let at = |secs| Now {
+            at: t0.at + Duration::from_secs(secs),
+            stamp: t0.stamp.clone(),
+        };
+        let project = world.create_project("p", &t0).id;
+        let hardware = world
+            .add_hardware(
+                &project,
+                &HardwareSeed {
+                    id: None,
+                    plan: "c3.small.x86".into(),
+                    facility: "da11".into(),
+                },
+                &t0,
+            )
+            .id;
+        let body = json!({"no_ssh_keys": true, "hardware_reservation_id": hardware});
+        let first = create(&mut world, &project, body.clone(), &t0).unwrap();
+        world.start(&first.id, &t0, timing, Duration::ZERO);
+        world.tick(&at(1), timing);
+        world.delete_device(&first.id, &at(1), timing).unwrap();
+        world.tick(&at(2), timing);
+        assert!(!world.devices.contains_key(&first.id), "gone");
+        assert_eq!(world.hardware[&hardware].device, None);
+        assert!(!world.hardware[&hardware].provisionable());
+        for (secs, body) in [
+            (2, body.clone()),
+            (
+                241,
+                json!({"no_ssh_keys": true, "hardware_reservation_id": "next-available"}),
+            ),
+        ] {
+            world.tick(&at(secs), timing);
+            let refused = create(&mut world, &project, body, &at(secs)).unwrap_err();
+            assert_eq!(refused.status, 422, "{secs}s");
+        }
+        world.tick(&at(242), timing);
+        assert!(world.hardware[&hardware].provisionable());
+        let second = create(&mut world, &project, body, &at(242)).unwrap();
+        assert_eq!(
+            second.hardware_reservation.as_deref(),
+            Some(hardware.as_str())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn public_ipv4_comes_from_the_pool_without_overlaps() {
+        let timing = Timing {
+            provision: Duration::ZERO,
+            deprovision: Duration::ZERO,
+            release: Duration::ZERO,
+        };
+        let mut world = World::new(0);
+        world.set_pool("127.61.0.0/24".parse().unwrap(), true);
+        let t0 = now();
+        let pool: Ipv4Net = "127.61.0.0/24".parse().unwrap();
+        let mut blocks = Vec::new();
+        for name in ["p", "q"] {
+            let project = world.create_project(name, &t0).id;
+            for (kind, quantity) in [("public_ipv4", 1), ("public_ipv4", 8), ("global_ipv4", 1)] {
+                let body = json!({"type": kind, "quantity": quantity, "metro": "da"});
+                let r = world.reserve_ips(&project, &body, &t0).unwrap();
+                blocks.push(Ipv4Net::new(r.network.parse().unwrap(), r.cidr).unwrap());
+            }
+            let private = world
+                .reserve_ips(
+                    &project,
+                    &json!({"type": "private_ipv4", "quantity": 1, "metro": "da"}),
+                    &t0,
+                )
+                .unwrap();
+            assert!(private.network.starts_with("10."), "{}", private.network);
+            let device = create(&mut world, &project, json!({"no_ssh_keys": true}), &t0).unwrap();
+            world.start(&device.id, &t0, timing, Duration::ZERO);
+            world.tick(&t0, timing);
+            let access = world
+                .device_assignments(&device.id)
+                .into_iter()
+                .find(|a| a.public && a.family == 4)
+                .cloned()
+                .unwrap();
+            blocks.push(Ipv4Net::new(access.network.parse().unwrap(), access.cidr).unwrap());
+        }
+        for (i, x) in blocks.iter().enumerate() {
+            assert!(pool.contains(x), "{x} outside {pool}");
+            for y in &blocks[i + 1..] {
+                assert!(!x.contains(y) && !y.contains(x), "{x} overlaps {y}");
+            }
+        }
+        // A full pool refuses a reservation with a reason and a way out.
+        let project = world.project_by_name("p").unwrap().id.clone();
+        let big = json!({"type": "public_ipv4", "quantity": 256, "metro": "da"});
+        let fail = world.reserve_ips(&project, &big, &t0).unwrap_err();
+        assert!(
+            fail.errors[0].contains("--address-pool"),
+            "{:?}",
+            fail.errors
+        );
     }
 }

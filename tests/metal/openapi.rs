@@ -302,6 +302,45 @@ async fn sim_answers_match_the_official_openapi_spec() {
     r.call("GET", "/locations/metros", "/locations/metros", None)
         .await;
     r.call("GET", "/facilities", "/facilities", None).await;
+    let key = r
+        .call(
+            "POST",
+            "/projects/{id}/ssh-keys",
+            &p("/ssh-keys"),
+            Some(json!({"label": "spec", "key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 spec@example", "tags": ["t"]})),
+        )
+        .await
+        .unwrap();
+    r.call("GET", "/projects/{id}/ssh-keys", &p("/ssh-keys"), None)
+        .await;
+    r.call(
+        "POST",
+        "/ssh-keys",
+        "/ssh-keys",
+        Some(json!({"label": "me", "key": "ssh-rsa AAAAB3NzaC1yc2E me@example"})),
+    )
+    .await;
+    r.call(
+        "POST",
+        "/ssh-keys",
+        "/ssh-keys",
+        Some(json!({"label": "broken", "key": "not a key"})),
+    )
+    .await;
+    r.call("GET", "/ssh-keys", "/ssh-keys?search=me", None)
+        .await;
+    let k = format!("/ssh-keys/{}", key["id"].as_str().unwrap());
+    r.call("GET", "/ssh-keys/{id}", &k, None).await;
+    r.call(
+        "PUT",
+        "/ssh-keys/{id}",
+        &k,
+        Some(json!({"label": "renamed"})),
+    )
+    .await;
+    r.call("DELETE", "/ssh-keys/{id}", &k, None).await;
+    r.call("GET", "/ssh-keys/{id}", &k, None).await;
+    r.call("GET", "/user", "/user", None).await;
     r.call(
         "POST",
         "/projects/{id}/devices",
