@@ -11,7 +11,7 @@ use std::time::Duration;
 use rackform::metal::Disposition;
 use rackform::source::{
     Auth, Checkout, DirFiles, Error, FileChange, Identity, LocalRepo, PushOutcome, RefWatcher,
-    Remote, RetryPolicy, Token, WriteBack, push, push_observed,
+    Remote, RetryPolicy, Stage, Token, WriteBack, push, push_observed,
 };
 use rackform::spec::{self, FileError, MAX_FILE_BYTES, RepoFiles};
 
@@ -108,7 +108,10 @@ fn fetch_over_file_url_and_plain_path_follows_the_branch() {
     let first = checkout.fetch("main").unwrap();
     std::fs::write(work.join("README.md"), "fleet\n").unwrap();
     let second = sandbox.commit_and_push(&work, "docs");
-    let reopened = Checkout::open(checkout.path(), checkout.remote().clone()).unwrap();
+    let (path, remote_again) = (checkout.path().to_path_buf(), checkout.remote().clone());
+    // One process at a time: the first checkout lets go of the directory before reopening.
+    drop(checkout);
+    let reopened = Checkout::open(path, remote_again).unwrap();
     let fetched = reopened.fetch("main").unwrap();
     assert_eq!(fetched.to_string(), second);
     assert_ne!(fetched, first);
@@ -359,7 +362,7 @@ fn issue_8_human_push_racing_write_back_is_kept() {
         &write_back(&changes, &identity),
         &quick(),
         |attempt| {
-            if attempt.number == 1 {
+            if attempt.number == 1 && attempt.stage == Stage::Committed {
                 std::fs::write(work.join("clusters/notes.yaml"), "# human\n").unwrap();
                 human = Some(sandbox.pull_commit_push(&work, "human: notes"));
             }
@@ -389,6 +392,153 @@ fn issue_8_human_push_racing_write_back_is_kept() {
     assert!(sandbox.git_ok(&remote, &["fsck", "--strict"]));
 }
 
+/// Issue 14: a human push that lands after the write-back read the remote's branch and
+/// before it moved it is kept, on every transport: the update is a compare-and-swap, and a
+/// lost swap is redone on top of the human's commit. libgit2's local transport (plain paths
+/// and file://) used to overwrite the branch without comparing.
+#[test]
+fn issue_14_human_push_between_ref_read_and_update_is_kept() {
+    let (sandbox, remote, work) = fleet_remote();
+    let daemon = GitDaemon::start(&sandbox, &sandbox.path(""));
+    let identity = identity();
+    let urls = [
+        remote.display().to_string(),
+        format!("file://{}", remote.display()),
+        daemon.url("fleet.git"),
+    ];
+    for (n, url) in urls.iter().enumerate() {
+        let checkout = Checkout::open(
+            sandbox.path(&format!("state/race-{n}")),
+            Remote::new(url, Auth::None).unwrap(),
+        )
+        .unwrap();
+        let changes = [status_change(
+            "edge-ams",
+            &format!("phase: Ready\nrun: {n}\n"),
+        )];
+        let mut human = None;
+        let outcome = push_observed(
+            &checkout,
+            &write_back(&changes, &identity),
+            &quick(),
+            |attempt| {
+                if attempt.number == 1 && attempt.stage == Stage::Updating {
+                    std::fs::write(work.join(format!("clusters/notes-{n}.yaml")), "# human\n")
+                        .unwrap();
+                    human = Some(sandbox.pull_commit_push(&work, "human: notes"));
+                }
+            },
+        )
+        .unwrap();
+        let human = human.expect("the observer saw the update stage");
+        let log = sandbox.git(&remote, &["log", "--format=%h %an: %s", "-5", "main"]);
+        assert!(
+            sandbox.git_ok(&remote, &["merge-base", "--is-ancestor", &human, "main"]),
+            "{url}: the human's commit {human} is no longer in main's history:\n{log}"
+        );
+        let PushOutcome::Pushed { commit, attempts } = outcome else {
+            panic!("{url}: {outcome:?}")
+        };
+        assert_eq!(
+            attempts, 2,
+            "{url}: the first update must have lost the swap"
+        );
+        assert_eq!(remote_head(&sandbox, &remote), commit.to_string(), "{url}");
+        assert_eq!(
+            sandbox.git(&remote, &["rev-parse", "main~1"]),
+            human,
+            "{url}: the write-back was made anew on the human's commit"
+        );
+        assert_eq!(
+            sandbox.git(&remote, &["show", "main:status/edge-ams.yaml"]),
+            format!("phase: Ready\nrun: {n}")
+        );
+    }
+    assert!(sandbox.git_ok(&remote, &["fsck", "--strict"]));
+}
+
+/// A branch another push is moving at that moment (git holds `refs/heads/main.lock` in the
+/// remote) is not overwritten and its lock is not taken: the write-back is refused and, when
+/// its attempts are spent, gives up with the reason.
+#[test]
+fn write_back_to_a_path_remote_respects_a_branch_lock_held_by_another_push() {
+    let (sandbox, remote, _work) = fleet_remote();
+    let checkout = checkout(&sandbox, remote.to_str().unwrap());
+    let before = remote_head(&sandbox, &remote);
+    let lock = remote.join("refs/heads/main.lock");
+    let identity = identity();
+    let changes = [status_change("edge-ams", "phase: Ready\n")];
+    let policy = RetryPolicy {
+        attempts: 1,
+        ..quick()
+    };
+    let outcome = push_observed(
+        &checkout,
+        &write_back(&changes, &identity),
+        &policy,
+        |attempt| {
+            if attempt.stage == Stage::Updating {
+                std::fs::write(&lock, "0000000000000000000000000000000000000000\n").unwrap();
+            }
+        },
+    )
+    .unwrap();
+    let PushOutcome::GaveUp { error, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(matches!(error, Error::Rejected { .. }), "{error}");
+    assert!(error.to_string().contains("being updated"), "{error}");
+    assert!(lock.exists(), "the other push's lock was taken");
+    assert_eq!(remote_head(&sandbox, &remote), before);
+
+    // Once the other push is done, the next write-back goes through.
+    std::fs::remove_file(&lock).unwrap();
+    let outcome = push(&checkout, &write_back(&changes, &identity), &quick()).unwrap();
+    assert!(
+        matches!(outcome, PushOutcome::Pushed { attempts: 1, .. }),
+        "{outcome:?}"
+    );
+}
+
+/// Issue 14, as it was seen: a human pushing while the daemon writes back, many times over a
+/// path remote. Whoever wins each race, no human commit is lost and every write-back lands.
+#[test]
+fn issue_14_racing_human_pushes_to_a_path_remote_are_never_lost() {
+    let (sandbox, remote, work) = fleet_remote();
+    let checkout = checkout(&sandbox, remote.to_str().unwrap());
+    let identity = identity();
+    let policy = RetryPolicy {
+        attempts: 10,
+        ..quick()
+    };
+    for round in 0..8 {
+        let changes = [status_change("edge-ams", &format!("round: {round}\n"))];
+        let start = std::sync::Barrier::new(2);
+        let (outcome, human) = std::thread::scope(|scope| {
+            let human = scope.spawn(|| {
+                std::fs::write(work.join("README.md"), format!("round {round}\n")).unwrap();
+                start.wait();
+                sandbox.pull_commit_push_until_accepted(&work, "human: readme", 20)
+            });
+            start.wait();
+            let outcome = push(&checkout, &write_back(&changes, &identity), &policy).unwrap();
+            (outcome, human.join().unwrap())
+        });
+        assert!(
+            matches!(outcome, PushOutcome::Pushed { .. }),
+            "round {round}: {outcome:?}"
+        );
+        assert!(
+            sandbox.git_ok(&remote, &["merge-base", "--is-ancestor", &human, "main"]),
+            "round {round}: the human's commit {human} was lost"
+        );
+        assert_eq!(
+            sandbox.git(&remote, &["show", "main:status/edge-ams.yaml"]),
+            format!("round: {round}")
+        );
+    }
+}
+
 #[test]
 fn write_back_gives_up_after_bounded_attempts_and_loses_nothing() {
     let (sandbox, remote, work) = fleet_remote();
@@ -405,8 +555,10 @@ fn write_back_gives_up_after_bounded_attempts_and_loses_nothing() {
         &write_back(&changes, &identity),
         &policy,
         |attempt| {
-            std::fs::write(work.join("README.md"), format!("{}\n", attempt.number)).unwrap();
-            humans.push(sandbox.pull_commit_push(&work, "human"));
+            if attempt.stage == Stage::Committed {
+                std::fs::write(work.join("README.md"), format!("{}\n", attempt.number)).unwrap();
+                humans.push(sandbox.pull_commit_push(&work, "human"));
+            }
         },
     )
     .unwrap();
@@ -630,7 +782,7 @@ fn a_local_clone_is_read_at_any_revision() {
     let now = spec::load(&repo.tree(repo.resolve("main").unwrap()).unwrap());
     assert_eq!(then.clusters.len(), 4);
     assert_eq!(now.clusters.len(), 3);
-    assert!(now.is_known_absent("ml"));
+    assert!(now.is_known_absent("ml", None));
     assert!(matches!(repo.resolve("nope"), Err(Error::Resolve { .. })));
     assert!(matches!(
         LocalRepo::open(sandbox.path("home")),
@@ -685,4 +837,157 @@ fn fetch_rev_resolves_branches_tags_commits_and_pull_refs() {
             "{bad}"
         );
     }
+}
+
+/// An error and its causes on one line, as the daemon logs them.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut shown = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        shown.push_str(": ");
+        shown.push_str(&error.to_string());
+        cause = error.source();
+    }
+    shown
+}
+
+/// The lock files a process killed in the middle of writing leaves in the checkout.
+const STALE_LOCKS: &[&str] = &[
+    "refs/remotes/origin/main.lock",
+    "refs/rackform/writeback/main.lock",
+    "packed-refs.lock",
+    "HEAD.lock",
+    "config.lock",
+    "index.lock",
+];
+
+/// Issue 14: `.lock` files left by a killed process (the state directory outlives the
+/// container) no longer wedge the daemon: the next process to open the checkout removes
+/// them, and fetch and write-back work again.
+#[test]
+fn issue_14_stale_lock_files_from_a_killed_process_are_taken_over() {
+    let (sandbox, remote, work) = fleet_remote();
+    let url = remote.to_str().unwrap();
+    let first = checkout(&sandbox, url);
+    let head = first.fetch("main").unwrap();
+    let dir = first.path().to_path_buf();
+    drop(first);
+    for lock in STALE_LOCKS {
+        let path = dir.join(lock);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("{head}\n")).unwrap();
+    }
+    // A file named like a lock outside Git's own places is not the checkout's to remove.
+    std::fs::write(dir.join("notes.lock"), "kept\n").unwrap();
+    // The branch moved meanwhile, so the fetch must update `refs/remotes/origin/main`.
+    std::fs::write(work.join("README.md"), "moved\n").unwrap();
+    let moved = sandbox.commit_and_push(&work, "docs");
+
+    let checkout = checkout(&sandbox, url);
+    let fetched = checkout
+        .fetch("main")
+        .unwrap_or_else(|error| panic!("{}", error_chain(&error)));
+    assert_eq!(fetched.to_string(), moved);
+    let identity = identity();
+    let changes = [status_change("edge-ams", "phase: Ready\n")];
+    let outcome = push(&checkout, &write_back(&changes, &identity), &quick()).unwrap();
+    assert!(matches!(outcome, PushOutcome::Pushed { .. }), "{outcome:?}");
+    for lock in STALE_LOCKS {
+        assert!(!dir.join(lock).exists(), "{lock} is still there");
+    }
+    assert!(dir.join("notes.lock").exists());
+}
+
+/// Environment of the holder process in
+/// [`issue_14_a_live_holders_checkout_is_not_taken_over`].
+const HOLD_DIR: &str = "RACKFORM_TEST_HOLD_CHECKOUT_DIR";
+const HOLD_REMOTE: &str = "RACKFORM_TEST_HOLD_CHECKOUT_REMOTE";
+const HOLDING: &str = "holding the checkout";
+
+/// Not a test on its own: the holder process of
+/// `issue_14_a_live_holders_checkout_is_not_taken_over`, run by it from this test binary.
+/// Opens the checkout, leaves a ref lock as if it were in the middle of updating the branch,
+/// says so, and waits until it is killed.
+#[test]
+#[ignore = "a child process of issue_14_a_live_holders_checkout_is_not_taken_over"]
+fn hold_a_checkout_until_killed() {
+    let (Some(dir), Some(url)) = (std::env::var_os(HOLD_DIR), std::env::var(HOLD_REMOTE).ok())
+    else {
+        return;
+    };
+    let checkout = Checkout::open(&dir, Remote::new(url, Auth::None).unwrap()).unwrap();
+    checkout.fetch("main").unwrap();
+    std::fs::write(
+        Path::new(&dir).join("refs/remotes/origin/main.lock"),
+        "in the middle of an update\n",
+    )
+    .unwrap();
+    // On a line of its own: libtest has printed the test's name without a newline.
+    println!("\n{HOLDING}");
+    std::io::stdout().flush().unwrap();
+    // Until the parent kills this process (or, should it fail first, closes stdin).
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+}
+
+/// A child process, killed with SIGKILL on drop.
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 14: while another process holds the checkout, a second one is refused with a clear
+/// message and removes nothing; once the holder is killed (SIGKILL, mid-update), the next
+/// process takes the checkout over and its stale lock with it.
+#[test]
+fn issue_14_a_live_holders_checkout_is_not_taken_over() {
+    use std::process::{Command, Stdio};
+    let (sandbox, remote, _work) = fleet_remote();
+    let dir = sandbox.path("state/held");
+    let url = remote.to_str().unwrap();
+    let mut holder = Holder(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "source::hold_a_checkout_until_killed",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(HOLD_DIR, &dir)
+            .env(HOLD_REMOTE, url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = BufReader::new(holder.0.stdout.take().unwrap());
+    let held = stdout
+        .lines()
+        .map_while(|line| line.ok())
+        .any(|line| line == HOLDING);
+    assert!(held, "the holder process ended before holding the checkout");
+    let in_flight = dir.join("refs/remotes/origin/main.lock");
+    assert!(in_flight.exists());
+
+    let error = Checkout::open(&dir, Remote::new(url, Auth::None).unwrap())
+        .expect_err("a checkout another process holds must not be opened");
+    let shown = error_chain(&error);
+    assert!(shown.contains("another rackform process"), "{shown}");
+    assert_eq!(error.disposition(), Disposition::Stalled, "{shown}");
+    assert!(in_flight.exists(), "the live holder's lock was removed");
+
+    holder.0.kill().unwrap();
+    holder.0.wait().unwrap();
+    let checkout = Checkout::open(&dir, Remote::new(url, Auth::None).unwrap())
+        .unwrap_or_else(|error| panic!("{}", error_chain(&error)));
+    assert_eq!(
+        checkout.fetch("main").unwrap().to_string(),
+        remote_head(&sandbox, &remote)
+    );
+    assert!(!in_flight.exists());
 }

@@ -1,6 +1,13 @@
 //! rackform's private copy of the fleet repository: a bare repository under a state
 //! directory, fetched one branch at a time.
+//!
+//! Owns that directory while a [`Checkout`] is open: the process holds an exclusive lock on
+//! [`OWNER_FILE`] in it (released by the kernel when the process dies, however it dies), so
+//! no two rackform processes use one checkout, and any Git `*.lock` file found there on
+//! opening was left by a process killed in the middle of a write: it is removed.
 
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use git2::{AutotagOption, FetchOptions, Oid, Repository};
@@ -10,15 +17,35 @@ use super::remote::Remote;
 use super::tree::GitTree;
 use super::{Error, Result};
 
+/// The file in a checkout's directory that the process using it keeps locked; it holds that
+/// process's id. Never removed: removing a lock file while others may have it open would
+/// let two processes each lock a different file of that name.
+pub const OWNER_FILE: &str = "rackform.owner";
+
+/// Git's lock files at the top of a Git directory (`<name>.lock` is written, then renamed
+/// over `<name>`); below `refs/` and `logs/` every `*.lock` file is one.
+const TOP_LEVEL_LOCKED: &[&str] = &[
+    "HEAD",
+    "FETCH_HEAD",
+    "ORIG_HEAD",
+    "config",
+    "packed-refs",
+    "index",
+    "shallow",
+];
+
 /// A bare repository that only rackform writes, holding what was fetched from one remote.
 ///
 /// Fetched branches land in `refs/remotes/origin/<branch>`; write-back commits are staged in
 /// `refs/rackform/writeback/<branch>` before they are pushed. There is no work tree: the fleet
-/// is read from commits with [`Checkout::tree`].
+/// is read from commits with [`Checkout::tree`]. While it is open, this process owns the
+/// directory (see [`Checkout::open`]).
 pub struct Checkout {
     repo: Repository,
     path: PathBuf,
     remote: Remote,
+    /// Locked for the checkout's lifetime; closing it (on drop or death) lets go.
+    _owner: File,
 }
 
 impl std::fmt::Debug for Checkout {
@@ -33,22 +60,39 @@ impl std::fmt::Debug for Checkout {
 impl Checkout {
     /// Opens the bare repository at `dir`, creating it (and `dir`) when absent.
     ///
+    /// First takes `dir` for this process: an exclusive lock on [`OWNER_FILE`], held until
+    /// the checkout is dropped or the process ends. Holding it, this process is the only
+    /// rackform using `dir`, so Git lock files (`HEAD.lock`, `config.lock`,
+    /// `packed-refs.lock`, `refs/**/*.lock`, ...) left there are stale: each is removed, with
+    /// a warning naming it.
+    ///
     /// # Errors
+    /// [`Error::InUse`] when another process (or another open checkout) holds `dir`;
+    /// [`Error::StateDir`] when `dir` or its owner file cannot be made or locked;
     /// [`Error::Open`] when `dir` holds something that is not a bare repository or cannot be
     /// created.
     pub fn open(dir: impl AsRef<Path>, remote: Remote) -> Result<Self> {
         let path = dir.as_ref().to_path_buf();
+        let owner = take_ownership(&path)?;
         let open = |source| Error::Open {
             path: path.clone(),
             source,
         };
+        if path.join("objects").is_dir() && path.join("refs").is_dir() {
+            remove_stale_locks(&path);
+        }
         let exists = path.join("HEAD").exists();
         let repo = if exists {
             Repository::open_bare(&path).map_err(open)?
         } else {
             Repository::init_bare(&path).map_err(open)?
         };
-        Ok(Self { repo, path, remote })
+        Ok(Self {
+            repo,
+            path,
+            remote,
+            _owner: owner,
+        })
     }
 
     /// The remote this checkout fetches from and pushes to.
@@ -231,4 +275,80 @@ pub(crate) fn tracking_ref(branch: &str) -> Result<String> {
         });
     }
     Ok(format!("refs/remotes/origin/{branch}"))
+}
+
+/// Makes `dir` and locks its [`OWNER_FILE`] for this process, writing its id there.
+fn take_ownership(dir: &Path) -> Result<File> {
+    let io_error = |source| Error::StateDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(io_error)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(OWNER_FILE))
+        .map_err(io_error)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(Error::InUse {
+                path: dir.to_path_buf(),
+                holder: holder.trim().parse().ok(),
+            });
+        }
+        Err(TryLockError::Error(source)) => return Err(io_error(source)),
+    }
+    // Only for people looking: the lock, not this number, is what keeps others out.
+    file.set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(io_error)?;
+    Ok(file)
+}
+
+/// Removes Git's lock files from the Git directory `dir`, which this process owns: whoever
+/// made them was killed before it could rename or remove them.
+fn remove_stale_locks(dir: &Path) {
+    for name in TOP_LEVEL_LOCKED {
+        remove_stale_lock(&dir.join(format!("{name}.lock")));
+    }
+    for sub in ["refs", "logs"] {
+        remove_locks_below(&dir.join(sub));
+    }
+}
+
+fn remove_locks_below(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            // Not followed: a link leads outside what this process owns.
+            Ok(kind) if kind.is_dir() => remove_locks_below(&path),
+            Ok(kind) if kind.is_file() && path.extension().is_some_and(|e| e == "lock") => {
+                remove_stale_lock(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn remove_stale_lock(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => tracing::warn!(
+            path = %path.display(),
+            "Removed a stale Git lock file, left by a process that stopped in the middle of a write."
+        ),
+        Err(error) if error.kind() == ErrorKind::NotFound => {}
+        Err(error) => tracing::warn!(
+            path = %path.display(),
+            %error,
+            "Could not remove a stale Git lock file; Git writes through it fail until it is removed."
+        ),
+    }
 }

@@ -2,10 +2,13 @@
 //!
 //! Owns every contact with Git: a [`Checkout`] is a private bare repository under a state
 //! directory that rackform fetches one branch of a [`Remote`] into (file://, plain paths,
-//! git://, https with a [`Token`], ssh with a key checked against a known_hosts file);
-//! [`GitTree`] reads the fleet at one commit through [`crate::spec::RepoFiles`] without a
-//! work tree; [`push`] commits rackform's write-back files (status and sealed kubeconfigs)
-//! on top of the branch and pushes without ever forcing; [`Checkout::only_touches`] tells
+//! git://, https with a [`Token`], ssh with a key checked against a known_hosts file), and
+//! the process that opens it owns that directory (a lock on [`OWNER_FILE`]; Git lock files a
+//! killed process left there are removed); [`GitTree`] reads the fleet at one commit through
+//! [`crate::spec::RepoFiles`] without a work tree; [`push`] commits rackform's write-back
+//! files (status and sealed kubeconfigs) on top of the branch and pushes without ever
+//! forcing, moving the remote's branch only if it has not moved since (compare-and-swap, on
+//! every transport); [`Checkout::only_touches`] tells
 //! the daemon whether a new commit changed anything but those files; [`RefWatcher`] says
 //! when a local repository's branches moved; [`LocalRepo`] reads an operator's clone at any
 //! revision (`rackform plan --ref`); [`SettingsOverlay`] reads `rackform.yaml` from one tree
@@ -33,14 +36,14 @@ mod watch;
 
 use std::path::PathBuf;
 
-pub use checkout::Checkout;
+pub use checkout::{Checkout, OWNER_FILE};
 pub use dir::DirFiles;
 pub use git2::Oid;
 pub use known_hosts::{HostKeyCheck, KnownHosts};
 pub use local::LocalRepo;
 pub use overlay::SettingsOverlay;
 pub use push::{
-    Attempt, FileChange, Identity, PushOutcome, RetryPolicy, WriteBack, push, push_observed,
+    Attempt, FileChange, Identity, PushOutcome, RetryPolicy, Stage, WriteBack, push, push_observed,
 };
 pub use remote::{Auth, Remote, SshKey, Token};
 pub use seed::seed;
@@ -50,6 +53,18 @@ pub use watch::{RefWatcher, RefsChanged};
 /// Errors of the Git source. Messages never hold a token, a passphrase or a URL's password.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("preparing the state directory {}", path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another rackform process{} is using the state directory {}; this one leaves it alone and stops: stop the other process, or give this one a state directory of its own",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
+        path.display()
+    )]
+    InUse { path: PathBuf, holder: Option<u32> },
     #[error("opening the repository at {}", path.display())]
     Open {
         path: PathBuf,

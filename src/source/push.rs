@@ -1,9 +1,16 @@
 //! Write-back: rackform's own files committed on top of the branch and pushed, never forced.
+//!
+//! Owns the push itself: every update of the remote's branch is a compare-and-swap from the
+//! head the commit was made on. Network remotes get that from receive-pack; a repository on
+//! this machine (a plain path or `file://`) is pushed to here, objects first, then the branch
+//! moved under its lock only if it has not moved.
 
 use std::cell::RefCell;
+use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
-use git2::{ErrorCode, FileMode, Oid, PushOptions, Signature};
+use git2::{ErrorClass, ErrorCode, FileMode, Oid, PushOptions, Repository, Signature};
 use tracing::{info, instrument, warn};
 
 use super::checkout::{Checkout, tracking_ref};
@@ -84,7 +91,7 @@ pub enum PushOutcome {
     GaveUp { attempts: u32, error: Error },
 }
 
-/// One attempt about to push, shown to [`push_observed`]'s observer.
+/// One attempt, shown to [`push_observed`]'s observer at each [`Stage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempt {
     /// 1 for the first push.
@@ -93,6 +100,17 @@ pub struct Attempt {
     pub parent: Oid,
     /// The commit about to be pushed.
     pub commit: Oid,
+    pub stage: Stage,
+}
+
+/// Where an [`Attempt`] is when the observer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The commit is made on `parent`; nothing has been sent.
+    Committed,
+    /// The push has read the remote's branch and is about to move it: the next step is the
+    /// compare-and-swap. A push that lands now must make this attempt fail (and be retried).
+    Updating,
 }
 
 /// Commits `write.changes` on top of the remote's `write.branch` and pushes the commit.
@@ -127,8 +145,9 @@ pub fn push(
     push_observed(checkout, write, policy, |_| {})
 }
 
-/// [`push`], calling `observe` with each attempt after its commit is made and before it is
-/// pushed (for logs, and for tests that push a human commit at that moment).
+/// [`push`], calling `observe` with each attempt after its commit is made
+/// ([`Stage::Committed`]) and again just before the remote's branch is moved
+/// ([`Stage::Updating`]); for logs, and for tests that push a human commit at those moments.
 ///
 /// # Errors
 /// As [`push`].
@@ -170,12 +189,21 @@ pub fn push_observed(
                 branch: write.branch.into(),
                 source,
             })?;
-        observe(Attempt {
+        let attempt = Attempt {
             number,
             parent,
             commit,
-        });
-        match push_once(checkout, write.branch, &staged) {
+            stage: Stage::Committed,
+        };
+        observe(attempt);
+        let mut updating = || {
+            observe(Attempt {
+                stage: Stage::Updating,
+                ..attempt
+            })
+        };
+        let step = Step { parent, commit };
+        match push_once(checkout, write.branch, &staged, step, &mut updating) {
             Ok(()) => {
                 // Best effort: the next fetch would bring the same.
                 let _ = repo.reference(&tracking, commit, true, "rackform write-back pushed");
@@ -252,8 +280,42 @@ fn commit_changes(checkout: &Checkout, write: &WriteBack<'_>, parent: Oid) -> Re
     Ok(Some(commit))
 }
 
-/// Pushes `staged` to `refs/heads/<branch>` without force.
-fn push_once(checkout: &Checkout, branch: &str, staged: &str) -> Result<()> {
+/// Moves the remote's `refs/heads/<branch>` from `parent` to `commit` (staged in our
+/// `staged` ref), calling `updating` just before the branch is moved.
+///
+/// The move is a compare-and-swap on every transport: over the network, receive-pack
+/// checks under the branch's lock that it still points where the push found it; for a
+/// repository on this machine, [`push_local`] does the same itself (libgit2's local
+/// transport compares against the refs it read when it connected, then overwrites).
+fn push_once(
+    checkout: &Checkout,
+    branch: &str,
+    staged: &str,
+    step: Step,
+    updating: &mut dyn FnMut(),
+) -> Result<()> {
+    match checkout.remote().local_path() {
+        Some(path) => push_local(checkout, &path, branch, step, updating),
+        None => push_network(checkout, branch, staged, updating),
+    }
+}
+
+/// The branch head a push starts from and the commit it moves the branch to.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    parent: Oid,
+    commit: Oid,
+}
+
+/// Pushes `staged` to `refs/heads/<branch>` through libgit2 without force, calling
+/// `updating` once the remote's refs are read and before the objects and the update are
+/// sent (the remote then refuses an update whose old value no longer holds).
+fn push_network(
+    checkout: &Checkout,
+    branch: &str,
+    staged: &str,
+    updating: &mut dyn FnMut(),
+) -> Result<()> {
     let url = checkout.remote().url();
     let push_error = |source| Error::Push {
         url: url.into(),
@@ -267,6 +329,10 @@ fn push_once(checkout: &Checkout, branch: &str, staged: &str) -> Result<()> {
         if let Some(status) = status {
             *rejection.borrow_mut() = Some(status.to_owned());
         }
+        Ok(())
+    });
+    callbacks.push_negotiation(|_updates| {
+        updating();
         Ok(())
     });
     let mut options = PushOptions::new();
@@ -289,6 +355,78 @@ fn push_once(checkout: &Checkout, branch: &str, staged: &str) -> Result<()> {
             Some(reason) => Err(rejected(reason)),
             None => Ok(()),
         },
+    }
+}
+
+/// Pushes to the bare repository at `path` as git's receive-pack would: the objects
+/// reachable from `step.commit` and not from `step.parent` go in as one pack, then
+/// `refs/heads/<branch>` is moved under its lock only if it still points at `step.parent`.
+/// A branch that moved (or is being moved by someone else) is a [`Error::Rejected`], which
+/// [`push_observed`] answers like a non-fast-forward: fetch, remake the change, retry.
+/// Like libgit2's local transport, it runs no hooks and refuses a repository with a work
+/// tree.
+fn push_local(
+    checkout: &Checkout,
+    path: &Path,
+    branch: &str,
+    step: Step,
+    updating: &mut dyn FnMut(),
+) -> Result<()> {
+    let url = checkout.remote().url();
+    let push_error = |source| Error::Push {
+        url: url.into(),
+        branch: branch.into(),
+        source,
+    };
+    let target = Repository::open(path).map_err(push_error)?;
+    if !target.is_bare() {
+        return Err(push_error(git2::Error::new(
+            ErrorCode::BareRepo,
+            ErrorClass::Invalid,
+            "the remote has a work tree; rackform pushes only to bare repositories",
+        )));
+    }
+    let repo = checkout.repo();
+    let mut walk = repo.revwalk().map_err(push_error)?;
+    walk.push(step.commit).map_err(push_error)?;
+    walk.hide(step.parent).map_err(push_error)?;
+    let mut pack = repo.packbuilder().map_err(push_error)?;
+    pack.insert_walk(&mut walk).map_err(push_error)?;
+    let odb = target.odb().map_err(push_error)?;
+    let mut writer = odb.packwriter().map_err(push_error)?;
+    let mut written = Ok(());
+    let sent = pack.foreach(|chunk| {
+        written = writer.write_all(chunk);
+        written.is_ok()
+    });
+    if let Err(error) = written {
+        return Err(push_error(git2::Error::from_str(&format!(
+            "writing the pack into the remote: {error}"
+        ))));
+    }
+    sent.map_err(push_error)?;
+    writer.commit().map_err(push_error)?;
+    updating();
+    let name = format!("refs/heads/{branch}");
+    let rejected = |reason: String| Error::Rejected {
+        url: url.into(),
+        branch: branch.into(),
+        reason,
+    };
+    match target.reference_matching(&name, step.commit, true, step.parent, "push") {
+        Ok(_) => Ok(()),
+        Err(error) if error.code() == ErrorCode::Modified => Err(rejected(format!(
+            "{name} no longer points at {}: someone pushed meanwhile",
+            step.parent
+        ))),
+        Err(error) if error.code() == ErrorCode::NotFound => {
+            Err(rejected(format!("{name} was deleted meanwhile")))
+        }
+        Err(error) if error.code() == ErrorCode::Locked => Err(rejected(format!(
+            "{name} is being updated by someone else ({})",
+            error.message()
+        ))),
+        Err(error) => Err(push_error(error)),
     }
 }
 

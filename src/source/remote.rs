@@ -126,12 +126,12 @@ impl Remote {
     /// another scheme.
     pub fn new(url: impl Into<String>, auth: Auth) -> Result<Self> {
         let url = url.into();
-        if let Ok(parsed) = url::Url::parse(&url) {
-            if parsed.password().is_some() {
-                return Err(Error::PasswordInUrl {
-                    url: redact(&parsed),
-                });
-            }
+        if let Ok(parsed) = url::Url::parse(&url)
+            && parsed.password().is_some()
+        {
+            return Err(Error::PasswordInUrl {
+                url: redact(&parsed),
+            });
         }
         if matches!(auth, Auth::Token(_)) && !token_transport_is_safe(&url) {
             return Err(Error::BadUrl {
@@ -156,6 +156,19 @@ impl Remote {
     /// The URL, as given (it holds no password).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The path of a repository on this machine (a plain path or a `file://` URL), which
+    /// write-back pushes to itself instead of through libgit2's local transport; `None` for
+    /// network remotes.
+    pub(crate) fn local_path(&self) -> Option<PathBuf> {
+        if self.url.contains("://") {
+            let parsed = url::Url::parse(&self.url).ok()?;
+            return (parsed.scheme() == "file")
+                .then(|| parsed.to_file_path().ok())
+                .flatten();
+        }
+        (!is_ssh(&self.url)).then(|| PathBuf::from(&self.url))
     }
 
     /// Callbacks that answer credential requests once (a second request means the
@@ -345,6 +358,31 @@ mod tests {
                 "{refused}"
             );
         }
+    }
+
+    #[test]
+    fn local_paths() {
+        let local = |url: &str| Remote::new(url, Auth::None).unwrap().local_path();
+        assert_eq!(
+            local("/srv/git/fleet.git"),
+            Some("/srv/git/fleet.git".into())
+        );
+        assert_eq!(local("fleet.git"), Some("fleet.git".into()));
+        assert_eq!(
+            local("file:///srv/git/fleet.git"),
+            Some("/srv/git/fleet.git".into())
+        );
+        assert_eq!(
+            local("file:///srv/my%20fleet"),
+            Some("/srv/my fleet".into())
+        );
+        assert_eq!(
+            local("file://localhost/srv/fleet"),
+            Some("/srv/fleet".into())
+        );
+        assert_eq!(local("file://elsewhere/srv/fleet"), None);
+        assert_eq!(local("git://127.0.0.1/fleet.git"), None);
+        assert_eq!(local("https://git.example.com/fleet.git"), None);
     }
 
     #[test]

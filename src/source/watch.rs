@@ -76,10 +76,10 @@ fn git_dir(repo: &Path) -> PathBuf {
         return dot_git;
     }
     // A linked work tree or submodule: `.git` is a file naming the directory.
-    if let Ok(text) = std::fs::read_to_string(&dot_git) {
-        if let Some(dir) = text.trim().strip_prefix("gitdir:") {
-            return repo.join(dir.trim());
-        }
+    if let Ok(text) = std::fs::read_to_string(&dot_git)
+        && let Some(dir) = text.trim().strip_prefix("gitdir:")
+    {
+        return repo.join(dir.trim());
     }
     repo.to_path_buf()
 }

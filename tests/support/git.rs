@@ -110,6 +110,25 @@ impl GitSandbox {
         self.git(work, &["push", "--quiet", "origin", "HEAD:main"]);
         self.git(work, &["rev-parse", "HEAD"])
     }
+
+    /// [`GitSandbox::pull_commit_push`] for a human racing another pusher: when the push is
+    /// refused because the branch moved, pulls again and pushes again (at most `tries` times).
+    pub fn pull_commit_push_until_accepted(
+        &self,
+        work: &Path,
+        message: &str,
+        tries: u32,
+    ) -> String {
+        self.git(work, &["add", "--all"]);
+        self.git(work, &["commit", "--quiet", "-m", message]);
+        for _ in 0..tries {
+            self.git(work, &["pull", "--quiet", "--rebase", "origin", "main"]);
+            if self.git_ok(work, &["push", "--quiet", "origin", "HEAD:main"]) {
+                return self.git(work, &["rev-parse", "HEAD"]);
+            }
+        }
+        panic!("the push of {message:?} was refused {tries} times");
+    }
 }
 
 /// `program` with `template`'s working directory and environment.
