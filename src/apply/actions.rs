@@ -546,9 +546,9 @@ fn still<M, S>(context: &Context<'_, M, S>, what: &str) -> String {
 /// `10m`, `90s`, `1500ms`: a wait as the flags write it.
 fn humantime(wait: std::time::Duration) -> String {
     let ms = wait.as_millis();
-    if ms % 60_000 == 0 && ms > 0 {
+    if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

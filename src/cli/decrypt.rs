@@ -58,10 +58,10 @@ fn identities(flag: Option<&Path>) -> anyhow::Result<Vec<AgeIdentity>> {
     let config = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".config")));
-    if let Some(default) = config.map(|dir| dir.join("sops/age/keys.txt")) {
-        if default.exists() {
-            return from_file(&default);
-        }
+    if let Some(default) = config.map(|dir| dir.join("sops/age/keys.txt"))
+        && default.exists()
+    {
+        return from_file(&default);
     }
     bail!("no age identity: pass --identity FILE or set RACKFORM_AGE_KEY_FILE or SOPS_AGE_KEY_FILE")
 }

@@ -753,10 +753,11 @@ fn endpoint(
             d.id == id && d.pool == CONTROL_PLANE_POOL && d.state.is_live() && d.ordinal.is_some()
         })
     };
-    if let Some(holder) = holder {
-        if is_live_cp(holder) && !outcome.deleted.contains_key(holder) {
-            return;
-        }
+    if let Some(holder) = holder
+        && is_live_cp(holder)
+        && !outcome.deleted.contains_key(holder)
+    {
+        return;
     }
     let mut active: Vec<&ObservedDevice> = observed
         .devices
@@ -789,10 +790,10 @@ fn endpoint(
         &after,
     );
     // The holder is deleted only once the IP has moved.
-    if let Some(delete) = holder.and_then(|h| outcome.deleted.get(h)) {
-        if let Some(action) = b.actions.iter_mut().find(|a| a.id == *delete) {
-            action.after.push(assign);
-        }
+    if let Some(delete) = holder.and_then(|h| outcome.deleted.get(h))
+        && let Some(action) = b.actions.iter_mut().find(|a| a.id == *delete)
+    {
+        action.after.push(assign);
     }
 }
 

@@ -497,16 +497,15 @@ fn pools(
         } else if check
             .check(&name_path, &spec.name, check::dns_label)
             .is_some()
+            && let Some(first) = seen.insert(&spec.name, i)
         {
-            if let Some(first) = seen.insert(&spec.name, i) {
-                check.error(
-                    &name_path,
-                    format!(
-                        "pool `{}` is already declared as spec.pools[{first}]",
-                        spec.name
-                    ),
-                );
-            }
+            check.error(
+                &name_path,
+                format!(
+                    "pool `{}` is already declared as spec.pools[{first}]",
+                    spec.name
+                ),
+            );
         }
         if spec.count > MAX_POOL {
             check.error(
