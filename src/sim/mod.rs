@@ -36,6 +36,7 @@
 mod catalog;
 mod faults;
 mod http;
+pub mod kube;
 pub mod machine;
 mod pool;
 mod render;
