@@ -9,6 +9,7 @@ mod daemon_http;
 mod deploy;
 mod docs;
 mod forge;
+mod kube_api;
 mod machine;
 mod metal;
 mod pki;
