@@ -4,6 +4,7 @@ mod support;
 
 mod apply;
 mod bench;
+mod boot;
 mod daemon;
 mod daemon_http;
 mod deploy;

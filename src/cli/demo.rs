@@ -23,6 +23,7 @@ use crate::source::{
     self, Auth, Checkout, FileChange, Identity, LocalRepo, RefWatcher, Remote, WriteBack,
 };
 use crate::spec::RepoFiles;
+use secrecy::ExposeSecret;
 
 /// The example fleet, built into the binary so the demo runs from anywhere.
 const FLEET: &[(&str, &str)] = &[
@@ -279,8 +280,98 @@ async fn demo(args: &Args) -> Result<ExitCode> {
         identity_file.display(),
         results.join("kubeconfigs/core.sops.yaml").display()
     );
+    step(
+        7,
+        "The clusters as their users see them, through the committed kubeconfigs:",
+    );
+    show_clusters(&sim, &results, &dir, &reconciler.age_identities).await?;
     sim.shutdown().await.context("stopping the simulator")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `kubectl get nodes` with each committed kubeconfig (decrypted into the demo directory,
+/// mode 0600), and what each simulated machine did with its userdata: the nodes that did not
+/// join, and why.
+async fn show_clusters(
+    sim: &Sim,
+    results: &std::path::Path,
+    dir: &std::path::Path,
+    identities: &[AgeIdentity],
+) -> Result<()> {
+    let kubectl = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("kubectl").is_file()));
+    let plain_dir = dir.join("kubeconfigs");
+    std::fs::create_dir_all(&plain_dir)?;
+    let machines = sim.machines();
+    for entry in std::fs::read_dir(results.join("kubeconfigs"))? {
+        let path = entry?.path();
+        let Some(cluster) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".sops.yaml"))
+        else {
+            continue;
+        };
+        let sealed = std::fs::read_to_string(&path)?;
+        let plain = crate::seal::unseal(&sealed, identities)
+            .with_context(|| format!("decrypting {}", path.display()))?;
+        let kubeconfig = plain_dir.join(format!("{cluster}.yaml"));
+        super::keygen::create_private(&kubeconfig)
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, plain.expose_secret().as_bytes())
+            })
+            .with_context(|| format!("writing {}", kubeconfig.display()))?;
+        println!(
+            "\n      $ kubectl --kubeconfig {} get nodes",
+            kubeconfig.display()
+        );
+        if kubectl {
+            let file = kubeconfig.clone();
+            let output = tokio::task::spawn_blocking(move || {
+                std::process::Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(file)
+                    .args(["get", "nodes", "--request-timeout", "5s"])
+                    .output()
+            })
+            .await??;
+            // kubectl repeats each failed discovery on stderr; its last line says it all.
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            for line in String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .chain(stderr.lines().last())
+            {
+                println!("      {line}");
+            }
+        } else {
+            println!("      (kubectl is not installed here; run the line above where it is)");
+        }
+        // What the machines did, the same outcome once with every machine it befell.
+        let prefix = format!("{cluster}-");
+        let mut outcomes: std::collections::BTreeMap<(&str, &str), Vec<&str>> = Default::default();
+        for machine in machines
+            .machines
+            .iter()
+            .filter(|m| m.hostname.starts_with(&prefix) && !m.gone)
+        {
+            let state = if machine.ok {
+                "ok"
+            } else if machine.retrying {
+                "still trying"
+            } else {
+                "failed"
+            };
+            outcomes
+                .entry((state, machine.outcome.as_str()))
+                .or_default()
+                .push(machine.hostname.as_str());
+        }
+        for ((state, outcome), mut hostnames) in outcomes {
+            hostnames.sort_unstable();
+            println!("      {} ({state}): {outcome}", hostnames.join(", "));
+        }
+    }
+    Ok(())
 }
 
 fn with_recipient(settings: &str, recipient: &str) -> String {

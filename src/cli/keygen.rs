@@ -55,7 +55,7 @@ pub(super) fn write_identity(path: &std::path::Path, identity: &AgeIdentity) -> 
 }
 
 /// Creates `path` readable by its owner only; fails if it exists.
-fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+pub(super) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use ipnet::Ipv4Net;
 
+use crate::sim::machines::MachineConfig;
 use crate::sim::{AddressPool, Faults, HardwareSeed, Sim, SimConfig};
 
 /// Serve the Packet API simulator (paths under /metal/v1, admin under /_sim).
@@ -68,6 +69,10 @@ pub struct Args {
     /// New devices are missing from lists for this long (GET /devices/{id} serves them).
     #[arg(long, default_value = "0ms", value_parser = parse_duration)]
     pub list_delay: Duration,
+    /// From a node joining its cluster (and a network plugin running there) to the node
+    /// Ready.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub node_ready: Duration,
     /// Failed devices answer 403 and vanish from lists.
     #[arg(long)]
     pub hide_failed: bool,
@@ -157,6 +162,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         projects: args.projects.clone(),
         hardware_reservations: args.hardware_reservations.clone(),
         state_file: args.state_file.clone(),
+        machines: MachineConfig {
+            node_ready: args.node_ready,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

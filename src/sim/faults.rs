@@ -48,6 +48,15 @@ pub struct Faults {
     pub list_delay_ms: u64,
     /// Failed devices answer 403 to GET and vanish from lists, as the API did 2018–2020.
     pub hide_failed: bool,
+    /// Share (0.0–1.0) of nodes whose kubelet never reports Ready, chosen by device id (so a
+    /// node keeps its fate): a broken NIC driver, a full disk.
+    pub node_never_ready_share: f64,
+    /// The kubelets of the next this-many nodes to join die right after joining: their
+    /// Nodes stay, `Unknown` ("Kubelet stopped posting node status.").
+    pub kubelet_dies_after_join: u32,
+    /// A new cluster's API answers 503 for this long after `kubeadm init`, as an API server
+    /// still starting does, in milliseconds.
+    pub api_slow_start_ms: u64,
 }
 
 impl Faults {

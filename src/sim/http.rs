@@ -14,6 +14,10 @@
 //! - `GET /_sim/devices`: per device, what the machine layer needs to know of it (id,
 //!   hostname, state, its own addresses, the elastic IPs assigned to it, the ids of its SSH
 //!   keys), as [`super::SimDeviceFacts`]; never its userdata.
+//! - `GET /_sim/machines`: what each device's machine did with its userdata (its outcome,
+//!   with the reason when it failed, and every step), and each cluster's API, nodes, etcd
+//!   members and token ids, as [`super::machines::MachinesView`]; never a secret.
+//! - `POST /_sim/clock` `{"advanceSecs": N}`: moves the simulator's clock forward.
 //! - `POST /_sim/save`: write the state file now.
 
 use std::collections::BTreeMap;
@@ -93,6 +97,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/faults", get(admin_faults).put(admin_set_faults))
         .route("/projects", axum::routing::post(create_project))
         .route("/devices", get(admin_devices))
+        .route("/machines", get(admin_machines))
+        .route("/clock", axum::routing::post(admin_clock))
         .route("/save", axum::routing::post(admin_save));
     Router::new()
         .nest(render::PREFIX, api)
@@ -748,6 +754,44 @@ async fn admin_devices(State(shared): AppState) -> Response {
         200,
         &serde_json::to_value(facts).expect("device facts serialize"),
     )
+}
+
+async fn admin_machines(State(shared): AppState) -> Response {
+    shared.read(|_, _| ());
+    let view = shared
+        .machines
+        .lock()
+        .expect("machines lock poisoned")
+        .view();
+    json_response(
+        200,
+        &serde_json::to_value(view).expect("machine views serialize"),
+    )
+}
+
+async fn admin_clock(State(shared): AppState, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Advance {
+        advance_secs: u64,
+    }
+    match serde_json::from_slice::<Advance>(&body) {
+        Ok(advance) => {
+            shared
+                .machines
+                .lock()
+                .expect("machines lock poisoned")
+                .advance(std::time::Duration::from_secs(advance.advance_secs));
+            json_response(
+                200,
+                &serde_json::json!({"advancedSecs": advance.advance_secs}),
+            )
+        }
+        Err(error) => json_response(
+            422,
+            &serde_json::json!({"errors": [format!("expected {{\"advanceSecs\": N}}: {error}")]}),
+        ),
+    }
 }
 
 async fn admin_save(State(shared): AppState) -> Response {

@@ -38,6 +38,7 @@ mod faults;
 mod http;
 pub mod kube;
 pub mod machine;
+pub mod machines;
 mod pool;
 mod render;
 mod world;
@@ -61,6 +62,7 @@ use faults::FaultState;
 pub use faults::Faults;
 pub use pool::AddressPool;
 pub use world::HardwareSeed;
+use machines::{MachineConfig, Machines, MachinesView, SimClock};
 use world::{Now, SplitMix, Timing, World};
 
 /// Result of a simulator operation.
@@ -125,6 +127,8 @@ pub struct SimConfig {
     pub hardware_reservations: Vec<HardwareSeed>,
     /// Where to keep state across restarts.
     pub state_file: Option<PathBuf>,
+    /// How the booted servers behave.
+    pub machines: MachineConfig,
 }
 
 impl Default for SimConfig {
@@ -140,6 +144,7 @@ impl Default for SimConfig {
             projects: vec!["rackform".to_owned()],
             hardware_reservations: Vec::new(),
             state_file: None,
+            machines: MachineConfig::default(),
         }
     }
 }
@@ -173,6 +178,8 @@ pub(crate) struct Shared {
     state_file: Option<PathBuf>,
     /// Holds a random address block for as long as the simulator lives.
     _lease: pool::Lease,
+    /// The booted servers and the clusters they form; locked after `world`.
+    machines: Mutex<Machines>,
 }
 
 impl Shared {
@@ -190,6 +197,7 @@ impl Shared {
         let now = self.now();
         let mut world = self.world.lock().expect("world lock poisoned");
         world.tick(&now, self.timing);
+        self.sync_machines(&world);
         f(&world, &now)
     }
 
@@ -198,9 +206,23 @@ impl Shared {
         let now = self.now();
         let mut world = self.world.lock().expect("world lock poisoned");
         world.tick(&now, self.timing);
+        self.sync_machines(&world);
         let result = f(&mut world, &now);
+        self.sync_machines(&world);
         self.dirty.store(true, Ordering::SeqCst);
         result
+    }
+
+    /// Boots what turned active and updates the clusters' APIs. Only inside the runtime,
+    /// which serves the APIs; a read from another thread leaves it to the next tick.
+    fn sync_machines(&self, world: &World) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let mut faults = self.faults.lock().expect("fault lock poisoned");
+            self.machines
+                .lock()
+                .expect("machines lock poisoned")
+                .sync(world, &mut faults.faults);
+        }
     }
 
     /// Whether to cut this answer short (`Faults::truncate_next`).
@@ -523,6 +545,10 @@ impl Sim {
             dirty: AtomicBool::new(config.state_file.is_some()),
             state_file: config.state_file.clone(),
             _lease: lease,
+            machines: Mutex::new(Machines::new(
+                config.machines.clone(),
+                SimClock::new(wall_start, start),
+            )),
         });
         shared.save()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -536,6 +562,8 @@ impl Sim {
             let save_loop = async {
                 loop {
                     interval.tick().await;
+                    // Time passes for the machines too (nodes turn Ready, tokens expire).
+                    saver.read(|_, _| ());
                     if let Err(error) = saver.save() {
                         warn!(error = %error, "Saving simulator state failed");
                     }
@@ -629,6 +657,27 @@ impl Sim {
     }
 
     /// Replaces the fault knobs (as `PUT /_sim/faults` does).
+    /// What each machine did with its userdata, and each cluster's API, nodes, etcd members
+    /// and token ids (also `GET /_sim/machines`).
+    pub fn machines(&self) -> MachinesView {
+        self.shared.read(|_, _| ());
+        self.shared
+            .machines
+            .lock()
+            .expect("machines lock poisoned")
+            .view()
+    }
+
+    /// Moves the simulator's clock forward: bootstrap tokens expire, as days passing would
+    /// (also `POST /_sim/clock`).
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared
+            .machines
+            .lock()
+            .expect("machines lock poisoned")
+            .advance(by);
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         self.shared
             .faults

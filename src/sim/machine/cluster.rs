@@ -140,7 +140,8 @@ impl BootstrapToken {
         }
     }
 
-    pub(super) fn with(
+    /// A token with every field given, as a `bootstrap-token-<id>` Secret holds it.
+    pub fn with(
         id: &str,
         secret: &str,
         expires: Option<i64>,
@@ -324,6 +325,11 @@ impl SimCluster {
     /// one with the same id.
     pub fn add_token(&mut self, token: BootstrapToken) {
         self.tokens.insert(token.id.clone(), token);
+    }
+
+    /// Replaces every token with `tokens`: the Secrets the cluster's API holds now.
+    pub fn replace_tokens(&mut self, tokens: impl IntoIterator<Item = BootstrapToken>) {
+        self.tokens = tokens.into_iter().map(|t| (t.id.clone(), t)).collect();
     }
 
     /// Whether a majority of the etcd members is alive (always, with external etcd).

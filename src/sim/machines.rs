@@ -1,0 +1,914 @@
+//! The simulator's booted servers and the clusters they form, kept beside the Packet world.
+//!
+//! Owns [`Machines`]: when a device turns `active` its machine boots the userdata the device
+//! was created with (the pure [`machine`](super::machine) layer: cloud-init and kubeadm as
+//! they would run); when a device goes, its cluster is told (its kubelet stops, its etcd member
+//! stays until removed); each cluster's Kubernetes API ([`kube`](super::kube)) is served at its
+//! control-plane endpoint while a control-plane node that has the address on an interface is
+//! the device the provider routes it to, answers 503 while etcd has lost quorum, and holds the
+//! Nodes and bootstrap-token Secrets the machines made. It decides nothing about Packet
+//! resources and reads nothing but the world and the machines.
+//!
+//! Timing, from kubeadm's documented defaults: `kubeadm init` waits for its API up to
+//! `timeouts.controlPlaneComponentHealthCheck` (4 minutes) and `kubeadm join` retries
+//! discovery up to `timeouts.discovery` (5 minutes), so a boot that failed only because the
+//! API was not reachable yet (or its token not registered yet) is tried again every
+//! [`RETRY_EVERY`] seconds within that window, as the real commands retry; then its failure
+//! stands. A Node is `Ready` once a network plugin runs and [`MachineConfig::node_ready`]
+//! passed since it joined (see docs/simulator.md).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node as KubeNode, Secret};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::catalog;
+use super::faults::Faults;
+use super::kube::{Availability, KubeApi, KubeApiConfig};
+use super::machine::{
+    self, ApiDown, BootReport, BootstrapToken, CaOrigin, DeviceFacts, Fabric, Host,
+    InterfaceAddress, Outcome, SimCluster, StepStatus,
+};
+use super::world::World;
+
+/// Seconds between two tries of a boot that waits for its API.
+pub const RETRY_EVERY: i64 = 1;
+/// `kubeadm init` waits this long for its API (`timeouts.controlPlaneComponentHealthCheck`).
+const INIT_WAIT: i64 = 4 * 60;
+/// `kubeadm join` retries discovery this long (`timeouts.discovery`).
+const JOIN_WAIT: i64 = 5 * 60;
+/// Where CNI plugins put their configuration; a kubelet reports `NetworkReady=false` until
+/// one is there, and a network plugin's DaemonSet mounts it from the host to write it.
+const CNI_CONFIG_DIR: &str = "/etc/cni/net.d";
+const KUBELET_NOT_READY: &str = "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized";
+
+/// How the machines behave.
+#[derive(Debug, Clone)]
+pub struct MachineConfig {
+    /// From a node joining (and a network plugin running) to the node `Ready`.
+    pub node_ready: Duration,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        Self {
+            node_ready: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The simulator's clock: wall time when it started, tokio time since, and how far it was
+/// moved forward ([`Machines::advance`]). Shared with every cluster's API.
+#[derive(Clone)]
+pub struct SimClock {
+    wall_start: SystemTime,
+    start: tokio::time::Instant,
+    offset_secs: Arc<AtomicI64>,
+}
+
+impl SimClock {
+    pub fn new(wall_start: SystemTime, start: tokio::time::Instant) -> Self {
+        Self {
+            wall_start,
+            start,
+            offset_secs: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    pub fn now(&self) -> SystemTime {
+        let elapsed = tokio::time::Instant::now().duration_since(self.start);
+        let offset = self.offset_secs.load(Ordering::SeqCst);
+        self.wall_start + elapsed + Duration::from_secs(offset.max(0) as u64)
+    }
+
+    pub fn unix(&self) -> i64 {
+        self.now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    }
+
+    fn advance(&self, by: Duration) {
+        self.offset_secs
+            .fetch_add(by.as_secs() as i64, Ordering::SeqCst);
+    }
+}
+
+/// One device's machine.
+struct Machine {
+    host: Host,
+    report: BootReport,
+    first_boot: i64,
+    /// When to boot again; `None` once the outcome stands.
+    retry_at: Option<i64>,
+    /// The device is gone (deleted, or deprovisioning).
+    gone: bool,
+    /// Its kubelet died after joining (`Faults::kubelet_dies_after_join`).
+    kubelet_dead: bool,
+}
+
+/// A cluster `kubeadm init` made, and its API.
+struct ClusterRec {
+    sim: SimCluster,
+    /// When each node joined, by name.
+    joined: BTreeMap<String, i64>,
+    api: Option<KubeApi>,
+    /// Why its API could not be started, when it could not.
+    api_error: Option<String>,
+    /// What was last written for each Node, so unchanged Nodes are not written again.
+    written: BTreeMap<String, Value>,
+    /// When a network plugin was first seen running.
+    network_since: Option<i64>,
+    /// When `kubeadm init` made it.
+    made_at: i64,
+}
+
+/// Every machine and cluster of a simulator.
+pub struct Machines {
+    config: MachineConfig,
+    clock: SimClock,
+    machines: BTreeMap<String, Machine>,
+    clusters: Vec<ClusterRec>,
+    /// `Faults::node_never_ready_share` at the last sync.
+    never_ready_share: f64,
+}
+
+impl Machines {
+    pub fn new(config: MachineConfig, clock: SimClock) -> Self {
+        Self {
+            config,
+            clock,
+            machines: BTreeMap::new(),
+            clusters: Vec::new(),
+            never_ready_share: 0.0,
+        }
+    }
+
+    /// Moves the simulator's clock forward (bootstrap tokens expire, certificates age).
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// Brings the machines in step with the world: boots devices that turned active, tells
+    /// clusters about devices that went, and updates each cluster's API. Called after every
+    /// world tick; cheap when nothing changed. Takes what it uses of `faults` (kubelets that
+    /// die are counted down).
+    pub fn sync(&mut self, world: &World, faults: &mut Faults) {
+        let now = self.clock.unix();
+        self.never_ready_share = faults.node_never_ready_share;
+        self.forget_gone(world);
+        for cluster in &mut self.clusters {
+            pull_tokens(cluster);
+        }
+        self.boot_due(world, now, faults);
+        self.serve(world, now, faults);
+    }
+
+    fn forget_gone(&mut self, world: &World) {
+        for (id, machine) in &mut self.machines {
+            let gone = world
+                .devices
+                .get(id)
+                .is_none_or(|d| d.state == "deprovisioning" || d.state == "deleted");
+            if gone && !machine.gone {
+                machine.gone = true;
+                for cluster in &mut self.clusters {
+                    cluster.sim.device_deleted(id);
+                }
+            }
+        }
+    }
+
+    fn boot_due(&mut self, world: &World, now: i64, faults: &mut Faults) {
+        let due: Vec<String> = world
+            .devices
+            .values()
+            .filter(|d| d.state == "active")
+            .filter(|d| match self.machines.get(&d.id) {
+                None => true,
+                Some(m) => m.retry_at.is_some_and(|at| at <= now),
+            })
+            .map(|d| d.id.clone())
+            .collect();
+        for id in due {
+            let device = &world.devices[&id];
+            let mut host = Host::new(facts(world, &id));
+            let first_boot = self.machines.get(&id).map_or(now, |m| m.first_boot);
+            // A retry continues kubeadm's wait, not a second `kubeadm init`: what the attempt
+            // before left (a cluster with no node, its etcd member) goes first.
+            self.clusters.retain(|c| {
+                !(c.sim.nodes.is_empty() && c.sim.etcd_members.iter().all(|m| m.device_id == id))
+            });
+            // A join finds its cluster by where the API is served now.
+            refresh_serving(&mut self.clusters, &self.machines, world);
+            let report = {
+                let mut fabric = WorldFabric {
+                    world,
+                    clusters: &mut self.clusters,
+                    now,
+                };
+                machine::boot(&mut host, device.userdata.as_bytes(), &mut fabric, now)
+            };
+            let retry_at = waits_for_api(&report.outcome)
+                .filter(|wait| now < first_boot + wait)
+                .map(|_| now + RETRY_EVERY);
+            for cluster in &mut self.clusters {
+                for name in cluster.sim.nodes.keys() {
+                    cluster.joined.entry(name.clone()).or_insert(now);
+                }
+            }
+            let joined = !matches!(report.outcome, Outcome::Failed { .. });
+            let kubelet_dead = joined && faults.kubelet_dies_after_join > 0;
+            if kubelet_dead {
+                faults.kubelet_dies_after_join -= 1;
+            }
+            self.machines.insert(
+                id,
+                Machine {
+                    host,
+                    report,
+                    first_boot,
+                    retry_at,
+                    gone: false,
+                    kubelet_dead,
+                },
+            );
+        }
+    }
+
+    fn serve(&mut self, world: &World, now: i64, faults: &Faults) {
+        refresh_serving(&mut self.clusters, &self.machines, world);
+        for cluster in &mut self.clusters {
+            let Some(endpoint) = cluster.sim.control_plane_endpoint.or(cluster.sim.served_at)
+            else {
+                continue;
+            };
+            if cluster.api.is_none() && cluster.api_error.is_none() {
+                match start_api(cluster, endpoint, &self.machines, &self.clock) {
+                    Ok(api) => cluster.api = Some(api),
+                    Err(error) => {
+                        tracing::warn!(cluster = %cluster.sim.name, %error, "The simulated cluster's API could not be started.");
+                        cluster.api_error = Some(error);
+                    }
+                }
+            }
+            let Some(api) = &cluster.api else {
+                continue;
+            };
+            let starting = now * 1000 < cluster.made_at * 1000 + faults.api_slow_start_ms as i64;
+            let availability = match cluster.sim.api() {
+                Ok(_) if starting => Availability::Unavailable(
+                    "the api server is still starting: [-]poststarthook/start-apiextensions-controllers failed".to_owned(),
+                ),
+                Ok(_) => Availability::Serving,
+                Err(ApiDown::NotServed) => Availability::NotServed,
+                Err(down @ ApiDown::NoQuorum { .. }) => Availability::Unavailable(format!(
+                    "etcdserver: request timed out ({down})"
+                )),
+            };
+            if api.availability() != availability
+                && let Err(error) = api.set_availability(availability)
+            {
+                tracing::warn!(cluster = %cluster.sim.name, %error, "Could not change the simulated API's availability.");
+            }
+            push_tokens(cluster);
+            push_nodes(
+                cluster,
+                &self.machines,
+                &self.config,
+                self.never_ready_share,
+                now,
+            );
+        }
+    }
+
+    /// What each machine did and what each cluster looks like, for `GET /_sim/machines`.
+    pub fn view(&self) -> MachinesView {
+        let now = self.clock.unix();
+        MachinesView {
+            now,
+            machines: self
+                .machines
+                .iter()
+                .map(|(id, m)| MachineView {
+                    device: id.clone(),
+                    hostname: m.host.facts().hostname.clone(),
+                    outcome: m.report.outcome.to_string(),
+                    ok: !matches!(m.report.outcome, Outcome::Failed { .. }),
+                    retrying: m.retry_at.is_some(),
+                    gone: m.gone,
+                    steps: m
+                        .report
+                        .steps
+                        .iter()
+                        .map(|s| StepView {
+                            stage: s.stage.to_string(),
+                            command: s.command.clone(),
+                            status: match &s.status {
+                                StepStatus::Ran { .. } => "ran".to_owned(),
+                                StepStatus::NotInterpreted { why } => {
+                                    format!("not interpreted: {why}")
+                                }
+                                StepStatus::Failed { reason } => format!("failed: {reason}"),
+                            },
+                        })
+                        .collect(),
+                })
+                .collect(),
+            clusters: self
+                .clusters
+                .iter()
+                .map(|c| ClusterView {
+                    name: c.sim.name.clone(),
+                    version: c.sim.version.to_string(),
+                    endpoint: c.sim.control_plane_endpoint.map(|e| e.to_string()),
+                    served_by: c.sim.served_by.clone(),
+                    api: match (&c.api_error, c.sim.api()) {
+                        (Some(error), _) => format!("not started: {error}"),
+                        (None, Ok(at)) => format!("serving at {at}"),
+                        (None, Err(down)) => down.to_string(),
+                    },
+                    nodes: c
+                        .sim
+                        .nodes
+                        .values()
+                        .map(|n| NodeView {
+                            name: n.name.clone(),
+                            device: n.device_id.clone(),
+                            control_plane: n.control_plane,
+                            kubelet: n.kubelet_version.to_string(),
+                            ready: node_ready(
+                                c,
+                                n,
+                                &self.machines,
+                                &self.config,
+                                self.never_ready_share,
+                                now,
+                            )
+                            .is_ok(),
+                        })
+                        .collect(),
+                    etcd_members: c
+                        .sim
+                        .etcd_members
+                        .iter()
+                        .map(|m| EtcdView {
+                            id: format!("{:x}", m.id),
+                            name: m.name.clone(),
+                            device: m.device_id.clone(),
+                            alive: m.alive,
+                        })
+                        .collect(),
+                    tokens: c
+                        .sim
+                        .tokens()
+                        .map(|t| TokenView {
+                            id: t.id.clone(),
+                            expires: t.expires,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /_sim/machines`.
+#[derive(Debug, Serialize)]
+pub struct MachinesView {
+    /// The simulator's clock, unix seconds.
+    pub now: i64,
+    pub machines: Vec<MachineView>,
+    pub clusters: Vec<ClusterView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MachineView {
+    pub device: String,
+    pub hostname: String,
+    /// What became of it, with the reason when it failed.
+    pub outcome: String,
+    pub ok: bool,
+    /// It failed only for want of its API so far and is tried again.
+    pub retrying: bool,
+    pub gone: bool,
+    pub steps: Vec<StepView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepView {
+    pub stage: String,
+    pub command: String,
+    pub status: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    pub name: String,
+    pub version: String,
+    pub endpoint: Option<String>,
+    pub served_by: Option<String>,
+    pub api: String,
+    pub nodes: Vec<NodeView>,
+    pub etcd_members: Vec<EtcdView>,
+    pub tokens: Vec<TokenView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeView {
+    pub name: String,
+    pub device: String,
+    pub control_plane: bool,
+    pub kubelet: String,
+    pub ready: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EtcdView {
+    pub id: String,
+    pub name: String,
+    pub device: String,
+    pub alive: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    pub id: String,
+    pub expires: Option<i64>,
+}
+
+/// How long a boot that failed this way is tried again from its first try, as kubeadm
+/// retries: waiting for the API it initialised, or discovery of the API it joins.
+fn waits_for_api(outcome: &Outcome) -> Option<i64> {
+    let Outcome::Failed { reason, .. } = outcome else {
+        return None;
+    };
+    let waits = |prefixes: &[&str]| prefixes.iter().any(|p| reason.contains(p));
+    if waits(&["is not served"]) {
+        Some(INIT_WAIT)
+    } else if waits(&[
+        "nothing serves the kubernetes api",
+        "is unavailable",
+        "not found in kube-system",
+        "has expired",
+    ]) {
+        Some(JOIN_WAIT)
+    } else {
+        None
+    }
+}
+
+/// What a booted device knows of itself.
+fn facts(world: &World, id: &str) -> DeviceFacts {
+    let device = &world.devices[id];
+    let addresses = world
+        .device_assignments(id)
+        .into_iter()
+        .filter(|a| a.reservation.is_none())
+        .filter_map(|a| Some(InterfaceAddress::new(a.address.parse().ok()?, a.cidr)))
+        .collect();
+    let arch = match catalog::plan(&device.plan).map(|p| p.arch) {
+        Some("aarch64") => "arm64",
+        _ => "amd64",
+    };
+    DeviceFacts {
+        id: id.to_owned(),
+        hostname: device.hostname.clone(),
+        metro: device.metro.clone(),
+        facility: device.facility.clone().unwrap_or_default(),
+        addresses,
+        arch: arch.to_owned(),
+    }
+}
+
+fn routed_to(world: &World, address: IpAddr, device: &str) -> bool {
+    world
+        .device_assignments(device)
+        .iter()
+        .any(|a| a.address.parse::<IpAddr>().is_ok_and(|a| a == address))
+}
+
+/// The API of a cluster with a control-plane endpoint is served by a live control-plane node
+/// that has the endpoint's address on an interface, when the provider routes that address to
+/// its device (an elastic IP moves with its assignment).
+fn refresh_serving(
+    clusters: &mut [ClusterRec],
+    machines: &BTreeMap<String, Machine>,
+    world: &World,
+) {
+    for cluster in clusters {
+        let Some(endpoint) = cluster.sim.control_plane_endpoint else {
+            continue;
+        };
+        let holder = cluster
+            .sim
+            .etcd_members
+            .iter()
+            .filter(|m| m.alive)
+            .map(|m| m.device_id.as_str())
+            .chain(
+                cluster
+                    .sim
+                    .nodes
+                    .values()
+                    .filter(|n| n.control_plane && !n.device_gone)
+                    .map(|n| n.device_id.as_str()),
+            )
+            .find(|device| {
+                machines
+                    .get(*device)
+                    .is_some_and(|m| !m.gone && m.host.has_address(endpoint.ip()))
+                    && routed_to(world, endpoint.ip(), device)
+            })
+            .map(str::to_owned);
+        cluster.sim.served_at = holder.as_ref().map(|_| endpoint);
+        cluster.sim.served_by = holder;
+    }
+}
+
+struct WorldFabric<'a> {
+    world: &'a World,
+    clusters: &'a mut Vec<ClusterRec>,
+    now: i64,
+}
+
+impl Fabric for WorldFabric<'_> {
+    fn routed_to(&self, address: IpAddr, device_id: &str) -> bool {
+        routed_to(self.world, address, device_id)
+    }
+
+    fn cluster_at(&mut self, endpoint: SocketAddr) -> Option<&mut SimCluster> {
+        self.clusters
+            .iter_mut()
+            .find(|c| c.sim.served_at == Some(endpoint))
+            .map(|c| &mut c.sim)
+    }
+
+    fn add_cluster(&mut self, cluster: SimCluster) {
+        let joined = cluster
+            .nodes
+            .keys()
+            .map(|name| (name.clone(), self.now))
+            .collect();
+        self.clusters.push(ClusterRec {
+            sim: cluster,
+            joined,
+            api: None,
+            api_error: None,
+            written: BTreeMap::new(),
+            network_since: None,
+            made_at: self.now,
+        });
+    }
+}
+
+/// Starts a cluster's API at its endpoint, with a serving certificate signed by the CA its
+/// first control plane holds (the pre-seeded pair, or one the simulator makes in kubeadm's
+/// stead when kubeadm generated its own).
+fn start_api(
+    cluster: &ClusterRec,
+    endpoint: SocketAddr,
+    machines: &BTreeMap<String, Machine>,
+    clock: &SimClock,
+) -> Result<KubeApi, String> {
+    let (cert, key) = match &cluster.sim.ca.origin {
+        CaOrigin::PreSeeded => {
+            let dir = &cluster.sim.certificates_dir;
+            let read = |file: &str| {
+                cluster
+                    .sim
+                    .etcd_members
+                    .iter()
+                    .map(|m| m.device_id.as_str())
+                    .chain(cluster.sim.nodes.values().map(|n| n.device_id.as_str()))
+                    .find_map(|device| {
+                        machines
+                            .get(device)?
+                            .host
+                            .file(&format!("{dir}/{file}"))?
+                            .text()
+                            .map(str::to_owned)
+                    })
+            };
+            let cert = read("ca.crt").ok_or("no control-plane machine holds ca.crt")?;
+            let key = read("ca.key").ok_or("no control-plane machine holds ca.key")?;
+            (cert, SecretString::from(key))
+        }
+        CaOrigin::Generated { .. } => {
+            let now = time::OffsetDateTime::from_unix_timestamp(clock.unix())
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            let ca =
+                crate::pki::Ca::generate("the simulated cluster CA", now, &mut rand::rngs::OsRng)
+                    .map_err(|e| e.to_string())?;
+            (
+                ca.cert_pem().to_owned(),
+                SecretString::from(ca.key_pem().expose_secret().to_owned()),
+            )
+        }
+    };
+    let listener =
+        std::net::TcpListener::bind(endpoint).map_err(|e| format!("binding {endpoint}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("binding {endpoint}: {e}"))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| format!("binding {endpoint}: {e}"))?;
+    let clock = clock.clone();
+    let config = KubeApiConfig {
+        clock: Arc::new(move || clock.now()),
+        availability: Availability::NotServed,
+        ..KubeApiConfig::new(cert, key, &cluster.sim.version.to_string())
+    };
+    KubeApi::start(listener, config).map_err(|e| e.to_string())
+}
+
+/// The bootstrap-token Secrets in the API are the cluster's tokens: one made through the
+/// API (as rackform does before a join) counts, one deleted there is gone.
+fn pull_tokens(cluster: &mut ClusterRec) {
+    let Some(api) = &cluster.api else {
+        return;
+    };
+    let secrets: Vec<Secret> = api.list(Some("kube-system"));
+    let stored: Vec<BootstrapToken> = secrets
+        .iter()
+        .filter(|s| s.type_.as_deref() == Some("bootstrap.kubernetes.io/token"))
+        .filter_map(token_of)
+        .collect();
+    cluster.sim.replace_tokens(stored);
+}
+
+fn token_of(secret: &Secret) -> Option<BootstrapToken> {
+    let data = secret.data.as_ref()?;
+    let text = |key: &str| {
+        data.get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let id = text("token-id")?;
+    let secret_part = text("token-secret")?;
+    let expires = text("expiration").and_then(|t| {
+        time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|t| t.unix_timestamp())
+    });
+    let usages = data
+        .keys()
+        .filter_map(|k| k.strip_prefix("usage-bootstrap-"))
+        .filter(|usage| text(&format!("usage-bootstrap-{usage}")).as_deref() == Some("true"))
+        .map(str::to_owned)
+        .collect();
+    let groups = text("auth-extra-groups")
+        .map(|g| g.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    Some(BootstrapToken::with(
+        &id,
+        &secret_part,
+        expires,
+        usages,
+        groups,
+        text("description"),
+    ))
+}
+
+/// Tokens `kubeadm init` registered become their `bootstrap-token-<id>` Secrets.
+fn push_tokens(cluster: &mut ClusterRec) {
+    let Some(api) = &cluster.api else {
+        return;
+    };
+    for token in cluster.sim.tokens() {
+        let name = format!("bootstrap-token-{}", token.id);
+        if api.get::<Secret>(Some("kube-system"), &name).is_some() {
+            continue;
+        }
+        let mut data = BTreeMap::from([
+            ("token-id".to_owned(), token.id.clone()),
+            (
+                "token-secret".to_owned(),
+                token.secret().expose_secret().to_owned(),
+            ),
+        ]);
+        if let Some(expires) = token.expires {
+            let at = time::OffsetDateTime::from_unix_timestamp(expires)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                });
+            if let Some(at) = at {
+                data.insert("expiration".to_owned(), at);
+            }
+        }
+        for usage in &token.usages {
+            data.insert(format!("usage-bootstrap-{usage}"), "true".to_owned());
+        }
+        if !token.groups.is_empty() {
+            data.insert("auth-extra-groups".to_owned(), token.groups.join(","));
+        }
+        if let Some(description) = &token.description {
+            data.insert("description".to_owned(), description.clone());
+        }
+        let secret = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": "kube-system"},
+            "type": "bootstrap.kubernetes.io/token",
+            "data": data
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(base64::engine::general_purpose::STANDARD.encode(v))))
+                .collect::<serde_json::Map<String, Value>>(),
+        });
+        if let Err(error) = api.put_json(secret) {
+            tracing::warn!(cluster = %cluster.sim.name, token = %token.id, %error, "Could not store a bootstrap token in the simulated API.");
+        }
+    }
+}
+
+/// Whether a node is `Ready`, or why not (the kubelet's own words).
+fn node_ready(
+    cluster: &ClusterRec,
+    node: &machine::Node,
+    machines: &BTreeMap<String, Machine>,
+    config: &MachineConfig,
+    never_ready_share: f64,
+    now: i64,
+) -> Result<(), (&'static str, String)> {
+    let machine = machines.get(&node.device_id);
+    if node.device_gone || machine.is_none_or(|m| m.gone || m.kubelet_dead) {
+        return Err((
+            "NodeStatusUnknown",
+            "Kubelet stopped posting node status.".to_owned(),
+        ));
+    }
+    if share_of(&node.device_id) < never_ready_share {
+        return Err((
+            "KubeletNotReady",
+            "PLEG is not healthy: pleg was last seen active 3m0s ago; threshold is 3m0s".to_owned(),
+        ));
+    }
+    let Some(network_since) = cluster.network_since else {
+        return Err(("KubeletNotReady", KUBELET_NOT_READY.to_owned()));
+    };
+    let joined = cluster.joined.get(&node.name).copied().unwrap_or(now);
+    let ready_at = joined.max(network_since) + config.node_ready.as_secs() as i64;
+    if now < ready_at {
+        return Err(("KubeletNotReady", KUBELET_NOT_READY.to_owned()));
+    }
+    Ok(())
+}
+
+/// Where a device falls in [0, 1), by its id: the same device always draws the same.
+fn share_of(device_id: &str) -> f64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(device_id.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("eight bytes")) as f64
+        / (u64::MAX as f64 + 1.0)
+}
+
+/// A network plugin runs once a DaemonSet mounts the host's CNI configuration directory, as
+/// Calico, Cilium and Flannel install themselves.
+fn network_plugin_runs(api: &KubeApi) -> bool {
+    api.list::<DaemonSet>(None).iter().any(|ds| {
+        let volumes = ds
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|p| p.volumes.as_ref());
+        volumes.is_some_and(|volumes| {
+            volumes.iter().any(|v| {
+                v.host_path
+                    .as_ref()
+                    .is_some_and(|h| h.path.trim_end_matches('/') == CNI_CONFIG_DIR)
+            })
+        })
+    })
+}
+
+/// Writes each Node as its kubelet would register and report it.
+fn push_nodes(
+    cluster: &mut ClusterRec,
+    machines: &BTreeMap<String, Machine>,
+    config: &MachineConfig,
+    never_ready_share: f64,
+    now: i64,
+) {
+    if cluster.network_since.is_none() && cluster.api.as_ref().is_some_and(network_plugin_runs) {
+        cluster.network_since = Some(now);
+    }
+    let Some(api) = &cluster.api else {
+        return;
+    };
+    let stamp = |at: i64| {
+        time::OffsetDateTime::from_unix_timestamp(at)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default()
+    };
+    let mut writes = Vec::new();
+    for node in cluster.sim.nodes.values() {
+        let ready = node_ready(cluster, node, machines, config, never_ready_share, now);
+        if node.device_gone && api.get::<KubeNode>(None, &node.name).is_none() {
+            // Deleted, and no kubelet left to register it again.
+            continue;
+        }
+        let (status, reason, message) = match &ready {
+            Ok(()) => (
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status".to_owned(),
+            ),
+            Err(("NodeStatusUnknown", why)) => ("Unknown", "NodeStatusUnknown", why.clone()),
+            Err((reason, why)) => ("False", *reason, why.clone()),
+        };
+        let since = match &ready {
+            Ok(()) => {
+                let joined = cluster.joined.get(&node.name).copied().unwrap_or(now);
+                joined.max(cluster.network_since.unwrap_or(now))
+                    + config.node_ready.as_secs() as i64
+            }
+            Err(_) => cluster.joined.get(&node.name).copied().unwrap_or(now),
+        };
+        let machine = machines.get(&node.device_id);
+        let addresses: Vec<Value> = machine
+            .map(|m| {
+                let mut found: Vec<Value> = m
+                    .host
+                    .facts()
+                    .addresses
+                    .iter()
+                    .filter(|a| a.address.is_ipv4())
+                    .map(|a| json!({"type": "InternalIP", "address": a.address.to_string()}))
+                    .collect();
+                found.push(json!({"type": "Hostname", "address": node.name}));
+                found
+            })
+            .unwrap_or_default();
+        let taints: Vec<Value> = node
+            .taints
+            .iter()
+            .map(|t| {
+                let mut taint = json!({"key": t.key, "effect": t.effect});
+                if let Some(value) = &t.value {
+                    taint["value"] = json!(value);
+                }
+                taint
+            })
+            .collect();
+        let arch = machine.map_or("amd64", |m| m.host.facts().arch.as_str());
+        let mut object = json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": node.name, "labels": node.labels},
+            "spec": {"taints": taints},
+            "status": {
+                "conditions": [{
+                    "type": "Ready",
+                    "status": status,
+                    "reason": reason,
+                    "message": message,
+                    "lastHeartbeatTime": stamp(since),
+                    "lastTransitionTime": stamp(since),
+                }],
+                "addresses": addresses,
+                "nodeInfo": {
+                    "kubeletVersion": node.kubelet_version.to_string(),
+                    "kubeProxyVersion": node.kubelet_version.to_string(),
+                    "architecture": arch,
+                    "operatingSystem": "linux",
+                    "containerRuntimeVersion": "containerd://1.7.24",
+                    "kernelVersion": "6.8.0-generic",
+                    "osImage": "Ubuntu 24.04 LTS",
+                    "machineID": "", "systemUUID": node.device_id, "bootID": "",
+                },
+            },
+        });
+        if let Some(provider) = &node.provider_id {
+            object["spec"]["providerID"] = json!(provider);
+        }
+        if cluster.written.get(&node.name) != Some(&object)
+            || api.get::<KubeNode>(None, &node.name).is_none() && !node.device_gone
+        {
+            writes.push((node.name.clone(), object));
+        }
+    }
+    let written: Vec<(String, Value)> = writes
+        .into_iter()
+        .filter(|(name, object)| match api.put_json(object.clone()) {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(cluster = %cluster.sim.name, node = %name, %error, "Could not write a Node to the simulated API.");
+                false
+            }
+        })
+        .collect();
+    cluster.written.extend(written);
+}

@@ -1,0 +1,322 @@
+//! The simulator boots what it provisions (issue 15): devices made through the Packet API
+//! run their userdata as cloud-init and kubeadm would, clusters form behind their
+//! control-plane endpoint, and the real `kubectl` reads them.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use rackform::metal::{
+    ClientConfig, DeviceId, IpKind, Location, Metal, NewDevice, NewIpReservation, PacketClient,
+    ProjectId, Token, Userdata,
+};
+use rackform::sim::machines::MachinesView;
+use secrecy::ExposeSecret;
+
+use crate::support::fleet::{Fleet, PROJECT, SimHandle};
+use crate::support::{stderr, stdout, tool};
+
+fn client(sim: &SimHandle) -> PacketClient {
+    PacketClient::new(ClientConfig {
+        base_url: sim.url(),
+        requests_per_second: None,
+        ..ClientConfig::new(Token::new("test"))
+    })
+    .unwrap()
+}
+
+/// Polls the machines until `done` holds, for at most ten seconds of real time.
+fn wait_for(sim: &SimHandle, what: &str, done: impl Fn(&MachinesView) -> bool) -> MachinesView {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = sim.runtime.block_on(async { sim.sim.machines() });
+        if done(&view) {
+            return view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {}",
+            serde_json::to_string_pretty(&serde_json::to_value(&view).unwrap()).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn outcome<'a>(view: &'a MachinesView, hostname: &str) -> &'a str {
+    view.machines
+        .iter()
+        .find(|m| m.hostname == hostname)
+        .map_or("", |m| m.outcome.as_str())
+}
+
+/// What rackform provisions today does not make a cluster: nothing configures the
+/// control-plane IP on the first control plane, so `kubeadm init` waits for an endpoint no
+/// node serves and gives up after kubeadm's four minutes, and the workers' discovery finds
+/// nothing to join.
+#[test]
+fn issue_15_rackform_userdata_today_forms_no_cluster() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let fleet = Fleet::new();
+    for other in ["core", "ml", "tenant-a"] {
+        fs::remove_file(fleet.path(&format!("fleet/clusters/{other}.yaml"))).unwrap();
+    }
+    let output = fleet.run(&sim, &["apply", "--auto-approve", "--poll", "10ms"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    let view = wait_for(&sim, "every machine booted", |view| {
+        view.machines.len() == 3
+    });
+    let init = outcome(&view, "edge-ams-control-plane-0");
+    assert!(
+        init.contains("the control-plane endpoint") && init.contains("is not served"),
+        "{init}"
+    );
+    let worker = outcome(&view, "edge-ams-edge-0");
+    assert!(
+        worker.contains("nothing serves the kubernetes api"),
+        "{worker}"
+    );
+    assert!(view.machines.iter().all(|m| m.retrying && !m.ok));
+
+    // kubeadm's waits run out.
+    sim.sim.advance_clock(Duration::from_secs(6 * 60));
+    let view = wait_for(&sim, "the waits ended", |view| {
+        view.machines.iter().all(|m| !m.retrying)
+    });
+    assert!(view.machines.iter().all(|m| !m.ok), "{view:?}");
+    assert!(view.clusters.iter().all(|c| c.nodes.is_empty()), "{view:?}");
+}
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/machine/kubeadm-docs")
+        .join(name);
+    fs::read_to_string(&path).unwrap()
+}
+
+/// The PEM block that follows `path:` in a fixture's `write_files`.
+fn written_pem(userdata: &str, path: &str) -> String {
+    let start = userdata.find(&format!("path: {path}")).unwrap();
+    let rest = &userdata[start..];
+    let begin = rest.find("-----BEGIN").unwrap();
+    let end_marker = rest[begin..].find("-----END").unwrap() + begin;
+    let end = rest[end_marker..].find('\n').unwrap() + end_marker;
+    rest[begin..end]
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// A cluster made of the hand-written userdata: a control plane on a reserved elastic IP
+/// (routed to it after its first boot, so kubeadm init waits for it) and one worker.
+struct DocsCluster {
+    eip: String,
+    work: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl DocsCluster {
+    fn start(sim: &SimHandle) -> DocsCluster {
+        let client = client(sim);
+        let project = ProjectId::from(PROJECT);
+        let work = tempfile::tempdir().unwrap();
+        let (eip, init) = sim.runtime.block_on(async {
+            let reserved = client
+                .reserve_ip(
+                    &project,
+                    &NewIpReservation {
+                        kind: IpKind::PublicIpv4,
+                        quantity: 1,
+                        metro: "da".into(),
+                        tags: vec![],
+                        details: None,
+                    },
+                )
+                .await
+                .unwrap();
+            let eip = reserved.address.clone();
+            let create = |hostname: &str, userdata: String| {
+                let mut new = NewDevice::new(
+                    hostname,
+                    Location::Metro("da".into()),
+                    "c3.small.x86",
+                    "ubuntu_24_04",
+                );
+                new.userdata = Some(Userdata::new(userdata.replace("192.0.2.10", &eip)));
+                new.no_ssh_keys = true;
+                new
+            };
+            let init = client
+                .create_device(
+                    &project,
+                    &create("docs-cp-0", fixture("control-plane-init.yaml")),
+                )
+                .await
+                .unwrap();
+            client
+                .create_device(&project, &create("docs-worker-0", fixture("worker.yaml")))
+                .await
+                .unwrap();
+            (eip, init.id)
+        });
+        wait_for(sim, "the first boot", |view| {
+            outcome(view, "docs-cp-0").contains("is not served")
+        });
+        sim.runtime
+            .block_on(client.assign_ip(&DeviceId::from(init.as_str()), &eip))
+            .unwrap();
+
+        // The cluster's admin, with a certificate signed by its CA.
+        let userdata = fixture("control-plane-init.yaml");
+        let ca = rackform::pki::Ca::from_pem(
+            "fixture CA",
+            &written_pem(&userdata, "/etc/kubernetes/pki/ca.crt"),
+            &written_pem(&userdata, "/etc/kubernetes/pki/ca.key"),
+        )
+        .unwrap();
+        let kubeconfig = ca
+            .admin_kubeconfig(
+                "docs",
+                &format!("{eip}:6443"),
+                time::OffsetDateTime::now_utc(),
+                &mut rand::rngs::OsRng,
+            )
+            .unwrap();
+        let path = work.path().join("admin.conf");
+        fs::write(&path, kubeconfig.to_yaml().unwrap().expose_secret()).unwrap();
+        DocsCluster {
+            eip,
+            work,
+            kubeconfig: path,
+        }
+    }
+
+    /// The real kubectl as the cluster's admin; its output, or its failure.
+    fn try_kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let output = tool("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.work.path().join("cache"))
+            .args(args)
+            .output()
+            .unwrap();
+        if output.status.success() {
+            Ok(stdout(&output))
+        } else {
+            Err(format!("{}{}", stdout(&output), stderr(&output)))
+        }
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.try_kubectl(args)
+            .unwrap_or_else(|failure| panic!("kubectl {args:?}: {failure}"))
+    }
+
+    /// `<node> <Ready status>` per line.
+    fn node_readiness(&self) -> String {
+        self.kubectl(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.conditions[0].status}{\"\\n\"}{end}",
+        ])
+    }
+
+    /// Installs a network plugin: a DaemonSet mounting the hosts' CNI configuration.
+    fn install_network_plugin(&self) {
+        let cni = self.work.path().join("cni.yaml");
+        fs::write(
+            &cni,
+            "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: flannel, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: flannel}}
+  template:
+    metadata: {labels: {app: flannel}}
+    spec:
+      containers: [{name: flannel, image: flannel/flannel:v0.26.1}]
+      volumes: [{name: cni, hostPath: {path: /etc/cni/net.d}}]
+",
+        )
+        .unwrap();
+        self.kubectl(&["apply", "--server-side", "-f", cni.to_str().unwrap()]);
+    }
+
+    /// Polls `kubectl get nodes` until it reads `want`, for at most ten seconds.
+    fn wait_for_nodes(&self, want: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let nodes = self.node_readiness();
+            if nodes == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{nodes}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Userdata written by hand after kubeadm's documents, booted through the Packet API: the
+/// first control plane serves the API once its elastic IP is routed to it, a worker joins,
+/// the real kubectl lists both nodes NotReady until a network plugin's DaemonSet runs, and
+/// Ready after.
+#[test]
+fn documented_userdata_forms_a_cluster_that_kubectl_reads() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let docs = DocsCluster::start(&sim);
+    let view = wait_for(&sim, "the cluster formed", |view| {
+        outcome(view, "docs-cp-0").starts_with("initialized")
+            && outcome(view, "docs-worker-0").starts_with("joined")
+    });
+    let cluster = &view.clusters[0];
+    assert_eq!(cluster.api, format!("serving at {}:6443", docs.eip));
+    assert_eq!(cluster.nodes.len(), 2, "{view:?}");
+
+    assert_eq!(
+        docs.node_readiness(),
+        "docs-cp-0 False\ndocs-worker-0 False\n"
+    );
+    docs.install_network_plugin();
+    docs.wait_for_nodes("docs-cp-0 True\ndocs-worker-0 True\n");
+    let table = docs.kubectl(&["get", "nodes,secrets", "-A"]);
+    assert!(
+        table.contains("docs-worker-0") && table.contains("bootstrap-token-9a08jv"),
+        "{table}"
+    );
+}
+
+/// The machine fault knobs: a kubelet that dies after joining leaves its Node `Unknown`, a
+/// share of 1 keeps every node NotReady, and a slow API answers 503 while it starts.
+#[test]
+fn machine_faults_show_in_the_cluster() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    sim.sim.set_faults(rackform::sim::Faults {
+        kubelet_dies_after_join: 1,
+        api_slow_start_ms: 60 * 60 * 1000,
+        ..Default::default()
+    });
+    let docs = DocsCluster::start(&sim);
+    wait_for(&sim, "the cluster formed", |view| {
+        outcome(view, "docs-worker-0").starts_with("joined")
+    });
+    let starting = docs.try_kubectl(&["get", "nodes"]).unwrap_err();
+    assert!(
+        starting.contains("ServiceUnavailable") || starting.contains("503"),
+        "{starting}"
+    );
+
+    sim.sim.set_faults(rackform::sim::Faults {
+        node_never_ready_share: 1.0,
+        ..Default::default()
+    });
+    docs.install_network_plugin();
+    // The first node to join (the control plane) lost its kubelet; the share keeps the
+    // worker NotReady.
+    docs.wait_for_nodes("docs-cp-0 Unknown\ndocs-worker-0 False\n");
+    sim.sim.set_faults(rackform::sim::Faults::default());
+    docs.wait_for_nodes("docs-cp-0 Unknown\ndocs-worker-0 True\n");
+}
