@@ -238,6 +238,7 @@ spec:
   template:
     metadata: {labels: {app: flannel}}
     spec:
+      tolerations: [{operator: Exists, effect: NoSchedule}]
       containers: [{name: flannel, image: flannel/flannel:v0.26.1}]
       volumes: [{name: cni, hostPath: {path: /etc/cni/net.d}}]
 ",
@@ -287,6 +288,56 @@ fn documented_userdata_forms_a_cluster_that_kubectl_reads() {
         table.contains("docs-worker-0") && table.contains("bootstrap-token-9a08jv"),
         "{table}"
     );
+
+    // kubeadm's addons run as pods; draining the worker moves CoreDNS off it.
+    let pods_on = |node: &str| {
+        docs.kubectl(&[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            &format!("spec.nodeName={node}"),
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.labels.k8s-app}{.metadata.labels.app} {end}",
+        ])
+    };
+    let wait_for_pods = |node: &str, want: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut pods: Vec<String> = pods_on(node)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            pods.sort();
+            if pods.join(" ") == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{node}: {pods:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Two CoreDNS replicas, wherever the scheduler put them, and one pod of each DaemonSet
+    // per node.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = format!("{} {}", pods_on("docs-cp-0"), pods_on("docs-worker-0"));
+        let count = |app: &str| all.split_whitespace().filter(|p| *p == app).count();
+        if (count("kube-dns"), count("kube-proxy"), count("flannel")) == (2, 2, 2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{all}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let drained = docs.kubectl(&[
+        "drain",
+        "docs-worker-0",
+        "--ignore-daemonsets",
+        "--timeout",
+        "20s",
+    ]);
+    assert!(drained.contains("drained"), "{drained}");
+    wait_for_pods("docs-worker-0", "flannel kube-proxy");
+    wait_for_pods("docs-cp-0", "flannel kube-dns kube-dns kube-proxy");
 }
 
 /// The machine fault knobs: a kubelet that dies after joining leaves its Node `Unknown`, a

@@ -31,6 +31,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::catalog;
+use super::controllers;
 use super::faults::Faults;
 use super::kube::{Availability, KubeApi, KubeApiConfig};
 use super::machine::{
@@ -252,7 +253,10 @@ impl Machines {
             };
             if cluster.api.is_none() && cluster.api_error.is_none() {
                 match start_api(cluster, endpoint, &self.machines, &self.clock) {
-                    Ok(api) => cluster.api = Some(api),
+                    Ok(api) => {
+                        controllers::install_addons(&api, &cluster.sim.version.to_string());
+                        cluster.api = Some(api);
+                    }
                     Err(error) => {
                         tracing::warn!(cluster = %cluster.sim.name, %error, "The simulated cluster's API could not be started.");
                         cluster.api_error = Some(error);
@@ -911,4 +915,17 @@ fn push_nodes(
         })
         .collect();
     cluster.written.extend(written);
+    let states: Vec<controllers::NodeState<'_>> = cluster
+        .sim
+        .nodes
+        .values()
+        .map(|node| controllers::NodeState {
+            name: &node.name,
+            ready: node_ready(cluster, node, machines, config, never_ready_share, now).is_ok(),
+            gone: node.device_gone,
+        })
+        .collect();
+    if let Some(api) = &cluster.api {
+        controllers::reconcile(api, &states, &stamp(now));
+    }
 }

@@ -34,6 +34,7 @@
 //! ```
 
 mod catalog;
+mod controllers;
 mod faults;
 mod http;
 pub mod kube;
