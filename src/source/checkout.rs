@@ -291,7 +291,20 @@ fn take_ownership(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(dir.join(OWNER_FILE))
         .map_err(io_error)?;
-    match file.try_lock() {
+    // A lock is held by an open file description, which a child forked by another thread of
+    // this process shares until it execs; a lock just let go of can so look held for a
+    // moment. A few short tries tell that from another process holding it.
+    let mut tries = 0;
+    let locked = loop {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            other => break other,
+        }
+    };
+    match locked {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             let mut holder = String::new();
