@@ -448,26 +448,26 @@ fn an_expired_user_ca_is_refused_by_name() {
     assert!(!sim.hostnames().iter().any(|h| h.starts_with("core-")));
 }
 
-/// The same apply with secrets in Kubernetes (the stand-in, through the real kube-rs client
-/// and a kubeconfig): a user-supplied CA secret is used as is, the rest is created with
-/// Cluster API's names, type and labels.
+/// The same apply with secrets in Kubernetes (the simulator's API server, through the real
+/// kube-rs client and an admin kubeconfig): a user-supplied CA secret is used as is, the rest
+/// is created with Cluster API's names, type and labels.
 #[test]
 fn apply_keeps_secrets_in_kubernetes() {
+    use k8s_openapi::api::core::v1::Secret;
+
     let sim = SimHandle::start(Duration::from_millis(20));
     let fleet = Fleet::new();
-    let kube = crate::support::kube_standin::KubeStandin::start();
+    let kube = crate::support::kube::TestKube::start(&["rackform"]);
     let kubeconfig = kube.write_kubeconfig(fleet.dir.path(), "rackform");
     let user_ca = fleet.secret("core-ca");
     let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
-    kube.insert(
-        "secrets",
-        "rackform",
-        serde_json::json!({
+    kube.api()
+        .put_json(serde_json::json!({
             "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
             "metadata": { "name": "core-ca", "namespace": "rackform" },
             "data": { "tls.crt": b64(&user_ca["tls.crt"]), "tls.key": b64(&user_ca["tls.key"]) },
-        }),
-    );
+        }))
+        .unwrap();
     // Only core is declared, so the test stays small.
     for other in ["edge-ams", "ml", "tenant-a"] {
         fs::remove_file(fleet.path(&format!("fleet/clusters/{other}.yaml"))).unwrap();
@@ -506,27 +506,32 @@ fn apply_keeps_secrets_in_kubernetes() {
     assert_eq!(sim.hostnames().len(), 12);
     for name in ["core-etcd", "core-proxy", "core-sa", "core-kubeconfig"] {
         let secret = kube
-            .object("secrets", "rackform", name)
+            .api()
+            .get::<Secret>(Some("rackform"), name)
             .unwrap_or_else(|| panic!("{name} missing"));
-        assert_eq!(secret["type"], "cluster.x-k8s.io/secret", "{name}");
         assert_eq!(
-            secret["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"], "core",
+            secret.type_.as_deref(),
+            Some("cluster.x-k8s.io/secret"),
             "{name}"
         );
-        assert_eq!(
-            secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "rackform",
-            "{name}"
-        );
+        let labels = secret.metadata.labels.unwrap_or_default();
+        assert_eq!(labels["cluster.x-k8s.io/cluster-name"], "core", "{name}");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "rackform", "{name}");
     }
-    let ca = kube.object("secrets", "rackform", "core-ca").unwrap();
+    let ca = kube
+        .api()
+        .get::<Secret>(Some("rackform"), "core-ca")
+        .unwrap();
     assert_eq!(
-        ca["type"], "kubernetes.io/tls",
+        ca.type_.as_deref(),
+        Some("kubernetes.io/tls"),
         "the user's CA secret was rewritten"
     );
     assert!(
-        ca["metadata"]["labels"]
-            .get("app.kubernetes.io/managed-by")
-            .is_none()
+        !ca.metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("app.kubernetes.io/managed-by")
     );
 }
 
@@ -643,7 +648,7 @@ fn without_the_lease_no_action_starts() {
     let fleet_dir = Fleet::new();
     let fleet =
         rackform::spec::load(&rackform::source::DirFiles::open(fleet_dir.path("fleet")).unwrap());
-    let kube = crate::support::kube_standin::KubeStandin::start();
+    let kube = crate::support::kube::TestKube::start(&["rackform"]);
     let store = DirSecrets::open(fleet_dir.path("secrets")).unwrap();
     let client = PacketClient::new(ClientConfig {
         base_url: sim.url(),

@@ -540,20 +540,45 @@ fn dockerfile_is_multi_stage_pinned_and_non_root() {
     );
 }
 
-/// The other side of the Role test: every request the code makes through its secret store
-/// (each `SecretStore` method) and its leader election (acquire, renew, release), recorded
-/// by the Kubernetes stand-in and turned into RBAC verbs, is exactly [`GRANTS`], in one
-/// namespace.
+/// The other side of the Role test, enforced by the simulator's RBAC authorizer: the code's
+/// secret store (each `SecretStore` method) and leader election (acquire, renew, release) run
+/// against the simulator's API server as the Deployment's ServiceAccount, whose only grants
+/// come from the rendered production Namespace, ServiceAccount, Role and RoleBinding. RBAC
+/// refuses none of its requests, what the Role leaves out is refused, and the API's request
+/// log shows the code used exactly [`GRANTS`], in one namespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_code_uses_every_grant_and_nothing_else() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, ListParams, Patch, PatchParams};
     use rackform::secrets::lease::{Elector, LeaseConfig};
     use rackform::secrets::{Created, KubeSecrets, Replaced, SecretData, SecretKind, SecretStore};
 
-    use crate::support::kube_standin::KubeStandin;
+    use crate::support::kube::TestKube;
 
     const NS: &str = "rackform-system";
-    let standin = KubeStandin::start();
-    let store = KubeSecrets::new(standin.client(), NS);
+    let kube = TestKube::start(&[]);
+    let documents = documents(&render("deploy/overlays/production"));
+    for kind in ["Namespace", "ServiceAccount", "Role", "RoleBinding"] {
+        for document in of_kind(&documents, kind) {
+            kube.api()
+                .put_json(serde_json::to_value(document).unwrap())
+                .unwrap_or_else(|error| panic!("storing the {kind}: {error}"));
+        }
+    }
+    // Who the daemon's pods are: a service account's user and groups
+    // (https://kubernetes.io/docs/reference/access-authn-authz/authentication/#service-account-tokens),
+    // here in a client certificate.
+    let daemon = daemon_deployment(&documents);
+    assert_eq!(daemon["metadata"]["namespace"].as_str(), Some(NS));
+    let account = daemon["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .expect("a serviceAccountName");
+    let user = format!("system:serviceaccount:{NS}:{account}");
+    let in_namespace = format!("system:serviceaccounts:{NS}");
+    let client = kube.client_as(&user, &["system:serviceaccounts", &in_namespace]);
+
+    let store = KubeSecrets::new(client.clone(), NS);
     let ca = || {
         SecretData::new()
             .with("tls.crt", "-----BEGIN CERTIFICATE----- x")
@@ -598,7 +623,7 @@ async fn the_code_uses_every_grant_and_nothing_else() {
     config.lease_duration = std::time::Duration::from_millis(1000);
     config.renew_deadline = std::time::Duration::from_millis(600);
     config.retry_period = std::time::Duration::from_millis(100);
-    let (elector, leadership) = Elector::new(standin.client(), config).unwrap();
+    let (elector, leadership) = Elector::new(client.clone(), config).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(elector.run(async {
         let _ = stopped.await;
@@ -614,43 +639,45 @@ async fn the_code_uses_every_grant_and_nothing_else() {
     task.await.unwrap();
 
     let mut used = BTreeSet::new();
-    for seen in standin.seen() {
-        let path = seen.target.split('?').next().unwrap();
-        let query = seen.target.split_once('?').map(|(_, q)| q).unwrap_or("");
-        let (group, rest) = if let Some(rest) = path.strip_prefix("/api/v1/") {
-            ("", rest)
-        } else if let Some(rest) = path.strip_prefix("/apis/coordination.k8s.io/v1/") {
-            ("coordination.k8s.io", rest)
-        } else {
-            panic!(
-                "a request outside the granted APIs: {} {}",
-                seen.method, seen.target
-            );
-        };
-        let parts: Vec<&str> = rest.split('/').collect();
-        let ["namespaces", namespace, resource, name @ ..] = parts.as_slice() else {
-            panic!(
-                "a request outside a namespace: {} {}",
-                seen.method, seen.target
-            );
-        };
-        assert_eq!(*namespace, NS, "{}", seen.target);
-        let verb = match (seen.method.as_str(), name.is_empty()) {
-            ("GET", true) if query.contains("watch=") => "watch",
-            ("GET", true) => "list",
-            ("GET", false) => "get",
-            ("POST", true) => "create",
-            ("PUT", false) => "update",
-            ("PATCH", false) => "patch",
-            ("DELETE", false) => "delete",
-            ("DELETE", true) => "deletecollection",
-            (method, _) => panic!("unexpected {method} {}", seen.target),
-        };
-        used.insert((group.to_owned(), (*resource).to_owned(), verb.to_owned()));
+    for seen in kube.api().requests() {
+        let request = format!("{} {}", seen.method, seen.path_and_query);
+        assert_eq!(seen.user.as_deref(), Some(user.as_str()), "{request}");
+        assert_ne!(seen.code, 403, "RBAC refused {request}");
+        let object = seen
+            .object
+            .unwrap_or_else(|| panic!("a request outside the resource APIs: {request}"));
+        assert_eq!(object.namespace, NS, "{request}");
+        assert_eq!(object.subresource, "", "{request}");
+        used.insert((object.group, object.resource, seen.verb));
     }
     let granted: BTreeSet<(String, String, String)> = GRANTS
         .iter()
         .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
         .collect();
     assert_eq!(used, granted, "what the code asks of the API server");
+
+    // The Role is what allows: a verb, a resource or a namespace it does not name is refused.
+    let refused = |result: Result<_, kube::Error>, what: &str| match result {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{what}: {status:?}"),
+        other => panic!("{what} was not refused: {:?}", other.map(|_| ())),
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let patch = Patch::Merge(serde_json::json!({"metadata": {"labels": {"a": "b"}}}));
+    refused(
+        secrets
+            .patch("core-ca", &PatchParams::default(), &patch)
+            .await
+            .map(|_| ()),
+        "patching a secret",
+    );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    refused(
+        leases.list(&ListParams::default()).await.map(|_| ()),
+        "listing leases",
+    );
+    let elsewhere: Api<Secret> = Api::namespaced(client, "default");
+    refused(
+        elsewhere.list(&ListParams::default()).await.map(|_| ()),
+        "listing secrets in another namespace",
+    );
 }

@@ -1,5 +1,6 @@
-//! Secret stores (Kubernetes over the stand-in, local directory), the stand-in's fidelity
-//! as the real kubectl sees it, and leader election over a Lease.
+//! Secret stores (Kubernetes over the simulator's API server, local directory), what the real
+//! kubectl makes of the secrets and leases rackform keeps there, and leader election over a
+//! Lease.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -9,6 +10,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use rackform::secrets::lease::{Elector, Leadership, LeaseConfig, Term};
 use rackform::secrets::{
     CLUSTER_NAME_LABEL, CLUSTER_SECRET_TYPE, Created, DirSecrets, Error, KubeSecrets, MANAGED_BY,
@@ -18,7 +21,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::support::kube_standin::KubeStandin;
+use crate::support::kube::TestKube;
 use crate::support::{stderr, stdout, tool};
 
 const NS: &str = "rackform-system";
@@ -32,6 +35,17 @@ fn ca_data(tag: &str) -> SecretData {
     SecretData::new()
         .with("tls.crt", format!("-----BEGIN CERTIFICATE----- {tag}"))
         .with("tls.key", format!("-----BEGIN PRIVATE KEY----- {tag}"))
+}
+
+/// The stored secret `NS/name` as JSON (`data` base64), read past any client.
+fn stored_secret(kube: &TestKube, name: &str) -> Option<serde_json::Value> {
+    let secret = kube.api().get::<Secret>(Some(NS), name)?;
+    Some(serde_json::to_value(secret).unwrap())
+}
+
+/// The stored election Lease, read past any client.
+fn stored_lease(kube: &TestKube) -> Option<Lease> {
+    kube.api().get::<Lease>(Some(NS), "rackform-leader")
 }
 
 fn private_dir() -> tempfile::TempDir {
@@ -175,10 +189,10 @@ async fn round_trip(store: &impl SecretStore) {
 
 #[tokio::test]
 async fn kube_store_round_trip() {
-    let standin = KubeStandin::start();
-    let store = KubeSecrets::new(standin.client(), NS);
+    let kube = TestKube::start(&[NS]);
+    let store = KubeSecrets::new(kube.client(), NS);
     round_trip(&store).await;
-    let stored = standin.object("secrets", NS, "edge-ams-ca").unwrap();
+    let stored = stored_secret(&kube, "edge-ams-ca").unwrap();
     assert_eq!(stored["type"], CLUSTER_SECRET_TYPE);
     assert_eq!(stored["metadata"]["labels"][CLUSTER_NAME_LABEL], "edge-ams");
     assert_eq!(
@@ -252,28 +266,27 @@ async fn user_secret_is_only_read(store: &impl SecretStore) {
 
 #[tokio::test]
 async fn kube_store_never_changes_a_user_secret() {
-    let standin = KubeStandin::start();
-    standin.insert(
-        "secrets",
-        NS,
-        json!({"metadata": {"name": "ml-ca"}, "type": "kubernetes.io/tls",
-               "data": {"tls.crt": STANDARD.encode("user cert"), "tls.key": STANDARD.encode("user key")}}),
-    );
-    user_secret_is_only_read(&KubeSecrets::new(standin.client(), NS)).await;
-    assert!(standin.object("secrets", NS, "ml-ca").is_some());
+    let kube = TestKube::start(&[NS]);
+    kube.api()
+        .put_json(json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "ml-ca", "namespace": NS}, "type": "kubernetes.io/tls",
+               "data": {"tls.crt": STANDARD.encode("user cert"), "tls.key": STANDARD.encode("user key")}}))
+        .unwrap();
+    user_secret_is_only_read(&KubeSecrets::new(kube.client(), NS)).await;
+    assert!(stored_secret(&kube, "ml-ca").is_some());
 }
 
 /// A secret whose body does not decode is an error that shows where, never what.
 #[tokio::test]
 async fn kube_store_errors_never_quote_a_body() {
-    let standin = KubeStandin::start();
-    standin.insert(
-        "secrets",
-        NS,
-        json!({"metadata": {"name": "core-ca"}, "type": "kubernetes.io/tls",
-               "data": {"tls.key": "SECRET-KEY-MATERIAL not base64 !!"}}),
-    );
-    let store = KubeSecrets::new(standin.client(), NS);
+    let kube = TestKube::start(&[NS]);
+    // Stored past the API, which would refuse it (`data` values are base64 of bytes).
+    kube.api()
+        .put_json(json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "core-ca", "namespace": NS}, "type": "kubernetes.io/tls",
+               "data": {"tls.key": "SECRET-KEY-MATERIAL not base64 !!"}}))
+        .unwrap();
+    let store = KubeSecrets::new(kube.client(), NS);
     let error = store.read("core", SecretKind::Ca).await.unwrap_err();
     let shown = format!("{error} {error:?} {:?}", std::error::Error::source(&error));
     assert!(shown.contains("core-ca"), "{shown}");
@@ -333,10 +346,11 @@ async fn racing_writers<S: SecretStore + Send + Sync + 'static>(store: Arc<S>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kube_store_racing_writers_one_winner() {
-    let standin = KubeStandin::start();
-    racing_writers(Arc::new(KubeSecrets::new(standin.client(), NS))).await;
-    let creates = standin
-        .seen()
+    let kube = TestKube::start(&[NS]);
+    racing_writers(Arc::new(KubeSecrets::new(kube.client(), NS))).await;
+    let creates = kube
+        .api()
+        .requests()
         .iter()
         .filter(|seen| seen.method == "POST")
         .count();
@@ -389,11 +403,11 @@ async fn inventory_has_no_key_material(store: &impl SecretStore) {
 
 #[tokio::test]
 async fn kube_inventory_asks_for_metadata_only() {
-    let standin = KubeStandin::start();
-    let store = KubeSecrets::new(standin.client(), NS);
-    let before = standin.seen().len();
+    let kube = TestKube::start(&[NS]);
+    let store = KubeSecrets::new(kube.client(), NS);
+    let before = kube.api().requests().len();
     inventory_has_no_key_material(&store).await;
-    let gets: Vec<_> = standin.seen()[before..]
+    let gets: Vec<_> = kube.api().requests()[before..]
         .iter()
         .filter(|seen| seen.method == "GET")
         .cloned()
@@ -441,10 +455,10 @@ async fn stores_refuse_bad_cluster_names() {
     refuses_bad_cluster_names(&store).await;
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 0);
-    let standin = KubeStandin::start();
-    refuses_bad_cluster_names(&KubeSecrets::new(standin.client(), NS)).await;
+    let kube = TestKube::start(&[NS]);
+    refuses_bad_cluster_names(&KubeSecrets::new(kube.client(), NS)).await;
     assert!(
-        standin.seen().is_empty(),
+        kube.api().requests().is_empty(),
         "a bad name reached the API server"
     );
 }
@@ -681,7 +695,7 @@ async fn dir_store_readers_never_see_a_torn_file() {
     assert!(reads > 0);
 }
 
-// ----- kubectl against the stand-in ---------------------------------------------------------
+// ----- kubectl against the simulated API server ---------------------------------------------
 
 struct Kubectl {
     dir: tempfile::TempDir,
@@ -689,9 +703,9 @@ struct Kubectl {
 }
 
 impl Kubectl {
-    fn new(standin: &KubeStandin) -> Kubectl {
+    fn new(kube: &TestKube) -> Kubectl {
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = standin.write_kubeconfig(dir.path(), NS);
+        let kubeconfig = kube.write_kubeconfig(dir.path(), NS);
         Kubectl { dir, kubeconfig }
     }
 
@@ -720,9 +734,9 @@ impl Kubectl {
 }
 
 #[test]
-fn kubectl_drives_the_standin() {
-    let standin = KubeStandin::start();
-    let kubectl = Kubectl::new(&standin);
+fn kubectl_drives_the_api() {
+    let kube = TestKube::start(&[NS]);
+    let kubectl = Kubectl::new(&kube);
 
     // kubectl >= 1.32 sends this create as protobuf.
     kubectl.ok(&[
@@ -755,10 +769,10 @@ fn kubectl_drives_the_standin() {
     .unwrap();
     kubectl.ok(&["create", "-f", manifest.to_str().unwrap()]);
     assert!(
-        standin
-            .seen()
+        kube.api()
+            .requests()
             .iter()
-            .any(|seen| seen.target.starts_with("/openapi/v3/api/v1")),
+            .any(|seen| seen.path_and_query.starts_with("/openapi/v3/api/v1")),
         "kubectl did not check field validation through OpenAPI v3"
     );
     let out = kubectl.ok(&[
@@ -814,7 +828,7 @@ fn kubectl_drives_the_standin() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let store = KubeSecrets::new(standin.client(), NS);
+        let store = KubeSecrets::new(kube.client(), NS);
         let edge = cluster("edge-ams");
         let inventory = store.inventory(&edge).await.unwrap();
         assert_eq!(
@@ -880,7 +894,7 @@ fn kubectl_drives_the_standin() {
     runtime.block_on(async {
         let mut config = LeaseConfig::new(NS, "rackform-leader", "replica-a");
         config.retry_period = std::time::Duration::from_millis(200);
-        let (elector, mut leadership) = Elector::new(standin.client(), config).unwrap();
+        let (elector, mut leadership) = Elector::new(kube.client(), config).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(elector.run(async {
             let _ = stopped.await;
@@ -919,8 +933,8 @@ fn kubectl_drives_the_standin() {
 /// The metadata a secret kubectl created over protobuf carries through to JSON readers.
 #[test]
 fn kubectl_create_keeps_labels_and_type() {
-    let standin = KubeStandin::start();
-    let kubectl = Kubectl::new(&standin);
+    let kube = TestKube::start(&[NS]);
+    let kubectl = Kubectl::new(&kube);
     kubectl.ok(&[
         "create",
         "secret",
@@ -929,19 +943,20 @@ fn kubectl_create_keeps_labels_and_type() {
         "--type=cluster.x-k8s.io/secret",
         "--from-literal=tls.crt=pub",
     ]);
-    let posts: Vec<_> = standin
-        .seen()
+    let posts: Vec<_> = kube
+        .api()
+        .requests()
         .into_iter()
         .filter(|seen| seen.method == "POST")
         .collect();
-    // kubectl 1.32 and later send protobuf here, older ones JSON; the stand-in reads both.
+    // kubectl 1.32 and later send protobuf here, older ones JSON; the API reads both.
     assert_eq!(posts.len(), 1, "{posts:?}");
     assert!(
         posts[0].content_type == "application/vnd.kubernetes.protobuf"
             || posts[0].content_type == "application/json",
         "{posts:?}"
     );
-    let stored = standin.object("secrets", NS, "core-sa").unwrap();
+    let stored = stored_secret(&kube, "core-sa").unwrap();
     assert_eq!(stored["type"], "cluster.x-k8s.io/secret");
     assert_eq!(stored["data"]["tls.crt"], STANDARD.encode("pub"));
     assert_eq!(stored["metadata"]["namespace"], NS);
@@ -962,8 +977,8 @@ struct Contender {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn contend(standin: &KubeStandin, identity: &str) -> Contender {
-    let (elector, leadership) = Elector::new(standin.client(), fast(identity)).unwrap();
+fn contend(kube: &TestKube, identity: &str) -> Contender {
+    let (elector, leadership) = Elector::new(kube.client(), fast(identity)).unwrap();
     let task = tokio::spawn(elector.run(std::future::pending()));
     Contender { leadership, task }
 }
@@ -974,11 +989,11 @@ fn contend(standin: &KubeStandin, identity: &str) -> Contender {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_electors_never_both_lead() {
     const ROUNDS: usize = 4;
-    let standin = KubeStandin::start();
+    let kube = TestKube::start(&[NS]);
     let contenders: Arc<std::sync::Mutex<Vec<(String, Leadership)>>> = Default::default();
     let mut tasks = BTreeMap::new();
     for identity in ["replica-0", "replica-1", "replica-2"] {
-        let contender = contend(&standin, identity);
+        let contender = contend(&kube, identity);
         contenders
             .lock()
             .unwrap()
@@ -1054,7 +1069,7 @@ async fn two_electors_never_both_lead() {
         tasks.remove(&leader).unwrap().abort();
         killed = Some((leader, leadership));
         let identity = format!("replica-{}", 3 + round);
-        let contender = contend(&standin, &identity);
+        let contender = contend(&kube, &identity);
         contenders
             .lock()
             .unwrap()
@@ -1077,8 +1092,8 @@ async fn two_electors_never_both_lead() {
     );
     // Every leader's term was seen (each led long enough for `acquired` to return).
     assert!(terms.len() >= ROUNDS, "{terms:?}");
-    let lease = standin.object("leases", NS, "rackform-leader").unwrap();
-    assert!(lease["spec"]["leaseTransitions"].as_i64().unwrap() >= (ROUNDS - 1) as i64);
+    let lease = stored_lease(&kube).unwrap();
+    assert!(lease.spec.unwrap().lease_transitions.unwrap() >= (ROUNDS - 1) as i32);
 }
 
 /// Waits for the first of several futures and returns its output; drops the rest.
@@ -1101,20 +1116,23 @@ async fn select_first<F: std::future::Future + Unpin>(
 /// next renewal, and says so through `lost()`.
 #[tokio::test]
 async fn leader_steps_down_when_the_lease_is_taken() {
-    let standin = KubeStandin::start();
+    let kube = TestKube::start(&[NS]);
     let Contender {
         mut leadership,
         task,
-    } = contend(&standin, "replica-a");
+    } = contend(&kube, "replica-a");
     leadership.acquired().await;
-    let mut lease = standin.object("leases", NS, "rackform-leader").unwrap();
-    lease["spec"]["holderIdentity"] = json!("intruder");
-    standin.insert("leases", NS, lease);
+    let mut lease = stored_lease(&kube).unwrap();
+    lease.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
+    kube.api().put(&lease).unwrap();
     leadership.lost().await;
     assert!(!leadership.is_leader());
     task.abort();
-    let lease = standin.object("leases", NS, "rackform-leader").unwrap();
-    assert_eq!(lease["spec"]["holderIdentity"], "intruder");
+    let lease = stored_lease(&kube).unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("intruder")
+    );
 }
 
 #[test]
@@ -1124,10 +1142,10 @@ fn lease_timings_are_checked() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let standin = KubeStandin::start();
+        let kube = TestKube::start(&[NS]);
         let mut config = fast("me");
         config.renew_deadline = config.lease_duration;
-        let error = Elector::new(standin.client(), config).err().unwrap();
+        let error = Elector::new(kube.client(), config).err().unwrap();
         assert!(matches!(error, Error::LeaseTimings { .. }), "{error}");
     });
 }

@@ -3,7 +3,7 @@
 pub mod fleet;
 pub mod forge_standin;
 pub mod git;
-pub mod kube_standin;
+pub mod kube;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

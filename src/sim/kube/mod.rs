@@ -13,6 +13,10 @@
 //! signs CSRs or serves custom resources; the simulator writes what it models (Nodes, pods,
 //! bootstrap-token Secrets) through the handle.
 //!
+//! Every answered request is kept in a bounded request log ([`KubeApi::requests`]: method,
+//! path, user, verb and resource, status), the simulator's counterpart of the real server's
+//! audit log.
+//!
 //! Never reads the filesystem or the environment, never calls out, and never logs a token,
 //! a key or a request body. Time comes from the [`Clock`] the owner passes, so the
 //! simulator's clock decides token expiry, `creationTimestamp` and ages.
@@ -33,6 +37,7 @@
 //! # }
 //! ```
 
+mod audit;
 mod authn;
 mod catalog;
 mod eviction;
@@ -56,6 +61,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use audit::{LIMIT as REQUEST_LOG_LIMIT, ObjectRef, SeenRequest};
 pub use status::ApiError;
 
 /// The simulator's clock: what time the cluster thinks it is.
@@ -274,6 +280,12 @@ impl KubeApi {
             .iter(resource, namespace)
             .filter_map(|object| serde_json::from_value(object.clone()).ok())
             .collect()
+    }
+
+    /// The requests answered so far, oldest first: the last [`REQUEST_LOG_LIMIT`] of them,
+    /// with who made each and what the authorizer was asked (see [`SeenRequest`]).
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.shared.requests.snapshot()
     }
 
     /// Deletes `namespace/name` at once (no grace period, no finalizers), returning it.

@@ -46,6 +46,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
+use super::audit::{ObjectRef, RequestLog, SeenRequest};
 use super::authn::{self, Authenticated, PeerCertificate, User};
 use super::catalog::{self, ResourceType};
 use super::eviction;
@@ -77,6 +78,8 @@ pub(super) struct Shared {
     /// Bumped to end every watch stream (availability changed).
     streams: watch::Sender<u64>,
     runtime: tokio::runtime::Handle,
+    /// Every answered request ([`super::audit`]).
+    pub requests: RequestLog,
 }
 
 #[derive(Default)]
@@ -88,6 +91,17 @@ struct ListenerSlot {
 impl Shared {
     pub fn now(&self) -> SystemTime {
         (self.clock)()
+    }
+
+    /// Whether the owner has closed the port (open connections get no answer).
+    fn not_served(&self) -> bool {
+        matches!(
+            *self
+                .availability
+                .lock()
+                .expect("availability lock poisoned"),
+            Availability::NotServed
+        )
     }
 
     fn poll_accept(
@@ -270,6 +284,7 @@ pub(super) fn start(
         connections: watch::channel(0).0,
         streams: watch::channel(0).0,
         runtime: tokio::runtime::Handle::current(),
+        requests: RequestLog::default(),
     });
     if not_served {
         shared.close();
@@ -349,47 +364,58 @@ async fn serve(
     peer: &PeerCertificate,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Closed> {
-    if matches!(
-        *shared
-            .availability
-            .lock()
-            .expect("availability lock poisoned"),
-        Availability::NotServed
-    ) {
+    if shared.not_served() {
         return Err(Closed);
     }
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(Body::new(body), BODY_LIMIT).await {
-        Ok(body) => body,
-        Err(_) => {
-            return Ok(error_response(&ApiError::new(
-                413,
-                "RequestEntityTooLarge",
-                format!("Request entity too large: limit is {BODY_LIMIT}"),
-                json!({}),
-            )));
-        }
+    let header_of = |name: header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
     };
-    let response = match handle(
-        shared,
-        peer,
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
-        body,
-    ) {
-        Ok(response) => response,
-        Err(error) => error_response(&error),
+    let mut seen = SeenRequest {
+        method: parts.method.to_string(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        accept: header_of(header::ACCEPT),
+        content_type: header_of(header::CONTENT_TYPE),
+        user: None,
+        groups: Vec::new(),
+        verb: String::new(),
+        object: None,
+        code: 0,
     };
-    if matches!(
-        *shared
-            .availability
-            .lock()
-            .expect("availability lock poisoned"),
-        Availability::NotServed
-    ) {
+    let response = match axum::body::to_bytes(Body::new(body), BODY_LIMIT).await {
+        Ok(body) => match handle(
+            shared,
+            peer,
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            body,
+            &mut seen,
+        ) {
+            Ok(response) => response,
+            Err(error) => error_response(&error),
+        },
+        Err(_) => error_response(&ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {BODY_LIMIT}"),
+            json!({}),
+        )),
+    };
+    if shared.not_served() {
         return Err(Closed);
     }
+    seen.code = response.status().as_u16();
+    shared.requests.record(seen);
     debug!(method = %parts.method, path = parts.uri.path(), status = response.status().as_u16(),
            "simulated kubernetes api request");
     Ok(response)
@@ -500,6 +526,7 @@ fn handle(
     uri: &http::Uri,
     headers: &HeaderMap,
     body: Bytes,
+    seen: &mut SeenRequest,
 ) -> Result<Response<Body>, ApiError> {
     if let Availability::Unavailable(message) = &*shared
         .availability
@@ -508,19 +535,12 @@ fn handle(
     {
         return Err(ApiError::unavailable(message));
     }
-    let header_of = |name: header::HeaderName| {
-        headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
     let call = Call {
         method,
         path: uri.path(),
         query: uri.query().map(parse_query).unwrap_or_default(),
-        accept: header_of(header::ACCEPT),
-        content_type: header_of(header::CONTENT_TYPE),
+        accept: seen.accept.clone(),
+        content_type: seen.content_type.clone(),
         body,
         now: shared.now(),
     };
@@ -538,9 +558,12 @@ fn handle(
         Authenticated::User(user) => user,
         Authenticated::Refused => return Err(ApiError::unauthorized()),
     };
+    seen.user = Some(user.name.clone());
+    seen.groups.clone_from(&user.groups);
     match resource_path(&segments) {
         None => {
             let verb = method.as_str().to_ascii_lowercase();
+            seen.verb.clone_from(&verb);
             let attributes = Attributes {
                 user: &user,
                 verb: &verb,
@@ -554,7 +577,7 @@ fn handle(
         }
         Some(path) => {
             let path = path?;
-            resource(shared, &mut store, &user, &call, &path)
+            resource(shared, &mut store, &user, &call, &path, seen)
         }
     }
 }
@@ -639,6 +662,7 @@ fn resource(
     user: &User,
     call: &Call<'_>,
     path: &ResourcePath,
+    seen: &mut SeenRequest,
 ) -> Result<Response<Body>, ApiError> {
     let watch = call.param("watch").is_some_and(|w| w == "true" || w == "1");
     let verb = verb_of(call.method, !path.name.is_empty(), watch);
@@ -653,6 +677,14 @@ fn resource(
     } else {
         path.name.clone()
     };
+    seen.verb = verb.to_owned();
+    seen.object = Some(ObjectRef {
+        group: path.group.clone(),
+        resource: path.plural.clone(),
+        subresource: path.subresource.clone(),
+        namespace: path.namespace.clone(),
+        name: name_for_authorization.clone(),
+    });
     let attributes = Attributes {
         user,
         verb,
