@@ -283,6 +283,16 @@ fn documented_userdata_forms_a_cluster_that_kubectl_reads() {
     );
     docs.install_network_plugin();
     docs.wait_for_nodes("docs-cp-0 True\ndocs-worker-0 True\n");
+    let config = docs.kubectl(&[
+        "get",
+        "configmap",
+        "-n",
+        "kube-system",
+        "kubeadm-config",
+        "-o",
+        "jsonpath={.data.ClusterConfiguration}",
+    ]);
+    assert!(config.contains("clusterName: docs"), "{config}");
     let table = docs.kubectl(&["get", "nodes,secrets", "-A"]);
     assert!(
         table.contains("docs-worker-0") && table.contains("bootstrap-token-9a08jv"),

@@ -625,12 +625,49 @@ fn start_api(
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(|e| format!("binding {endpoint}: {e}"))?;
     let clock = clock.clone();
+    let version = cluster.sim.version.to_string();
     let config = KubeApiConfig {
         clock: Arc::new(move || clock.now()),
         availability: Availability::NotServed,
-        ..KubeApiConfig::new(cert, key, &cluster.sim.version.to_string())
+        ..KubeApiConfig::new(cert.clone(), key, &version)
     };
-    KubeApi::start(listener, config).map_err(|e| e.to_string())
+    let api = KubeApi::start(listener, config).map_err(|e| e.to_string())?;
+    for object in kubeadm_config_maps(cluster, endpoint, &cert) {
+        api.put_json(object).map_err(|e| e.to_string())?;
+    }
+    Ok(api)
+}
+
+/// What kubeadm's `upload-config` and `bootstrap-token` phases store: the cluster
+/// configuration in `kube-system/kubeadm-config`, and in `kube-public/cluster-info` the
+/// kubeconfig (CA and server) that token discovery reads
+/// (https://kubernetes.io/docs/reference/setup-tools/kubeadm/implementation-details/).
+fn kubeadm_config_maps(cluster: &ClusterRec, endpoint: SocketAddr, ca_pem: &str) -> [Value; 2] {
+    let sim = &cluster.sim;
+    let configuration = format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: {}\nkubernetesVersion: {}\ncontrolPlaneEndpoint: {}\ncertificatesDir: {}\n",
+        sim.name,
+        sim.version,
+        sim.control_plane_endpoint
+            .map_or_else(String::new, |e| e.to_string()),
+        sim.certificates_dir,
+    );
+    let ca_data = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    certificate-authority-data: {ca_data}\n    server: https://{endpoint}\ncontexts: []\nusers: []\ncurrent-context: \"\"\npreferences: {{}}\n"
+    );
+    [
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+            "data": {"ClusterConfiguration": configuration},
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "cluster-info", "namespace": "kube-public"},
+            "data": {"kubeconfig": kubeconfig},
+        }),
+    ]
 }
 
 /// The bootstrap-token Secrets in the API are the cluster's tokens: one made through the
