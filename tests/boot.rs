@@ -49,42 +49,48 @@ fn outcome<'a>(view: &'a MachinesView, hostname: &str) -> &'a str {
         .map_or("", |m| m.outcome.as_str())
 }
 
-/// What rackform provisions today does not make a cluster: nothing configures the
-/// control-plane IP on the first control plane, so `kubeadm init` waits for an endpoint no
-/// node serves and gives up after kubeadm's four minutes, and the workers' discovery finds
-/// nothing to join.
+/// Day 1 works: every control plane puts the control-plane IP on `lo`, so `kubeadm init`
+/// serves the API once rackform assigns the IP, and the workers created in the same pass join
+/// with the token its InitConfiguration registered. Day 2 does not yet (issue 16): a worker
+/// of a later pass carries a token the cluster never learnt, and its join fails for good once
+/// kubeadm's discovery wait runs out.
 #[test]
-fn issue_15_rackform_userdata_today_forms_no_cluster() {
+fn rackform_day_one_cluster_forms_and_a_later_worker_cannot_join_yet() {
     let sim = SimHandle::start(Duration::from_millis(20));
     let fleet = Fleet::new();
     for other in ["core", "ml", "tenant-a"] {
         fs::remove_file(fleet.path(&format!("fleet/clusters/{other}.yaml"))).unwrap();
     }
-    let output = fleet.run(&sim, &["apply", "--auto-approve", "--poll", "10ms"]);
+    let apply = ["apply", "--auto-approve", "--poll", "10ms"];
+    let output = fleet.run(&sim, &apply);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-
-    let view = wait_for(&sim, "every machine booted", |view| {
-        view.machines.len() == 3
+    let view = wait_for(&sim, "the cluster formed", |view| {
+        outcome(view, "edge-ams-control-plane-0").starts_with("initialized")
+            && outcome(view, "edge-ams-edge-0").starts_with("joined")
+            && outcome(view, "edge-ams-edge-1").starts_with("joined")
     });
-    let init = outcome(&view, "edge-ams-control-plane-0");
-    assert!(
-        init.contains("the control-plane endpoint") && init.contains("is not served"),
-        "{init}"
-    );
-    let worker = outcome(&view, "edge-ams-edge-0");
-    assert!(
-        worker.contains("nothing serves the kubernetes api"),
-        "{worker}"
-    );
-    assert!(view.machines.iter().all(|m| m.retrying && !m.ok));
+    assert_eq!(view.clusters.len(), 1, "{view:?}");
+    assert_eq!(view.clusters[0].nodes.len(), 3, "{view:?}");
 
-    // kubeadm's waits run out.
+    let file = fleet.path("fleet/clusters/edge-ams.yaml");
+    let text = fs::read_to_string(&file).unwrap();
+    fs::write(&file, text.replace("count: 2", "count: 3")).unwrap();
+    let output = fleet.run(&sim, &apply);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let view = wait_for(&sim, "the later worker booted", |view| {
+        outcome(view, "edge-ams-edge-2").contains("not found in kube-system")
+    });
+    assert!(
+        view.machines
+            .iter()
+            .any(|m| m.hostname == "edge-ams-edge-2" && m.retrying)
+    );
     sim.sim.advance_clock(Duration::from_secs(6 * 60));
-    let view = wait_for(&sim, "the waits ended", |view| {
-        view.machines.iter().all(|m| !m.retrying)
+    wait_for(&sim, "its wait ran out", |view| {
+        view.machines
+            .iter()
+            .any(|m| m.hostname == "edge-ams-edge-2" && !m.retrying && !m.ok)
     });
-    assert!(view.machines.iter().all(|m| !m.ok), "{view:?}");
-    assert!(view.clusters.iter().all(|c| c.nodes.is_empty()), "{view:?}");
 }
 
 fn fixture(name: &str) -> String {

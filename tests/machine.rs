@@ -212,7 +212,7 @@ fn rackform_cluster(fabric: &mut MemFabric, version: &str) -> Host {
         .unwrap();
     let report = boot(
         &mut cp0,
-        fixture(&format!("rackform/init-{version}.yaml")).as_bytes(),
+        fixture(&format!("rackform-before-joins/init-{version}.yaml")).as_bytes(),
         fabric,
         NOW,
     );
@@ -228,7 +228,9 @@ fn rackform_cluster(fabric: &mut MemFabric, version: &str) -> Host {
     cp0
 }
 
-/// Issue 15: "no node puts the control-plane IP on an interface". The elastic IP is assigned
+/// Issue 15: "no node puts the control-plane IP on an interface", as rackform rendered it
+/// before issue 16 (`rackform-before-joins/`, kept so the simulator keeps catching it). The
+/// elastic IP is assigned
 /// to the device (the provider routes it there), but nothing in the user-data configures it,
 /// so the API answers at no endpoint; kubeadm init cannot reach what it wrote into every
 /// kubeconfig, and never gets to register the bootstrap token.
@@ -241,7 +243,7 @@ fn rackform_init_serves_nothing_at_the_endpoint() {
         fabric.route(RACKFORM_EIP.parse().unwrap(), &id);
         let report = boot(
             &mut cp0,
-            fixture(&format!("rackform/init-{version}.yaml")).as_bytes(),
+            fixture(&format!("rackform-before-joins/init-{version}.yaml")).as_bytes(),
             &mut fabric,
             NOW,
         );
@@ -287,6 +289,34 @@ fn rackform_init_serves_nothing_at_the_endpoint() {
             "the bootstrap-token phase never ran"
         );
         assert!(cluster.nodes.is_empty());
+    }
+}
+
+/// Issue 16: every control plane's user-data puts the control-plane IP on `lo`, so the first
+/// one serves the API at the endpoint as soon as the provider routes the IP to it.
+#[test]
+fn rackform_init_serves_its_endpoint_once_routed() {
+    for version in ["v1.34.2", "v1.30.14"] {
+        let mut fabric = MemFabric::default();
+        let mut cp0 = machine(&mut fabric, 10, "edge-control-plane-0");
+        fabric.route(RACKFORM_EIP.parse().unwrap(), &cp0.facts().id.clone());
+        let report = boot(
+            &mut cp0,
+            fixture(&format!("rackform/init-{version}.yaml")).as_bytes(),
+            &mut fabric,
+            NOW,
+        );
+        assert_eq!(
+            report.outcome,
+            Outcome::Initialized {
+                cluster: "edge".to_owned(),
+                endpoint: endpoint(RACKFORM_EIP)
+            },
+            "{:#?}",
+            report.steps
+        );
+        assert!(cp0.has_address(RACKFORM_EIP.parse().unwrap()));
+        assert_eq!(fabric.cluster("edge").unwrap().tokens().count(), 1);
     }
 }
 

@@ -302,6 +302,18 @@ async fn show_clusters(
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("kubectl").is_file()));
     let plain_dir = dir.join("kubeconfigs");
     std::fs::create_dir_all(&plain_dir)?;
+    // Machines go on booting after the pass (a join retries until its API answers): wait
+    // until the nodes that joined stop changing for two seconds, twenty at the most.
+    let joined = || sim.machines().machines.iter().filter(|m| m.ok).count();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut last, mut since) = (joined(), Instant::now());
+    while Instant::now() < deadline && since.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = joined();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
     let machines = sim.machines();
     for entry in std::fs::read_dir(results.join("kubeconfigs"))? {
         let path = entry?.path();

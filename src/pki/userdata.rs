@@ -3,7 +3,8 @@
 //! Owns [`NodeTemplate`] (what a pool's nodes have in common), [`Role`] and [`render`].
 //! The output is Cluster API's bootstrap shape: `## template: jinja`, `#cloud-config`,
 //! `write_files` (CA pairs on control planes, the kubeadm config) and `runcmd` (prepare the
-//! node, then `kubeadm init` or `kubeadm join`).
+//! node, put the control-plane IP on `lo` on control planes, then `kubeadm init` or
+//! `kubeadm join`).
 //!
 //! The first line makes cloud-init render the file with jinja, so that
 //! `{{ v1.instance_id }}` (the device UUID on Equinix Metal) becomes the kubelet's
@@ -201,9 +202,19 @@ pub fn render(node: &NodeTemplate, role: Role<'_>) -> Result<Userdata> {
             format!("kubeadm join --config {JOIN_CONFIG} && {SUCCESS_SENTINEL}")
         }
     };
+    let mut runcmd = vec![format!("sh {PREPARE_SCRIPT}")];
+    if let (Role::InitControlPlane { .. } | Role::JoinControlPlane { .. }, Some(address)) =
+        (role, endpoint_address(&node.control_plane_endpoint))
+    {
+        // Equinix Metal routes an elastic IP to the device it is assigned to, and the OS
+        // must answer on it itself: every control plane holds the control-plane IP on `lo`,
+        // so the one it is assigned to (and moved to) serves the API there.
+        runcmd.push(format!("ip addr add {address}/32 dev lo"));
+    }
+    runcmd.push(kubeadm_command);
     let config = CloudConfig {
         write_files,
-        runcmd: vec![format!("sh {PREPARE_SCRIPT}"), kubeadm_command],
+        runcmd,
     };
     let body = serde_yaml::to_string(&config).map_err(|source| Error::Render {
         what: "the cloud-config",
@@ -269,6 +280,11 @@ apt-mark hold kubelet kubeadm kubectl
 systemctl enable kubelet
 "#
     )
+}
+
+/// The IPv4 address of a `host:port` endpoint, when its host is one.
+fn endpoint_address(endpoint: &str) -> Option<std::net::Ipv4Addr> {
+    endpoint.rsplit_once(':')?.0.parse().ok()
 }
 
 fn check_endpoint(endpoint: &str) -> Result<()> {
