@@ -7,6 +7,7 @@ pub mod apply;
 pub mod bench;
 pub mod cli;
 pub mod daemon;
+pub mod etcd;
 pub mod forge;
 pub mod metal;
 pub mod observe;

@@ -9,6 +9,7 @@ mod daemon;
 mod daemon_http;
 mod deploy;
 mod docs;
+mod etcd;
 mod forge;
 mod kube_api;
 mod machine;

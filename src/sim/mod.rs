@@ -35,6 +35,7 @@
 
 mod catalog;
 mod controllers;
+pub mod etcd;
 mod faults;
 mod http;
 pub mod kube;
