@@ -250,14 +250,16 @@ impl SimEtcd {
         let servers = listeners
             .into_iter()
             .zip(ids)
-            .map(|(listener, id)| {
-                let config = EtcdServerConfig::new(
+            .zip(NAMES)
+            .map(|((listener, id), name)| {
+                let mut config = EtcdServerConfig::new(
                     ca.cert_pem().to_owned(),
                     ca.key_pem().clone(),
                     cluster_id("edge"),
                     id,
                     members.clone(),
                 );
+                config.name = name.to_owned();
                 EtcdServer::start(listener, config).expect("the server starts")
             })
             .collect();

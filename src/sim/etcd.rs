@@ -200,6 +200,9 @@ pub struct EtcdServerConfig {
     pub cluster_id: u64,
     /// The member this server is.
     pub member_id: u64,
+    /// The member's name, the serving certificate's CN (kubeadm uses the node name);
+    /// `etcd` by default.
+    pub name: String,
     pub members: Arc<dyn EtcdMembers>,
     /// The version `status` and `/version` report, such as `3.4.23`.
     pub version: String,
@@ -215,6 +218,7 @@ impl fmt::Debug for EtcdServerConfig {
             .field("ca_key_pem", &"[REDACTED]")
             .field("cluster_id", &self.cluster_id)
             .field("member_id", &self.member_id)
+            .field("name", &self.name)
             .field("version", &self.version)
             .field("subject_alt_names", &self.subject_alt_names)
             .finish_non_exhaustive()
@@ -235,6 +239,7 @@ impl EtcdServerConfig {
             ca_key_pem,
             cluster_id,
             member_id,
+            name: "etcd".to_owned(),
             members,
             version: DEFAULT_VERSION.to_owned(),
             subject_alt_names: Vec::new(),
@@ -279,7 +284,9 @@ impl Shared {
 
 impl EtcdServer {
     /// Serves on `listener` (bound by the caller, for example to a control-plane node's
-    /// `127.x.y.z:2379`) from tasks of the current tokio runtime.
+    /// `127.x.y.z:2379`) from tasks of the current tokio runtime. It does not read the
+    /// member list here, only in those tasks, so the caller may hold the lock behind its
+    /// [`EtcdMembers`] while it starts or drops a server.
     ///
     /// # Errors
     /// A listener without an address, or a CA that cannot sign.
@@ -290,16 +297,10 @@ impl EtcdServer {
         let addr = listener.local_addr().map_err(Error::Listen)?;
         let ca = X509::from_pem(config.ca_cert_pem.as_bytes())
             .map_err(|e| Error::Certificate(format!("reading the etcd ca certificate: {e}")))?;
-        let name = config
-            .members
-            .list()
-            .into_iter()
-            .find(|m| m.id == config.member_id)
-            .map_or_else(|| "etcd".to_owned(), |m| m.name);
         let (cert_pem, key_pem) = serving_certificate(
             &config.ca_cert_pem,
             &config.ca_key_pem,
-            &name,
+            &config.name,
             addr.ip(),
             &config.subject_alt_names,
         )?;
