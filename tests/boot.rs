@@ -387,3 +387,79 @@ fn machine_faults_show_in_the_cluster() {
     sim.sim.set_faults(rackform::sim::Faults::default());
     docs.wait_for_nodes("docs-cp-0 Unknown\ndocs-worker-0 True\n");
 }
+
+/// Each live etcd member of a simulated cluster answers rackform's etcd client at its client
+/// URL, with the etcd CA the control planes were given: the members kubeadm made are listed,
+/// and one removed through the API is gone from the cluster.
+#[test]
+fn simulated_etcd_members_answer_rackforms_etcd_client() {
+    use rackform::etcd::{ClientIdentity, EtcdClient};
+
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let docs = DocsCluster::start(&sim);
+    let client = client(&sim);
+    sim.runtime
+        .block_on(async {
+            let mut new = NewDevice::new(
+                "docs-cp-1",
+                Location::Metro("da".into()),
+                "c3.small.x86",
+                "ubuntu_24_04",
+            );
+            new.userdata = Some(Userdata::new(
+                fixture("control-plane-join.yaml").replace("192.0.2.10", &docs.eip),
+            ));
+            new.no_ssh_keys = true;
+            client.create_device(&ProjectId::from(PROJECT), &new).await
+        })
+        .unwrap();
+    let view = wait_for(&sim, "the second control plane joined", |view| {
+        outcome(view, "docs-cp-1").starts_with("joined cluster docs as a control-plane node")
+    });
+    let seed: url::Url = view.clusters[0].etcd_members[0]
+        .client_url
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let host: std::net::IpAddr = seed.host_str().unwrap().parse().unwrap();
+    assert!(host.is_loopback(), "{seed} is not on this machine");
+
+    let userdata = fixture("control-plane-init.yaml");
+    let etcd_ca = rackform::pki::Ca::from_pem(
+        "fixture etcd CA",
+        &written_pem(&userdata, "/etc/kubernetes/pki/etcd/ca.crt"),
+        &written_pem(&userdata, "/etc/kubernetes/pki/etcd/ca.key"),
+    )
+    .unwrap();
+    let identity = ClientIdentity::issue(&etcd_ca, time::OffsetDateTime::now_utc()).unwrap();
+    let etcd = EtcdClient::new(etcd_ca.cert_pem(), &identity).unwrap();
+    let (listed, health) = sim.runtime.block_on(async {
+        let listed = etcd.member_list(&seed).await.unwrap();
+        let health = etcd
+            .cluster_health(std::slice::from_ref(&seed))
+            .await
+            .unwrap();
+        (listed, health)
+    });
+    let mut names: Vec<&str> = listed.members.iter().map(|m| m.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["docs-cp-0", "docs-cp-1"]);
+    assert!(health.has_quorum(), "{health:?}");
+
+    let second = listed
+        .members
+        .iter()
+        .find(|m| m.name == "docs-cp-1")
+        .unwrap()
+        .id;
+    let left = sim
+        .runtime
+        .block_on(etcd.member_remove(&seed, second))
+        .unwrap();
+    assert_eq!(left.members.len(), 1);
+    let view = wait_for(&sim, "the member is gone", |view| {
+        view.clusters[0].etcd_members.len() == 1
+    });
+    assert_eq!(view.clusters[0].etcd_members[0].name, "docs-cp-0");
+}

@@ -19,8 +19,8 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 
 use super::catalog;
 use super::controllers;
+use super::etcd::{self as sim_etcd, EtcdMembers, EtcdServer, EtcdServerConfig};
 use super::faults::Faults;
 use super::kube::{Availability, KubeApi, KubeApiConfig};
 use super::machine::{
@@ -129,12 +130,15 @@ struct ClusterRec {
     network_since: Option<i64>,
     /// When `kubeadm init` made it.
     made_at: i64,
+    /// An etcd server per live member, by member id, at the member's client URL.
+    etcd: BTreeMap<u64, EtcdServer>,
 }
 
 /// Every machine and cluster of a simulator.
 pub struct Machines {
     config: MachineConfig,
     clock: SimClock,
+    shared: Weak<super::Shared>,
     machines: BTreeMap<String, Machine>,
     clusters: Vec<ClusterRec>,
     /// `Faults::node_never_ready_share` at the last sync.
@@ -142,10 +146,13 @@ pub struct Machines {
 }
 
 impl Machines {
-    pub fn new(config: MachineConfig, clock: SimClock) -> Self {
+    /// `shared` is the simulator these machines belong to: its etcd servers read the
+    /// clusters' members through it.
+    pub(super) fn new(config: MachineConfig, clock: SimClock, shared: Weak<super::Shared>) -> Self {
         Self {
             config,
             clock,
+            shared,
             machines: BTreeMap::new(),
             clusters: Vec::new(),
             never_ready_share: 0.0,
@@ -282,6 +289,7 @@ impl Machines {
             {
                 tracing::warn!(cluster = %cluster.sim.name, %error, "Could not change the simulated API's availability.");
             }
+            serve_etcd(cluster, &self.machines, &self.clock, &self.shared);
             push_tokens(cluster);
             push_nodes(
                 cluster,
@@ -367,6 +375,7 @@ impl Machines {
                             id: format!("{:x}", m.id),
                             name: m.name.clone(),
                             device: m.device_id.clone(),
+                            client_url: m.client_urls.first().cloned(),
                             alive: m.alive,
                         })
                         .collect(),
@@ -439,6 +448,8 @@ pub struct EtcdView {
     pub id: String,
     pub name: String,
     pub device: String,
+    /// Where the member answers the etcd v3 API (`https://<address>:2379`).
+    pub client_url: Option<String>,
     pub alive: bool,
 }
 
@@ -569,8 +580,146 @@ impl Fabric for WorldFabric<'_> {
             written: BTreeMap::new(),
             network_since: None,
             made_at: self.now,
+            etcd: BTreeMap::new(),
         });
     }
+}
+
+/// Each live etcd member of a cluster answers the etcd v3 gateway at its client URL, with a
+/// serving certificate signed by the etcd CA on its node (or one the simulator makes when
+/// kubeadm generated its own); a member dead or removed answers nowhere.
+fn serve_etcd(
+    cluster: &mut ClusterRec,
+    machines: &BTreeMap<String, Machine>,
+    clock: &SimClock,
+    shared: &Weak<super::Shared>,
+) {
+    if cluster.sim.external_etcd {
+        return;
+    }
+    let live: Vec<&machine::EtcdMember> = cluster
+        .sim
+        .etcd_members
+        .iter()
+        .filter(|m| m.alive && machines.get(&m.device_id).is_some_and(|d| !d.gone))
+        .collect();
+    cluster
+        .etcd
+        .retain(|id, _| live.iter().any(|m| m.id == *id));
+    for member in live {
+        if cluster.etcd.contains_key(&member.id) {
+            continue;
+        }
+        let Some(address) = member
+            .client_urls
+            .first()
+            .and_then(|u| u.strip_prefix("https://"))
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+        else {
+            continue;
+        };
+        let ca = match &cluster.sim.etcd_ca.origin {
+            CaOrigin::PreSeeded => {
+                let dir = &cluster.sim.certificates_dir;
+                let host = machines.get(&member.device_id).map(|m| &m.host);
+                let read = |file: &str| {
+                    host?
+                        .file(&format!("{dir}/etcd/{file}"))?
+                        .text()
+                        .map(str::to_owned)
+                };
+                read("ca.crt").zip(read("ca.key").map(SecretString::from))
+            }
+            CaOrigin::Generated { .. } => simulator_ca(clock).ok(),
+        };
+        let Some((cert, key)) = ca else {
+            continue;
+        };
+        let members: Arc<dyn EtcdMembers> = Arc::new(ClusterMembers {
+            shared: shared.clone(),
+            cluster: cluster.sim.name.clone(),
+        });
+        let mut config = EtcdServerConfig::new(
+            cert,
+            key,
+            sim_etcd::cluster_id(&cluster.sim.name),
+            member.id,
+            members,
+        );
+        config.name = member.name.clone();
+        let started = bind(address)
+            .and_then(|listener| EtcdServer::start(listener, config).map_err(|e| e.to_string()));
+        match started {
+            Ok(server) => {
+                cluster.etcd.insert(member.id, server);
+            }
+            Err(error) => {
+                tracing::warn!(cluster = %cluster.sim.name, member = %member.name, %error, "The simulated etcd member could not be served.");
+            }
+        }
+    }
+}
+
+/// A cluster's etcd members as its etcd servers see them: read through the simulator on
+/// every request, so a removal or a dead member shows at once.
+struct ClusterMembers {
+    shared: Weak<super::Shared>,
+    cluster: String,
+}
+
+impl ClusterMembers {
+    fn with<T>(&self, f: impl FnOnce(&mut SimCluster) -> T) -> Option<T> {
+        let shared = self.shared.upgrade()?;
+        let mut machines = shared.machines.lock().ok()?;
+        let cluster = machines
+            .clusters
+            .iter_mut()
+            .find(|c| c.sim.name == self.cluster)?;
+        Some(f(&mut cluster.sim))
+    }
+}
+
+impl EtcdMembers for ClusterMembers {
+    fn list(&self) -> Vec<machine::EtcdMember> {
+        self.with(|c| c.etcd_members.clone()).unwrap_or_default()
+    }
+
+    fn remove(&self, id: u64) -> bool {
+        self.with(|c| c.remove_etcd_member(id)).unwrap_or(false)
+    }
+
+    fn has_quorum(&self) -> bool {
+        self.with(|c| c.has_quorum()).unwrap_or(false)
+    }
+}
+
+/// A listener on `address`, for a server of the simulator: a loopback address only, so
+/// that no client is ever sent to another host.
+fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    if !address.ip().is_loopback() {
+        return Err(format!(
+            "{address} is not a loopback address; the simulator serves on loopback addresses only (see --address-pool)"
+        ));
+    }
+    let listener =
+        std::net::TcpListener::bind(address).map_err(|e| format!("binding {address}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("binding {address}: {e}"))?;
+    tokio::net::TcpListener::from_std(listener).map_err(|e| format!("binding {address}: {e}"))
+}
+
+/// A CA the simulator makes in kubeadm's stead, when kubeadm generated its own: nothing
+/// rackform signed is trusted by it.
+fn simulator_ca(clock: &SimClock) -> Result<(String, SecretString), String> {
+    let now = time::OffsetDateTime::from_unix_timestamp(clock.unix())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let ca = crate::pki::Ca::generate("the simulated cluster CA", now, &mut rand::rngs::OsRng)
+        .map_err(|e| e.to_string())?;
+    Ok((
+        ca.cert_pem().to_owned(),
+        SecretString::from(ca.key_pem().expose_secret().to_owned()),
+    ))
 }
 
 /// Starts a cluster's API at its endpoint, with a serving certificate signed by the CA its
@@ -605,25 +754,9 @@ fn start_api(
             let key = read("ca.key").ok_or("no control-plane machine holds ca.key")?;
             (cert, SecretString::from(key))
         }
-        CaOrigin::Generated { .. } => {
-            let now = time::OffsetDateTime::from_unix_timestamp(clock.unix())
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-            let ca =
-                crate::pki::Ca::generate("the simulated cluster CA", now, &mut rand::rngs::OsRng)
-                    .map_err(|e| e.to_string())?;
-            (
-                ca.cert_pem().to_owned(),
-                SecretString::from(ca.key_pem().expose_secret().to_owned()),
-            )
-        }
+        CaOrigin::Generated { .. } => simulator_ca(clock)?,
     };
-    let listener =
-        std::net::TcpListener::bind(endpoint).map_err(|e| format!("binding {endpoint}: {e}"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("binding {endpoint}: {e}"))?;
-    let listener = tokio::net::TcpListener::from_std(listener)
-        .map_err(|e| format!("binding {endpoint}: {e}"))?;
+    let listener = bind(endpoint)?;
     let clock = clock.clone();
     let version = cluster.sim.version.to_string();
     let config = KubeApiConfig {

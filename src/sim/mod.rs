@@ -62,9 +62,9 @@ use tracing::{info, warn};
 pub use catalog::{METROS, OPERATING_SYSTEMS, PLANS};
 use faults::FaultState;
 pub use faults::Faults;
+use machines::{MachineConfig, Machines, MachinesView, SimClock};
 pub use pool::AddressPool;
 pub use world::HardwareSeed;
-use machines::{MachineConfig, Machines, MachinesView, SimClock};
 use world::{Now, SplitMix, Timing, World};
 
 /// Result of a simulator operation.
@@ -533,7 +533,7 @@ impl Sim {
                 }
             }
         }
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|weak| Shared {
             world: Mutex::new(world),
             faults: Mutex::new(FaultState::new(config.faults.clone(), config.seed)),
             counts: Mutex::new(BTreeMap::new()),
@@ -550,6 +550,7 @@ impl Sim {
             machines: Mutex::new(Machines::new(
                 config.machines.clone(),
                 SimClock::new(wall_start, start),
+                weak.clone(),
             )),
         });
         shared.save()?;

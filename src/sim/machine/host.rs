@@ -472,9 +472,11 @@ impl Host {
     }
 }
 
+/// Private (RFC 1918, ULA) addresses. Loopback ones are not: the simulator hands out a
+/// device's public IPv4 from 127.0.0.0/8, so that it is reachable on this machine.
 fn is_private(address: IpAddr) -> bool {
     match address {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
+        IpAddr::V4(v4) => v4.is_private(),
         IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
     }
 }
