@@ -370,7 +370,12 @@ fn machine_faults_show_in_the_cluster() {
     wait_for(&sim, "the cluster formed", |view| {
         outcome(view, "docs-worker-0").starts_with("joined")
     });
-    let starting = docs.try_kubectl(&["get", "nodes"]).unwrap_err();
+    // A cache of its own: what kubectl discovers while the API answers 503 must not be what
+    // the later calls find in theirs.
+    let probe_cache = docs.work.path().join("probe-cache");
+    let starting = docs
+        .try_kubectl(&["get", "nodes", "--cache-dir", probe_cache.to_str().unwrap()])
+        .unwrap_err();
     assert!(
         starting.contains("ServiceUnavailable") || starting.contains("503"),
         "{starting}"
@@ -380,6 +385,14 @@ fn machine_faults_show_in_the_cluster() {
         node_never_ready_share: 1.0,
         ..Default::default()
     });
+    // The API answers once the simulator's next tick sees the knob gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(failure) =
+        docs.try_kubectl(&["get", "nodes", "--cache-dir", probe_cache.to_str().unwrap()])
+    {
+        assert!(std::time::Instant::now() < deadline, "{failure}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     docs.install_network_plugin();
     // The first node to join (the control plane) lost its kubelet; the share keeps the
     // worker NotReady.
