@@ -130,6 +130,8 @@ struct ClusterRec {
     network_since: Option<i64>,
     /// When `kubeadm init` made it.
     made_at: i64,
+    /// The device whose `kubeadm init` made it.
+    made_by: String,
     /// An etcd server per live member, by member id, at the member's client URL.
     etcd: BTreeMap<u64, EtcdServer>,
 }
@@ -211,15 +213,15 @@ impl Machines {
             let first_boot = self.machines.get(&id).map_or(now, |m| m.first_boot);
             // A retry continues kubeadm's wait, not a second `kubeadm init`: what the attempt
             // before left (a cluster with no node, its etcd member) goes first.
-            self.clusters.retain(|c| {
-                !(c.sim.nodes.is_empty() && c.sim.etcd_members.iter().all(|m| m.device_id == id))
-            });
+            self.clusters
+                .retain(|c| !(c.made_by == id && c.sim.nodes.is_empty()));
             // A join finds its cluster by where the API is served now.
             refresh_serving(&mut self.clusters, &self.machines, world);
             let report = {
                 let mut fabric = WorldFabric {
                     world,
                     clusters: &mut self.clusters,
+                    device: &id,
                     now,
                 };
                 machine::boot(&mut host, device.userdata.as_bytes(), &mut fabric, now)
@@ -551,6 +553,8 @@ fn refresh_serving(
 struct WorldFabric<'a> {
     world: &'a World,
     clusters: &'a mut Vec<ClusterRec>,
+    /// The device booting.
+    device: &'a str,
     now: i64,
 }
 
@@ -580,6 +584,7 @@ impl Fabric for WorldFabric<'_> {
             written: BTreeMap::new(),
             network_since: None,
             made_at: self.now,
+            made_by: self.device.to_owned(),
             etcd: BTreeMap::new(),
         });
     }
