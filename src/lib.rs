@@ -19,6 +19,7 @@ pub mod secrets;
 pub mod sim;
 pub mod source;
 pub mod spec;
+pub mod workload;
 
 /// The JSON Schemas of rackform's data formats, as `(file name in schemas/, pretty JSON)`:
 /// the fleet files users write and the plan JSON rackform prints.

@@ -180,7 +180,17 @@ fn apply_killed_half_way_converges_without_duplicates() {
         "{before:?}"
     );
 
-    let output = fleet.run(&sim, &["apply", "--auto-approve", "--poll", "20ms"]);
+    let output = fleet.run(
+        &sim,
+        &[
+            "apply",
+            "--auto-approve",
+            "--poll",
+            "20ms",
+            "--provision-wait",
+            "5s",
+        ],
+    );
     assert_eq!(
         output.status.code(),
         Some(0),

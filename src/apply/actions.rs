@@ -1,7 +1,7 @@
 //! What each action does, and the per-cluster material (PKI, join token, endpoint) that
 //! creating secrets and devices needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use rand::rngs::OsRng;
@@ -20,6 +20,7 @@ use crate::pki::{self, BootstrapToken, ClusterPki, ExistingPki, userdata};
 use crate::plan::{NewDevice, Op, Role};
 use crate::secrets::{SecretData, SecretStore};
 use crate::spec::{CONTROL_PLANE_POOL, Cluster, ControlPlane, Placement};
+use crate::workload::WorkloadClient;
 
 /// The API server port behind the control-plane IP.
 pub const API_SERVER_PORT: u16 = 6443;
@@ -46,6 +47,50 @@ pub fn describe(op: &Op) -> String {
 #[derive(Default)]
 pub struct Materials {
     by_cluster: Mutex<BTreeMap<String, Arc<Material>>>,
+    /// Clusters whose first control plane this run creates: kubeadm init registers the run's
+    /// token there. Every other cluster's token is stored through its API.
+    initialised_here: BTreeSet<String>,
+}
+
+/// Why a cluster's material for this run could not be had.
+enum Missing {
+    /// Its running API did not take the run's join token in time: a wait, not a failure.
+    Waiting(String),
+    Failed(String),
+}
+
+impl From<String> for Missing {
+    fn from(why: String) -> Self {
+        Missing::Failed(why)
+    }
+}
+
+impl From<&str> for Missing {
+    fn from(why: &str) -> Self {
+        Missing::Failed(why.to_owned())
+    }
+}
+
+/// How long a join token stored for a later pass's devices lasts: a device is provisioned,
+/// boots and joins within `--provision-wait` (10 minutes by default) and kubeadm's 5 minutes of
+/// discovery on a good day; an hour leaves room for a slow day without leaving a credential
+/// that lets any machine join the cluster for the 24 hours kubeadm would default to.
+pub const JOIN_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+impl Materials {
+    pub fn new(actions: &[&crate::plan::Action]) -> Self {
+        let initialised_here = actions
+            .iter()
+            .filter_map(|a| match &a.op {
+                Op::CreateDevice(new) if new.role == Role::Init => Some(new.cluster.clone()),
+                _ => None,
+            })
+            .collect();
+        Self {
+            by_cluster: Mutex::default(),
+            initialised_here,
+        }
+    }
 }
 
 struct Material {
@@ -393,11 +438,16 @@ async fn create_secrets<M: Metal, S: SecretStore + Sync>(
 }
 
 impl Materials {
+    /// The cluster's material for this run, made on first use.
+    ///
+    /// Errors: [`Missing::Waiting`] while the running cluster's API does not take the run's
+    /// join token within `--provision-wait` (not a failure: the devices wait for the next
+    /// pass), [`Missing::Failed`] otherwise.
     async fn get<M: Metal, S: SecretStore + Sync>(
         &self,
         context: &Context<'_, M, S>,
         cluster: &Cluster,
-    ) -> Result<Arc<Material>> {
+    ) -> std::result::Result<Arc<Material>, Missing> {
         let mut by_cluster = self.by_cluster.lock().await;
         if let Some(material) = by_cluster.get(cluster.name.as_str()) {
             return Ok(material.clone());
@@ -425,7 +475,31 @@ impl Materials {
                 (None, ca.cert_hash(), format!("{host}:{port}"))
             }
         };
-        let token = BootstrapToken::generate(&mut OsRng, pki::DEFAULT_TOKEN_TTL);
+        let token = BootstrapToken::generate(&mut OsRng, JOIN_TOKEN_TTL);
+        // A running cluster learns the token from rackform before any device carries it. While
+        // its API does not answer (a control plane still joining, the IP not yet on it), try
+        // again each poll, as the Packet provider did, for as long as a device is waited for.
+        if let (Some(pki), false) = (&pki, self.initialised_here.contains(name)) {
+            let deadline = tokio::time::Instant::now() + context.options.provision_wait;
+            loop {
+                let now = OffsetDateTime::now_utc();
+                let workload =
+                    WorkloadClient::connect(&endpoint, &pki.ca, now).map_err(|e| chain(&e))?;
+                match workload.store_join_token(&token, now).await {
+                    Ok(()) => break,
+                    Err(_) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(context.options.poll).await;
+                    }
+                    Err(error) => {
+                        return Err(Missing::Waiting(format!(
+                            "waited {} for the control plane of {name} to take the join token; the next pass orders the device: {}",
+                            humantime(context.options.provision_wait),
+                            chain(&error)
+                        )));
+                    }
+                }
+            }
+        }
         let material = Arc::new(Material {
             pki,
             ca_hash,
@@ -453,7 +527,11 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
         });
     }
     let cluster = cluster(context, &new.cluster)?;
-    let material = materials.get(context, cluster).await?;
+    let material = match materials.get(context, cluster).await {
+        Ok(material) => material,
+        Err(Missing::Waiting(why)) => return Ok(Finished::Unfinished(why)),
+        Err(Missing::Failed(why)) => return Err(why),
+    };
     let pool = cluster.pools.iter().find(|p| p.name.as_str() == new.pool);
     let (labels, taints) = match pool {
         Some(pool) => (pool.labels.clone(), pool.taints.iter().map(taint).collect()),

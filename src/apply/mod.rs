@@ -178,7 +178,7 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
         .actions()
         .filter(|a| !suspended.contains(&a.id))
         .collect();
-    let materials = actions::Materials::default();
+    let materials = actions::Materials::new(&actions);
     let mut report = Report::default();
     for id in &suspended {
         report.outcomes.insert(*id, Outcome::Suspended);

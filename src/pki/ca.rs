@@ -150,6 +150,17 @@ impl Ca {
         now: OffsetDateTime,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<ClientCert> {
+        self.issue_admin_for(now, CLIENT_VALIDITY, rng)
+    }
+
+    /// Like [`Ca::issue_admin`], valid until `now + valid_for`: rackform's own short-lived
+    /// credential for a workload cluster's API.
+    pub fn issue_admin_for(
+        &self,
+        now: OffsetDateTime,
+        valid_for: time::Duration,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<ClientCert> {
         const WHAT: &str = "admin client";
         let now = whole_seconds(now);
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
@@ -163,7 +174,7 @@ impl Ca {
             .distinguished_name
             .push(DnType::CommonName, ADMIN_COMMON_NAME);
         params.not_before = self.not_before;
-        params.not_after = now + CLIENT_VALIDITY;
+        params.not_after = now + valid_for;
         params.serial_number = Some(random_serial(rng));
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![

@@ -789,6 +789,18 @@ fn endpoint(
         reason,
         &after,
     );
+    // In a running cluster, a new device joins through the API at the control-plane IP, and
+    // apply gives the cluster the device's join token there first: both need the IP on a
+    // control plane, so the device is ordered once the IP is assigned. (A new cluster's
+    // devices carry the token `kubeadm init` registers, and are ordered at once.)
+    if outcome.init.is_none() {
+        for action in b.actions.iter_mut() {
+            // Not the control plane the IP is waiting for.
+            if matches!(action.op, Op::CreateDevice(_)) && !after.contains(&action.id) {
+                action.after.push(assign);
+            }
+        }
+    }
     // The holder is deleted only once the IP has moved.
     if let Some(delete) = holder.and_then(|h| outcome.deleted.get(h))
         && let Some(action) = b.actions.iter_mut().find(|a| a.id == *delete)

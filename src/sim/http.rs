@@ -17,7 +17,8 @@
 //! - `GET /_sim/machines`: what each device's machine did with its userdata (its outcome,
 //!   with the reason when it failed, and every step), and each cluster's API, nodes, etcd
 //!   members and token ids, as [`super::machines::MachinesView`]; never a secret.
-//! - `POST /_sim/clock` `{"advanceSecs": N}`: moves the simulator's clock forward.
+//! - `POST /_sim/age` `{"ageSecs": N}`: makes N seconds pass for what the simulator holds
+//!   (token expiries, kubeadm's waits, node ages); the clock stays the wall clock.
 //! - `POST /_sim/save`: write the state file now.
 
 use std::collections::BTreeMap;
@@ -98,7 +99,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/projects", axum::routing::post(create_project))
         .route("/devices", get(admin_devices))
         .route("/machines", get(admin_machines))
-        .route("/clock", axum::routing::post(admin_clock))
+        .route("/age", axum::routing::post(admin_age))
         .route("/save", axum::routing::post(admin_save));
     Router::new()
         .nest(render::PREFIX, api)
@@ -769,27 +770,24 @@ async fn admin_machines(State(shared): AppState) -> Response {
     )
 }
 
-async fn admin_clock(State(shared): AppState, body: Bytes) -> Response {
+async fn admin_age(State(shared): AppState, body: Bytes) -> Response {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
-    struct Advance {
-        advance_secs: u64,
+    struct Age {
+        age_secs: u64,
     }
-    match serde_json::from_slice::<Advance>(&body) {
-        Ok(advance) => {
+    match serde_json::from_slice::<Age>(&body) {
+        Ok(age) => {
             shared
                 .machines
                 .lock()
                 .expect("machines lock poisoned")
-                .advance(std::time::Duration::from_secs(advance.advance_secs));
-            json_response(
-                200,
-                &serde_json::json!({"advancedSecs": advance.advance_secs}),
-            )
+                .age(std::time::Duration::from_secs(age.age_secs));
+            json_response(200, &serde_json::json!({"agedSecs": age.age_secs}))
         }
         Err(error) => json_response(
             422,
-            &serde_json::json!({"errors": [format!("expected {{\"advanceSecs\": N}}: {error}")]}),
+            &serde_json::json!({"errors": [format!("expected {{\"ageSecs\": N}}: {error}")]}),
         ),
     }
 }

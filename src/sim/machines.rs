@@ -19,7 +19,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -67,39 +66,29 @@ impl Default for MachineConfig {
     }
 }
 
-/// The simulator's clock: wall time when it started, tokio time since, and how far it was
-/// moved forward ([`Machines::advance`]). Shared with every cluster's API.
+/// The simulator's clock: wall time when it started and tokio time since, so that it agrees
+/// with rackform's (certificates and token expiries it sets are read against it). Time is
+/// made to pass by ageing what the simulator holds instead ([`Machines::age`]). Shared with
+/// every cluster's API.
 #[derive(Clone)]
 pub struct SimClock {
     wall_start: SystemTime,
     start: tokio::time::Instant,
-    offset_secs: Arc<AtomicI64>,
 }
 
 impl SimClock {
     pub fn new(wall_start: SystemTime, start: tokio::time::Instant) -> Self {
-        Self {
-            wall_start,
-            start,
-            offset_secs: Arc::new(AtomicI64::new(0)),
-        }
+        Self { wall_start, start }
     }
 
     pub fn now(&self) -> SystemTime {
-        let elapsed = tokio::time::Instant::now().duration_since(self.start);
-        let offset = self.offset_secs.load(Ordering::SeqCst);
-        self.wall_start + elapsed + Duration::from_secs(offset.max(0) as u64)
+        self.wall_start + tokio::time::Instant::now().duration_since(self.start)
     }
 
     pub fn unix(&self) -> i64 {
         self.now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
-    }
-
-    fn advance(&self, by: Duration) {
-        self.offset_secs
-            .fetch_add(by.as_secs() as i64, Ordering::SeqCst);
     }
 }
 
@@ -161,9 +150,48 @@ impl Machines {
         }
     }
 
-    /// Moves the simulator's clock forward (bootstrap tokens expire, certificates age).
-    pub fn advance(&self, by: Duration) {
-        self.clock.advance(by);
+    /// Makes `by` pass for what the simulator holds: bootstrap tokens come `by` closer to
+    /// their expiry, kubeadm's waits and nodes' ages run `by` further. The clock itself stays
+    /// the wall clock rackform shares, so what rackform makes from now on is as fresh as ever.
+    pub fn age(&mut self, by: Duration) {
+        let by = by.as_secs() as i64;
+        for machine in self.machines.values_mut() {
+            machine.first_boot -= by;
+            if let Some(at) = &mut machine.retry_at {
+                *at -= by;
+            }
+        }
+        for cluster in &mut self.clusters {
+            cluster.made_at -= by;
+            cluster.network_since = cluster.network_since.map(|at| at - by);
+            for joined in cluster.joined.values_mut() {
+                *joined -= by;
+            }
+            let aged: Vec<BootstrapToken> = cluster
+                .sim
+                .tokens()
+                .map(|t| {
+                    BootstrapToken::with(
+                        &t.id,
+                        t.secret().expose_secret(),
+                        t.expires.map(|at| at - by),
+                        t.usages.clone(),
+                        t.groups.clone(),
+                        t.description.clone(),
+                    )
+                })
+                .collect();
+            cluster.sim.replace_tokens(aged);
+            if let Some(api) = &cluster.api {
+                for token in cluster.sim.tokens() {
+                    api.delete::<Secret>(
+                        Some("kube-system"),
+                        &format!("bootstrap-token-{}", token.id),
+                    );
+                }
+            }
+            push_tokens(cluster);
+        }
     }
 
     /// Brings the machines in step with the world: boots devices that turned active, tells

@@ -671,14 +671,15 @@ impl Sim {
             .view()
     }
 
-    /// Moves the simulator's clock forward: bootstrap tokens expire, as days passing would
-    /// (also `POST /_sim/clock`).
-    pub fn advance_clock(&self, by: Duration) {
+    /// Makes `by` pass for what the simulator holds (also `POST /_sim/age`): bootstrap
+    /// tokens come that much closer to expiring, kubeadm's waits and nodes' ages run on. The
+    /// clock stays the wall clock rackform shares.
+    pub fn age(&self, by: Duration) {
         self.shared
             .machines
             .lock()
             .expect("machines lock poisoned")
-            .advance(by);
+            .age(by);
     }
 
     pub fn set_faults(&self, faults: Faults) {
