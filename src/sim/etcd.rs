@@ -59,7 +59,7 @@
 //! ```
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -72,10 +72,6 @@ use openssl::pkey::PKey;
 use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
 use openssl::x509::X509PurposeId;
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -84,6 +80,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::machine::{EtcdMember, SimCluster};
+use super::tls;
 
 /// The etcd version a server reports unless told otherwise: the one the tests check the
 /// shapes against (Debian's `etcd-server`).
@@ -297,13 +294,27 @@ impl EtcdServer {
         let addr = listener.local_addr().map_err(Error::Listen)?;
         let ca = X509::from_pem(config.ca_cert_pem.as_bytes())
             .map_err(|e| Error::Certificate(format!("reading the etcd ca certificate: {e}")))?;
-        let (cert_pem, key_pem) = serving_certificate(
+        // As kubeadm makes `etcd/server.crt`: CN the node's name, server and client
+        // authentication, the node's addresses and `localhost`.
+        let mut names = vec![
+            addr.ip().to_string(),
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+        ];
+        names.extend(config.subject_alt_names.iter().cloned());
+        let serving = tls::Serving {
+            common_name: &config.name,
+            names,
+            client_auth: true,
+        };
+        let (cert_pem, key_pem) = tls::serving_certificate(
             &config.ca_cert_pem,
             &config.ca_key_pem,
-            &config.name,
-            addr.ip(),
-            &config.subject_alt_names,
-        )?;
+            &serving,
+            SystemTime::now(),
+        )
+        .map_err(|e| Error::Certificate(format!("the etcd serving certificate: {e}")))?;
         let acceptor = Arc::new(acceptor(&cert_pem, &key_pem, &ca)?);
         let shared = Arc::new(Shared {
             addr,
@@ -338,72 +349,6 @@ impl Drop for EtcdServer {
         self.task.abort();
         self.shared.connections.send_modify(|epoch| *epoch += 1);
     }
-}
-
-/// Reads a private key in any PEM form OpenSSL knows into an rcgen key pair (through PKCS#8).
-fn key_pair(key_pem: &SecretString) -> Result<KeyPair, Error> {
-    let key = PKey::private_key_from_pem(key_pem.expose_secret().as_bytes())
-        .map_err(|_| Error::Certificate("the etcd ca key is not a pem private key".into()))?;
-    let pkcs8 = key
-        .private_key_to_pkcs8()
-        .map_err(|e| Error::Certificate(format!("converting the etcd ca key: {e}")))?;
-    KeyPair::try_from(pkcs8.as_slice())
-        .map_err(|e| Error::Certificate(format!("using the etcd ca key: {e}")))
-}
-
-/// The serving certificate and key (PEM), as kubeadm makes `etcd/server.crt`: CN the node's
-/// name, server and client authentication, the node's addresses and `localhost`.
-fn serving_certificate(
-    ca_cert_pem: &str,
-    ca_key_pem: &SecretString,
-    name: &str,
-    addr: IpAddr,
-    names: &[String],
-) -> Result<(String, SecretString), Error> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| Error::Certificate(format!("generating the serving key: {e}")))?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, name);
-    let sans = [
-        addr.to_string(),
-        "localhost".into(),
-        "127.0.0.1".into(),
-        "::1".into(),
-    ];
-    for text in sans.iter().chain(names) {
-        let san = match text.parse::<IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(
-                text.clone()
-                    .try_into()
-                    .map_err(|e| Error::Certificate(format!("subject name {text:?}: {e}")))?,
-            ),
-        };
-        if !params.subject_alt_names.contains(&san) {
-            params.subject_alt_names.push(san);
-        }
-    }
-    let now = time::OffsetDateTime::from(SystemTime::now())
-        .replace_nanosecond(0)
-        .expect("zero nanoseconds is valid");
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(365);
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.use_authority_key_identifier_extension = true;
-    let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, key_pair(ca_key_pem)?)
-        .map_err(|e| Error::Certificate(format!("reading the etcd ca certificate: {e}")))?;
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(|e| Error::Certificate(format!("signing the serving certificate: {e}")))?;
-    Ok((cert.pem(), SecretString::from(key.serialize_pem())))
 }
 
 /// TLS that requires a client certificate chaining to the etcd CA, valid for client

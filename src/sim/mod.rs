@@ -43,6 +43,7 @@ pub mod machine;
 pub mod machines;
 mod pool;
 mod render;
+mod tls;
 mod world;
 
 use std::collections::BTreeMap;

@@ -23,7 +23,7 @@
 //! Never logs a body, a token or a header value.
 
 use std::future::poll_fn;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -36,10 +36,6 @@ use hyper_util::rt::TokioIo;
 use openssl::pkey::PKey;
 use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -57,6 +53,7 @@ use super::status::ApiError;
 use super::store::{ListOptions, Part, Patch, Store, WriteOptions};
 use super::table;
 use super::{Availability, Clock, Error};
+use crate::sim::tls;
 
 /// Requests larger than this are refused, as the real server's 3 MiB limit.
 const BODY_LIMIT: usize = 3 * 1024 * 1024;
@@ -154,74 +151,6 @@ impl Shared {
     }
 }
 
-/// Reads a private key in any PEM form OpenSSL knows into an rcgen key pair (through PKCS#8).
-fn key_pair(key_pem: &SecretString) -> Result<KeyPair, Error> {
-    let key = PKey::private_key_from_pem(key_pem.expose_secret().as_bytes())
-        .map_err(|e| Error::Certificate(format!("reading the ca key: {e}")))?;
-    let pkcs8 = key
-        .private_key_to_pkcs8()
-        .map_err(|e| Error::Certificate(format!("converting the ca key: {e}")))?;
-    KeyPair::try_from(pkcs8.as_slice())
-        .map_err(|e| Error::Certificate(format!("using the ca key: {e}")))
-}
-
-/// The serving certificate and key (PEM) for `addr` and `names`, signed by the CA.
-fn serving_certificate(
-    ca_cert_pem: &str,
-    ca_key_pem: &SecretString,
-    addr: IpAddr,
-    names: &[String],
-    now: SystemTime,
-) -> Result<(String, SecretString), Error> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| Error::Certificate(format!("generating the serving key: {e}")))?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    let mut sans: Vec<String> = vec![
-        addr.to_string(),
-        "10.96.0.1".into(),
-        "kubernetes".into(),
-        "kubernetes.default".into(),
-        "kubernetes.default.svc".into(),
-        "kubernetes.default.svc.cluster.local".into(),
-    ];
-    sans.extend(names.iter().cloned());
-    sans.dedup();
-    for name in sans {
-        let san = match name.parse::<IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(
-                name.clone()
-                    .try_into()
-                    .map_err(|e| Error::Certificate(format!("subject name {name:?}: {e}")))?,
-            ),
-        };
-        if !params.subject_alt_names.contains(&san) {
-            params.subject_alt_names.push(san);
-        }
-    }
-    let now = time::OffsetDateTime::from(now)
-        .replace_nanosecond(0)
-        .expect("zero nanoseconds is valid");
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(365);
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, key_pair(ca_key_pem)?)
-        .map_err(|e| Error::Certificate(format!("reading the ca certificate: {e}")))?;
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(|e| Error::Certificate(format!("signing the serving certificate: {e}")))?;
-    Ok((cert.pem(), SecretString::from(key.serialize_pem())))
-}
-
 fn acceptor(cert_pem: &str, key_pem: &SecretString, ca: &X509) -> Result<SslAcceptor, Error> {
     let tls = |e: openssl::error::ErrorStack| Error::Tls(e.to_string());
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(tls)?;
@@ -259,13 +188,24 @@ pub(super) fn start(
     let now = (setup.clock)();
     let ca = X509::from_pem(setup.ca_cert_pem.as_bytes())
         .map_err(|e| Error::Certificate(format!("reading the ca certificate: {e}")))?;
-    let (cert_pem, key_pem) = serving_certificate(
-        &setup.ca_cert_pem,
-        &setup.ca_key_pem,
-        addr.ip(),
-        &setup.names,
-        now,
-    )?;
+    // The names kubeadm gives `apiserver.crt`: its address, the service IP and names.
+    let mut names: Vec<String> = vec![
+        addr.ip().to_string(),
+        "10.96.0.1".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+    ];
+    names.extend(setup.names.iter().cloned());
+    let serving = tls::Serving {
+        common_name: "kube-apiserver",
+        names,
+        client_auth: false,
+    };
+    let (cert_pem, key_pem) =
+        tls::serving_certificate(&setup.ca_cert_pem, &setup.ca_key_pem, &serving, now)
+            .map_err(Error::Certificate)?;
     let acceptor = Arc::new(acceptor(&cert_pem, &key_pem, &ca)?);
     let mut store = Store::new(now);
     rbac::seed(&mut store, now);
