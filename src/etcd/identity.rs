@@ -3,15 +3,11 @@
 use std::fmt;
 
 use openssl::pkey::PKey;
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use secrecy::{ExposeSecret, SecretString};
 use time::{Duration, OffsetDateTime};
 
 use super::{Error, Result};
-use crate::pki::Ca;
+use crate::pki::{Ca, ClientSubject};
 
 /// Subject CN of the client certificates rackform signs for itself. etcd without its own
 /// authentication enabled (kubeadm's default) only checks that the CA signed it.
@@ -56,37 +52,19 @@ impl ClientIdentity {
     ///
     /// When the CA's key cannot sign.
     pub fn issue(etcd_ca: &Ca, now: OffsetDateTime) -> Result<Self> {
-        let now = now
-            .replace_nanosecond(0)
-            .expect("zero nanoseconds is valid");
-        let ca_key = pkcs8_der(etcd_ca.key_pem(), "etcd ca").map_err(Error::Sign)?;
-        let ca_key = KeyPair::try_from(ca_key.as_slice())
-            .map_err(|e| Error::Sign(format!("using the etcd ca key: {e}")))?;
-        let issuer = Issuer::from_ca_cert_pem(etcd_ca.cert_pem(), ca_key)
-            .map_err(|e| Error::Sign(format!("reading the etcd ca certificate: {e}")))?;
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| Error::Sign(format!("generating the client key: {e}")))?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, CLIENT_COMMON_NAME);
-        params.not_before = now - BACKDATE;
-        params.not_after = now + CLIENT_VALIDITY;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params
-            .signed_by(&key, &issuer)
-            .map_err(|e| Error::Sign(format!("signing the client certificate: {e}")))?;
-        Ok(Self {
-            cert_pem: cert.pem(),
-            key_pem: SecretString::from(key.serialize_pem()),
-        })
+        let subject = ClientSubject {
+            common_name: CLIENT_COMMON_NAME,
+            organization: None,
+        };
+        let cert = etcd_ca
+            .issue_client(
+                &subject,
+                now - BACKDATE,
+                now + CLIENT_VALIDITY,
+                &mut rand::rngs::OsRng,
+            )
+            .map_err(|e| Error::Sign(e.to_string()))?;
+        Self::from_pem(cert.cert_pem(), cert.key_pem())
     }
 
     /// Takes an existing client certificate and key (for example kubeadm's

@@ -161,20 +161,43 @@ impl Ca {
         valid_for: time::Duration,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<ClientCert> {
-        const WHAT: &str = "admin client";
-        let now = whole_seconds(now);
+        let subject = ClientSubject {
+            common_name: ADMIN_COMMON_NAME,
+            organization: Some(ADMIN_ORGANIZATION),
+        };
+        self.issue_client(
+            &subject,
+            self.not_before,
+            whole_seconds(now) + valid_for,
+            rng,
+        )
+    }
+
+    /// Signs a client certificate for `subject`: extended key usage clientAuth, key usages
+    /// digitalSignature and keyEncipherment, an ECDSA P-256 key, valid from `not_before` to
+    /// `not_after`, random serial below 2^63 from `rng`.
+    pub fn issue_client(
+        &self,
+        subject: &ClientSubject<'_>,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<ClientCert> {
+        const WHAT: &str = "client";
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|source| Error::GenerateKey { what: WHAT, source })?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
+        if let Some(organization) = subject.organization {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, organization);
+        }
         params
             .distinguished_name
-            .push(DnType::OrganizationName, ADMIN_ORGANIZATION);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, ADMIN_COMMON_NAME);
-        params.not_before = self.not_before;
-        params.not_after = now + valid_for;
+            .push(DnType::CommonName, subject.common_name);
+        params.not_before = whole_seconds(not_before);
+        params.not_after = whole_seconds(not_after);
         params.serial_number = Some(random_serial(rng));
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
@@ -194,6 +217,13 @@ impl Ca {
             key_pem: SecretString::from(key.serialize_pem()),
         })
     }
+}
+
+/// Who a client certificate names: `CN`, and `O` (Kubernetes reads it as a group).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSubject<'a> {
+    pub common_name: &'a str,
+    pub organization: Option<&'a str>,
 }
 
 /// `sha256:<hex>` of a CA's SubjectPublicKeyInfo, for `discovery.bootstrapToken.caCertHashes`.

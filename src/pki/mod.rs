@@ -42,7 +42,7 @@ pub mod userdata;
 use rand::{CryptoRng, RngCore};
 use time::OffsetDateTime;
 
-pub use ca::{Ca, CaCertHash, ClientCert, ServiceAccountKey};
+pub use ca::{Ca, CaCertHash, ClientCert, ClientSubject, ServiceAccountKey};
 pub use kubeconfig::{
     AuthInfo, Kubeconfig, KubeconfigCluster, KubeconfigContext, NamedAuthInfo, NamedCluster,
     NamedContext, Preferences,
