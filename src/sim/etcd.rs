@@ -60,16 +60,14 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use openssl::pkey::PKey;
-use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslVerifyMode};
+use openssl::ssl::{SslAcceptor, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
 use openssl::x509::X509PurposeId;
 use secrecy::{ExposeSecret, SecretString};
@@ -88,9 +86,6 @@ pub const DEFAULT_VERSION: &str = "3.4.23";
 
 /// etcd's default `--max-request-bytes` (1.5 MiB).
 const BODY_LIMIT: usize = 1536 * 1024;
-
-/// How long a client may take over its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a removal waits without quorum when the client sent no `Grpc-Timeout`. A real
 /// etcd waits until the client goes away; the simulator answers 504 after this.
@@ -413,13 +408,7 @@ async fn connection(
     let mut cut = shared.connections.subscribe();
     cut.mark_unchanged();
     let serve = async {
-        let ssl = Ssl::new(acceptor.context()).map_err(|e| e.to_string())?;
-        let mut tls =
-            hyper_openssl::SslStream::new(ssl, TokioIo::new(stream)).map_err(|e| e.to_string())?;
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, Pin::new(&mut tls).accept())
-            .await
-            .map_err(|_| "tls handshake timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+        let tls = tls::handshake(&acceptor, stream).await?;
         let for_requests = shared.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let shared = for_requests.clone();

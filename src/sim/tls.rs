@@ -83,3 +83,21 @@ fn key_pair(key_pem: &SecretString) -> Result<KeyPair, String> {
         .map_err(|e| format!("converting the ca key: {e}"))?;
     KeyPair::try_from(pkcs8.as_slice()).map_err(|e| format!("using the ca key: {e}"))
 }
+
+/// How long a client may take over its TLS handshake before the connection is dropped.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A TLS stream on an accepted connection, once the handshake is done (within ten seconds).
+pub async fn handshake(
+    acceptor: &openssl::ssl::SslAcceptor,
+    stream: tokio::net::TcpStream,
+) -> Result<hyper_openssl::SslStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>, String> {
+    let ssl = openssl::ssl::Ssl::new(acceptor.context()).map_err(|e| e.to_string())?;
+    let mut tls = hyper_openssl::SslStream::new(ssl, hyper_util::rt::TokioIo::new(stream))
+        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, std::pin::Pin::new(&mut tls).accept())
+        .await
+        .map_err(|_| "tls handshake timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok(tls)
+}

@@ -24,7 +24,6 @@
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
@@ -32,9 +31,8 @@ use std::time::{Duration, SystemTime};
 use axum::body::{Body, Bytes};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use openssl::pkey::PKey;
-use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslVerifyMode};
+use openssl::ssl::{SslAcceptor, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -57,9 +55,6 @@ use crate::sim::tls;
 
 /// Requests larger than this are refused, as the real server's 3 MiB limit.
 const BODY_LIMIT: usize = 3 * 1024 * 1024;
-
-/// How long a client may take over its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// State shared by the accept loop, the connections and the handle.
 pub(super) struct Shared {
@@ -266,13 +261,7 @@ async fn connection(
     let mut cut = shared.connections.subscribe();
     cut.mark_unchanged();
     let serve = async {
-        let ssl = Ssl::new(acceptor.context()).map_err(|e| e.to_string())?;
-        let mut tls =
-            hyper_openssl::SslStream::new(ssl, TokioIo::new(stream)).map_err(|e| e.to_string())?;
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, Pin::new(&mut tls).accept())
-            .await
-            .map_err(|_| "tls handshake timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+        let tls = tls::handshake(&acceptor, stream).await?;
         let mut chain: Vec<X509> = tls.ssl().peer_certificate().into_iter().collect();
         if let Some(rest) = tls.ssl().peer_cert_chain() {
             chain.extend(rest.iter().map(|c| c.to_owned()));
