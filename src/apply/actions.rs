@@ -18,12 +18,12 @@ use crate::observe::SecretKind;
 use crate::observe::fetch::ENDPOINT_ROLE_TAG;
 use crate::pki::{self, BootstrapToken, ClusterPki, ExistingPki, userdata};
 use crate::plan::{NewDevice, Op, Role};
+use crate::report::chain;
 use crate::secrets::{SecretData, SecretStore};
 use crate::spec::{CONTROL_PLANE_POOL, Cluster, ControlPlane, Placement};
-use crate::workload::WorkloadClient;
+use crate::workload::{Access, JOIN_TOKEN_TTL, WorkloadClient};
 
-/// The API server port behind the control-plane IP.
-pub const API_SERVER_PORT: u16 = 6443;
+use crate::observe::workloads::API_SERVER_PORT;
 
 /// A short description of an action, for people.
 pub fn describe(op: &Op) -> String {
@@ -40,6 +40,11 @@ pub fn describe(op: &Op) -> String {
         Op::DeleteDevice { hostname, .. } => format!("delete device {hostname}"),
         Op::ReleaseEndpoint { address, .. } => format!("release control-plane IP {address}"),
         Op::DeleteSecrets { cluster, .. } => format!("delete the secrets of {cluster}"),
+        Op::RefreshJoinToken { hostname, .. } => {
+            format!("refresh the join token of {hostname}")
+        }
+        Op::DeleteJoinToken { hostname, .. } => format!("delete the join token of {hostname}"),
+        Op::ApplyAddon { cluster, addon, .. } => format!("apply addon {addon} to {cluster}"),
     }
 }
 
@@ -54,7 +59,7 @@ pub struct Materials {
 
 /// Why a cluster's material for this run could not be had.
 enum Missing {
-    /// Its running API did not take the run's join token in time: a wait, not a failure.
+    /// Its API did not answer ready within `--provision-wait`: a wait, not a failure.
     Waiting(String),
     Failed(String),
 }
@@ -70,12 +75,6 @@ impl From<&str> for Missing {
         Missing::Failed(why.to_owned())
     }
 }
-
-/// How long a join token stored for a later pass's devices lasts: a device is provisioned,
-/// boots and joins within `--provision-wait` (10 minutes by default) and kubeadm's 5 minutes of
-/// discovery on a good day; an hour leaves room for a slow day without leaving a credential
-/// that lets any machine join the cluster for the 24 hours kubeadm would default to.
-pub const JOIN_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
 impl Materials {
     pub fn new(actions: &[&crate::plan::Action]) -> Self {
@@ -98,11 +97,13 @@ struct Material {
     pki: Option<ClusterPki>,
     /// The cluster CA's public key hash, for workers' join discovery.
     ca_hash: pki::CaCertHash,
-    /// One join token per cluster per apply run, carried by `kubeadm init` when this run
-    /// creates the first control-plane node.
-    token: BootstrapToken,
+    /// The join token `kubeadm init` registers when this run creates the first
+    /// control-plane node, carried by every device of the cluster this run creates.
+    init_token: BootstrapToken,
     /// `host:port` of the API server.
     endpoint: String,
+    /// How rackform reaches the cluster's API.
+    access: Access,
 }
 
 type Result<T> = std::result::Result<T, String>;
@@ -142,6 +143,21 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
                 deleted.kept.len()
             ))
         }
+        Op::RefreshJoinToken { cluster, token, .. } => {
+            let client = materials.api(context, cluster).await?;
+            let expires = OffsetDateTime::now_utc() + JOIN_TOKEN_TTL;
+            client
+                .refresh_join_token(token, expires)
+                .await
+                .map_err(|e| chain(&e))?;
+            Ok(format!("expires {}", expires.time().replace_nanosecond(0).unwrap_or(expires.time())))
+        }
+        Op::DeleteJoinToken { cluster, token, .. } => {
+            let client = materials.api(context, cluster).await?;
+            client.delete_join_token(token).await.map_err(|e| chain(&e))?;
+            Ok("deleted".into())
+        }
+        Op::ApplyAddon { .. } => Err("ADDONS-WIRING".to_owned()),
     };
     done.map(Finished::Done)
 }
@@ -439,22 +455,18 @@ async fn create_secrets<M: Metal, S: SecretStore + Sync>(
 
 impl Materials {
     /// The cluster's material for this run, made on first use.
-    ///
-    /// Errors: [`Missing::Waiting`] while the running cluster's API does not take the run's
-    /// join token within `--provision-wait` (not a failure: the devices wait for the next
-    /// pass), [`Missing::Failed`] otherwise.
     async fn get<M: Metal, S: SecretStore + Sync>(
         &self,
         context: &Context<'_, M, S>,
         cluster: &Cluster,
-    ) -> std::result::Result<Arc<Material>, Missing> {
+    ) -> Result<Arc<Material>> {
         let mut by_cluster = self.by_cluster.lock().await;
         if let Some(material) = by_cluster.get(cluster.name.as_str()) {
             return Ok(material.clone());
         }
         let name = cluster.name.as_str();
         let existing = existing_pki(context.secrets, name).await?;
-        let (pki, ca_hash, endpoint) = match &cluster.control_plane {
+        let (pki, ca_hash, endpoint, access) = match &cluster.control_plane {
             ControlPlane::Managed(_) => {
                 let pki = complete(&existing)
                     .ok_or("the cluster's key material secrets are missing or incomplete")?;
@@ -462,52 +474,91 @@ impl Materials {
                     .await?
                     .ok_or("the control-plane IP is not reserved")?;
                 let hash = pki.ca.cert_hash();
-                (
-                    Some(pki),
-                    hash,
-                    format!("{}:{API_SERVER_PORT}", reservation.address),
-                )
+                let endpoint = format!("{}:{API_SERVER_PORT}", reservation.address);
+                let access = Access::Signed {
+                    endpoint: endpoint.clone(),
+                    ca: pki.ca.clone(),
+                };
+                (Some(pki), hash, endpoint, access)
             }
             ControlPlane::External { host, port, .. } => {
                 let ca = existing.ca.ok_or_else(|| {
                     format!("secret {name}-ca with the external control plane's CA is missing")
                 })?;
-                (None, ca.cert_hash(), format!("{host}:{port}"))
+                let access = crate::observe::workloads::hosted_access(name, context.secrets).await?;
+                (None, ca.cert_hash(), format!("{host}:{port}"), access)
             }
         };
-        let token = BootstrapToken::generate(&mut OsRng, JOIN_TOKEN_TTL);
-        // A running cluster learns the token from rackform before any device carries it. While
-        // its API does not answer (a control plane still joining, the IP not yet on it), try
-        // again each poll, as the Packet provider did, for as long as a device is waited for.
-        if let (Some(pki), false) = (&pki, self.initialised_here.contains(name)) {
-            let deadline = tokio::time::Instant::now() + context.options.provision_wait;
-            loop {
-                let now = OffsetDateTime::now_utc();
-                let workload =
-                    WorkloadClient::connect(&endpoint, &pki.ca, now).map_err(|e| chain(&e))?;
-                match workload.store_join_token(&token, now).await {
-                    Ok(()) => break,
-                    Err(_) if tokio::time::Instant::now() < deadline => {
-                        tokio::time::sleep(context.options.poll).await;
-                    }
-                    Err(error) => {
-                        return Err(Missing::Waiting(format!(
-                            "waited {} for the control plane of {name} to take the join token; the next pass orders the device: {}",
-                            humantime(context.options.provision_wait),
-                            chain(&error)
-                        )));
-                    }
-                }
-            }
-        }
         let material = Arc::new(Material {
             pki,
             ca_hash,
-            token,
+            init_token: BootstrapToken::generate(&mut OsRng, JOIN_TOKEN_TTL),
             endpoint,
+            access,
         });
         by_cluster.insert(name.to_owned(), material.clone());
         Ok(material)
+    }
+
+    /// A client of the cluster's API once `/readyz` answers ok, trying again each poll, as
+    /// the Packet provider did, for at most `--provision-wait` (a control plane still
+    /// booting, the IP not yet on it).
+    async fn ready_api<M: Metal, S: SecretStore + Sync>(
+        &self,
+        context: &Context<'_, M, S>,
+        cluster: &str,
+    ) -> std::result::Result<WorkloadClient, Missing> {
+        let material = self.get(context, self::cluster(context, cluster)?).await?;
+        let deadline = tokio::time::Instant::now() + context.options.provision_wait;
+        loop {
+            let client = WorkloadClient::open(&material.access, OffsetDateTime::now_utc())
+                .await
+                .map_err(|e| chain(&e))?;
+            let api = client.observe().await;
+            if api.ready {
+                return Ok(client);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Missing::Waiting(format!(
+                    "waited {} for the control plane of {cluster} to answer ready; the next pass tries again: {}",
+                    humantime(context.options.provision_wait),
+                    api.problem.unwrap_or_default()
+                )));
+            }
+            tokio::time::sleep(context.options.poll).await;
+        }
+    }
+
+    /// A client of the cluster's API for a quick change the plan saw it ready for.
+    async fn api<M: Metal, S: SecretStore + Sync>(
+        &self,
+        context: &Context<'_, M, S>,
+        cluster: &str,
+    ) -> Result<WorkloadClient> {
+        let material = self.get(context, self::cluster(context, cluster)?).await?;
+        WorkloadClient::open(&material.access, OffsetDateTime::now_utc())
+            .await
+            .map_err(|e| chain(&e))
+    }
+
+    /// The token `new` joins with: the run's init token where this run creates the
+    /// cluster, else a fresh one for this device, stored in the cluster's API first.
+    async fn join_token<M: Metal, S: SecretStore + Sync>(
+        &self,
+        context: &Context<'_, M, S>,
+        material: &Material,
+        new: &NewDevice,
+    ) -> std::result::Result<BootstrapToken, Missing> {
+        if self.initialised_here.contains(&new.cluster) {
+            return Ok(material.init_token.clone());
+        }
+        let token = BootstrapToken::generate(&mut OsRng, JOIN_TOKEN_TTL);
+        let client = self.ready_api(context, &new.cluster).await?;
+        client
+            .store_join_token(&token, &new.hostname, OffsetDateTime::now_utc())
+            .await
+            .map_err(|e| chain(&e))?;
+        Ok(token)
     }
 }
 
@@ -527,8 +578,9 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
         });
     }
     let cluster = cluster(context, &new.cluster)?;
-    let material = match materials.get(context, cluster).await {
-        Ok(material) => material,
+    let material = materials.get(context, cluster).await?;
+    let token = match materials.join_token(context, &material, new).await {
+        Ok(token) => token,
         Err(Missing::Waiting(why)) => return Ok(Finished::Unfinished(why)),
         Err(Missing::Failed(why)) => return Err(why),
     };
@@ -554,15 +606,15 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
     let role = match (new.role, &material.pki) {
         (Role::Init, Some(pki)) => userdata::Role::InitControlPlane {
             pki,
-            token: &material.token,
+            token: &token,
         },
         (Role::JoinControlPlane, Some(pki)) => userdata::Role::JoinControlPlane {
             pki,
-            token: &material.token,
+            token: &token,
         },
         (Role::Worker, _) => userdata::Role::Worker {
             ca_cert_hash: &material.ca_hash,
-            token: &material.token,
+            token: &token,
         },
         (_, None) => return Err("a control-plane node needs the cluster's key material".into()),
     };
@@ -681,17 +733,3 @@ async fn wait_active<M: Metal, S>(context: &Context<'_, M, S>, id: &DeviceId) ->
     }
 }
 
-/// An error and its causes, `outer: inner: innermost`, as a user needs them.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}

@@ -16,7 +16,7 @@ use futures::stream::FuturesUnordered;
 use tracing::{Instrument, info_span};
 
 use crate::metal::{Journal, Metal};
-use crate::plan::{Action, Op, Plan};
+use crate::plan::{Action, Plan};
 use crate::secrets::SecretStore;
 use crate::spec::Fleet;
 
@@ -226,7 +226,7 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
                     started[i] = true;
                     tracing::info!(id = action.id, action = %describe(&action.op), "Action started.");
                     progress(Event::Started(action));
-                    let span = info_span!("action", action = %kind(&action.op), id = action.id);
+                    let span = info_span!("action", action = %action.op.kind(), id = action.id);
                     let materials = &materials;
                     running.push(
                         async move { (i, actions::run(context, materials, action).await) }
@@ -288,17 +288,4 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
         }
     }
     Ok(report)
-}
-
-/// The action's name, for spans and logs.
-fn kind(op: &Op) -> &'static str {
-    match op {
-        Op::CreateSecrets { .. } => "create_secrets",
-        Op::ReserveEndpoint { .. } => "reserve_endpoint",
-        Op::CreateDevice(_) => "create_device",
-        Op::AssignEndpoint { .. } => "assign_endpoint",
-        Op::DeleteDevice { .. } => "delete_device",
-        Op::ReleaseEndpoint { .. } => "release_endpoint",
-        Op::DeleteSecrets { .. } => "delete_secrets",
-    }
 }

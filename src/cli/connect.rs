@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::metal::{ClientConfig, PacketClient, Token};
-use crate::observe::{World, fetch};
+use crate::observe::{World, fetch, workloads};
 use crate::plan::{self, Plan};
 use crate::report::status::{self, Status};
 use crate::secrets::{DirSecrets, KubeSecrets, Store};
@@ -146,7 +146,7 @@ impl Session {
 
     pub async fn observe(&self) -> Result<World> {
         let protected = fetch::previous_from_status(&self.statuses);
-        fetch::world(
+        let mut world = fetch::world(
             &self.metal,
             &self.store,
             &fetch::projects(&self.fleet),
@@ -155,7 +155,15 @@ impl Session {
             self.journal.as_ref(),
         )
         .await
-        .context("observing the world")
+        .context("observing the world")?;
+        workloads::observe(
+            &mut world,
+            &self.fleet,
+            &self.store,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await;
+        Ok(world)
     }
 
     pub fn plan(&self, world: &World) -> Plan {

@@ -117,10 +117,13 @@ pub enum ActionKind {
     DeleteDevice,
     ReleaseEndpoint,
     DeleteSecrets,
+    RefreshJoinToken,
+    DeleteJoinToken,
+    ApplyAddon,
 }
 
 impl ActionKind {
-    const ALL: [ActionKind; 7] = [
+    const ALL: [ActionKind; 10] = [
         Self::CreateSecrets,
         Self::ReserveEndpoint,
         Self::CreateDevice,
@@ -128,6 +131,9 @@ impl ActionKind {
         Self::DeleteDevice,
         Self::ReleaseEndpoint,
         Self::DeleteSecrets,
+        Self::RefreshJoinToken,
+        Self::DeleteJoinToken,
+        Self::ApplyAddon,
     ];
 
     pub fn of(op: &Op) -> Self {
@@ -139,6 +145,9 @@ impl ActionKind {
             Op::DeleteDevice { .. } => Self::DeleteDevice,
             Op::ReleaseEndpoint { .. } => Self::ReleaseEndpoint,
             Op::DeleteSecrets { .. } => Self::DeleteSecrets,
+            Op::RefreshJoinToken { .. } => Self::RefreshJoinToken,
+            Op::DeleteJoinToken { .. } => Self::DeleteJoinToken,
+            Op::ApplyAddon { .. } => Self::ApplyAddon,
         }
     }
 
@@ -151,6 +160,9 @@ impl ActionKind {
             Self::DeleteDevice => "delete_device",
             Self::ReleaseEndpoint => "release_endpoint",
             Self::DeleteSecrets => "delete_secrets",
+            Self::RefreshJoinToken => "refresh_join_token",
+            Self::DeleteJoinToken => "delete_join_token",
+            Self::ApplyAddon => "apply_addon",
         }
     }
 

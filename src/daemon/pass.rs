@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result, anyhow};
 use secrecy::ExposeSecret;
+use time::OffsetDateTime;
 use tracing::{info, instrument, warn};
 
 use crate::apply;
 use crate::metal::Metal;
-use crate::observe::{SecretKind, World, fetch};
+use crate::observe::{SecretKind, World, fetch, workloads};
 use crate::plan::{self, Plan};
 use crate::report::status;
 use crate::seal::{self, AgeIdentity, AgeRecipient};
@@ -95,7 +96,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
         ];
         let protected = fetch::previous_from_status(&desired.statuses);
         let projects = fetch::projects(&desired.fleet);
-        let world = fetch::world(
+        let mut world = fetch::world(
             &self.metal,
             &self.store,
             &projects,
@@ -104,6 +105,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             Some(&self.apply.journal),
         )
         .await?;
+        workloads::observe(&mut world, &desired.fleet, &self.store, OffsetDateTime::now_utc()).await;
         let world_hash = plan::world_hash(&world);
 
         if let Some((last_commit, last_world)) = &self.last {
@@ -150,7 +152,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
                 (apply::Report::default(), Some(refused.to_string()))
             }
         };
-        let after = fetch::world(
+        let mut after = fetch::world(
             &self.metal,
             &self.store,
             &projects,
@@ -159,6 +161,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             Some(&self.apply.journal),
         )
         .await?;
+        workloads::observe(&mut after, &desired.fleet, &self.store, OffsetDateTime::now_utc()).await;
         let next = plan::build(&plan::Inputs {
             fleet: &desired.fleet,
             world: &after,

@@ -243,7 +243,7 @@ impl Journal {
         if let Err(error) = inner.save() {
             // The entries are dropped in memory; the file keeps them until the next write,
             // which costs a few reads by id, never a duplicate.
-            tracing::warn!(error = %chain(&error), "Could not write the journal of created devices; it is kept in memory and written again on the next change.");
+            tracing::warn!(error = %crate::report::chain(&error), "Could not write the journal of created devices; it is kept in memory and written again on the next change.");
         }
         Ok(())
     }
@@ -288,17 +288,6 @@ impl Inner {
     }
 }
 
-/// An error and its causes, for a log line.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 //! A `World` also reads from YAML, so plan fixtures and offline planning can describe one.
 
 pub mod fetch;
+pub mod workloads;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -57,12 +58,70 @@ pub struct ObservedCluster {
     /// broken file now declares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared_in: Option<String>,
+    /// What the cluster's own Kubernetes API said; `None` when it was not asked (offline
+    /// planning, a world read from a file, a cluster rackform cannot reach yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ObservedApi>,
 }
 
 impl ObservedCluster {
     pub fn has_live_devices(&self) -> bool {
         self.devices.iter().any(|d| d.state.is_live())
     }
+}
+
+/// What a workload cluster's API answered, read by [`workloads::observe`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObservedApi {
+    /// `/readyz` answered `ok`.
+    pub ready: bool,
+    /// Why it did not (for people; never a credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// The cluster's Node objects, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<ObservedNode>,
+    /// The bootstrap tokens rackform stored for devices joining later, without their
+    /// secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join_tokens: Vec<ObservedToken>,
+    /// The addons applied last, name → digest (ConfigMap `kube-system/rackform-addons`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addons: BTreeMap<String, String>,
+}
+
+impl ObservedApi {
+    pub fn node(&self, name: &str) -> Option<&ObservedNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// A Node of a workload cluster (kubeadm names it after the device's hostname).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObservedNode {
+    pub name: String,
+    /// Its `Ready` condition is `True`.
+    pub ready: bool,
+    /// Unix seconds of the `Ready` condition's last transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+    /// `status.nodeInfo.kubeletVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet_version: Option<String>,
+}
+
+/// A bootstrap token rackform stored for one device: its id (the public half) and expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObservedToken {
+    pub id: String,
+    /// The hostname of the device it was made for.
+    pub device: String,
+    /// Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
 }
 
 /// One Packet device carrying rackform's tags.

@@ -7,9 +7,16 @@ use sha2::{Digest, Sha256};
 use super::model::*;
 use super::template;
 use crate::observe::{
-    DeviceState, ObservedCluster, ObservedDevice, SecretKind, SecretOwner, World, missing_secrets,
+    DeviceState, ObservedApi, ObservedCluster, ObservedDevice, SecretKind, SecretOwner, World,
+    missing_secrets,
 };
 use crate::spec::{CONTROL_PLANE_POOL, Claim, Cluster, ControlPlane, Fleet, Reservations};
+
+/// How long the node of the control-plane IP's holder may be NotReady before the IP moves
+/// to a control plane whose node is Ready: longer than kube-controller-manager's node monitor
+/// grace period (40 s) plus a few kubelet status updates, so a slow heartbeat does not move
+/// it, and well before the 5 minutes after which pods are evicted from a NotReady node.
+pub const NOT_READY_MOVE_AFTER: i64 = 120;
 
 /// What a plan is made from.
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +156,7 @@ struct ClusterBuilder<'a> {
     now: i64,
     actions: Vec<Action>,
     waiting: Vec<String>,
+    held: Vec<String>,
     orphans: Vec<String>,
     problems: Vec<String>,
     notes: Vec<String>,
@@ -162,6 +170,7 @@ impl<'a> ClusterBuilder<'a> {
             now,
             actions: Vec::new(),
             waiting: Vec::new(),
+            held: Vec::new(),
             orphans: Vec::new(),
             problems: Vec::new(),
             notes: Vec::new(),
@@ -215,6 +224,7 @@ impl<'a> ClusterBuilder<'a> {
     fn finish(mut self, change: ClusterChange) -> ClusterPlan {
         if change == ClusterChange::Blocked {
             self.actions.clear();
+            self.held.clear();
         }
         self.actions.sort_by_key(|a| a.id);
         self.waiting.sort();
@@ -228,6 +238,7 @@ impl<'a> ClusterBuilder<'a> {
             change,
             actions: self.actions,
             waiting: self.waiting,
+            held: self.held,
             orphans: self.orphans,
             problems: self.problems,
             notes: self.notes,
@@ -398,6 +409,19 @@ fn declared(
     if !external {
         endpoint(b, observed, &outcome, &base_after);
     }
+    if let Some(api) = &observed.api {
+        let assigns_endpoint = b
+            .actions
+            .iter()
+            .any(|a| matches!(a.op, Op::AssignEndpoint { .. }));
+        if !api.ready && outcome.init.is_none() && !assigns_endpoint {
+            wait_for_api(b, api);
+        }
+        if api.ready {
+            join_tokens(b, api, observed);
+        }
+    }
+    // ADDONS-WIRING addons(b, cluster, observed.api.as_ref(), outcome.init);
     if exists {
         ClusterChange::Update
     } else {
@@ -753,12 +777,18 @@ fn endpoint(
             d.id == id && d.pool == CONTROL_PLANE_POOL && d.state.is_live() && d.ordinal.is_some()
         })
     };
-    if let Some(holder) = holder
-        && is_live_cp(holder)
-        && !outcome.deleted.contains_key(holder)
-    {
-        return;
-    }
+    // What the cluster's API says of a device's node, when it was asked and answered.
+    let node_ready = |d: &ObservedDevice| {
+        let api = observed.api.as_ref().filter(|a| a.ready)?;
+        api.node(&d.hostname).map(|n| (n.ready, n.since))
+    };
+    let device_of = |id: &str| observed.devices.iter().find(|d| d.id == id);
+    let not_ready_holder = holder
+        .and_then(device_of)
+        .filter(|d| match node_ready(d) {
+            Some((false, since)) => since.is_some_and(|s| b.now - s >= NOT_READY_MOVE_AFTER),
+            _ => false,
+        });
     let mut active: Vec<&ObservedDevice> = observed
         .devices
         .iter()
@@ -767,19 +797,32 @@ fn endpoint(
                 && d.state == DeviceState::Active
                 && d.ordinal.is_some()
                 && !outcome.deleted.contains_key(&d.id)
+                && Some(d.id.as_str()) != not_ready_holder.map(|h| h.id.as_str())
         })
         .collect();
-    active.sort_by_key(|d| d.ordinal);
+    // Control planes whose node is Ready first, then by ordinal.
+    active.sort_by_key(|d| (node_ready(d).is_none_or(|(ready, _)| !ready), d.ordinal));
+    let moves_off_not_ready = not_ready_holder
+        .filter(|_| active.first().is_some_and(|d| node_ready(d).is_some_and(|(r, _)| r)));
+    if let Some(holder) = holder
+        && is_live_cp(holder)
+        && !outcome.deleted.contains_key(holder)
+        && moves_off_not_ready.is_none()
+    {
+        return;
+    }
     let (hostname, mut after) = match (active.first(), outcome.control_plane_creates.first()) {
         (Some(device), _) => (device.hostname.clone(), base_after.to_vec()),
         (None, Some((id, hostname))) => (hostname.clone(), vec![*id]),
         (None, None) => return,
     };
     after.extend(base_after);
-    let reason = if observed.endpoint.is_some() {
-        Reason::EndpointMoved
-    } else {
-        Reason::NewCluster
+    let reason = match moves_off_not_ready {
+        Some(holder) => Reason::EndpointHolderNotReady {
+            hostname: holder.hostname.clone(),
+        },
+        None if observed.endpoint.is_some() => Reason::EndpointMoved,
+        None => Reason::NewCluster,
     };
     let assign = b.push(
         Op::AssignEndpoint {
@@ -806,6 +849,79 @@ fn endpoint(
         && let Some(action) = b.actions.iter_mut().find(|a| a.id == *delete)
     {
         action.after.push(assign);
+    }
+}
+
+/// The control plane does not answer ready: no device joins it now (its join token could
+/// not be stored, and `kubeadm join` would give up after five minutes of discovery). Every
+/// create that is not the cluster's first control plane, and what waits for it, is left for
+/// a pass that finds the API ready, as the Packet provider retried every 15 seconds.
+fn wait_for_api(b: &mut ClusterBuilder, api: &ObservedApi) {
+    let mut held: BTreeSet<usize> = BTreeSet::new();
+    for action in &b.actions {
+        let joins = matches!(&action.op, Op::CreateDevice(new) if new.role != Role::Init);
+        if joins || action.after.iter().any(|id| held.contains(id)) {
+            held.insert(action.id);
+        }
+    }
+    let why = api
+        .problem
+        .as_deref()
+        .unwrap_or("its API does not answer ready");
+    let name = b.name.to_owned();
+    let mut waiting = Vec::new();
+    b.actions.retain(|action| {
+        if !held.contains(&action.id) {
+            return true;
+        }
+        if let Op::CreateDevice(new) = &action.op {
+            waiting.push(format!(
+                "{}: waiting for the control plane of {name} ({why})",
+                new.hostname
+            ));
+        }
+        false
+    });
+    b.held.extend(waiting);
+}
+
+/// Join tokens rackform stored for single devices: deleted once their node joined or their
+/// device is gone, refreshed while their device still joins and half their life is spent.
+fn join_tokens(b: &mut ClusterBuilder, api: &ObservedApi, observed: &ObservedCluster) {
+    let half_life = i64::try_from(crate::workload::JOIN_TOKEN_TTL.as_secs() / 2)
+        .expect("an hour fits");
+    for token in &api.join_tokens {
+        let device = observed
+            .devices
+            .iter()
+            .find(|d| d.hostname == token.device && d.state.is_live());
+        let op = |b: &ClusterBuilder, refresh: bool| {
+            let (cluster, hostname, token) =
+                (b.name.to_owned(), token.device.clone(), token.id.clone());
+            if refresh {
+                Op::RefreshJoinToken {
+                    cluster,
+                    hostname,
+                    token,
+                }
+            } else {
+                Op::DeleteJoinToken {
+                    cluster,
+                    hostname,
+                    token,
+                }
+            }
+        };
+        let (refresh, reason) = match device {
+            _ if api.node(&token.device).is_some() => (false, Reason::NodeJoined),
+            None => (false, Reason::DeviceGone),
+            Some(_) if token.expires.is_none_or(|e| e - b.now < half_life) => {
+                (true, Reason::StillJoining)
+            }
+            Some(_) => continue,
+        };
+        let op = op(b, refresh);
+        b.push(op, reason, &[]);
     }
 }
 

@@ -80,7 +80,13 @@ impl Plan {
                     Op::DeleteDevice { .. } | Op::DeleteSecrets { .. } | Op::ReleaseEndpoint { .. },
                     _,
                 ) => summary.delete += 1,
-                (Op::AssignEndpoint { .. }, _) => summary.change += 1,
+                (
+                    Op::AssignEndpoint { .. }
+                    | Op::RefreshJoinToken { .. }
+                    | Op::DeleteJoinToken { .. }
+                    | Op::ApplyAddon { .. },
+                    _,
+                ) => summary.change += 1,
             }
         }
         summary
@@ -135,6 +141,10 @@ pub struct ClusterPlan {
     /// Devices still provisioning: waited for, never duplicated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<String>,
+    /// Joins and addons held back while the control plane does not answer ready: not
+    /// planned now, planned by a pass that finds it ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
     /// Devices with rackform's tags that match no declared node: reported, never deleted
     /// unless their cluster is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -215,6 +225,43 @@ pub enum Op {
         cluster: String,
         kinds: Vec<SecretKind>,
     },
+    /// Move the expiry of the join token rackform stored for a device still joining.
+    RefreshJoinToken {
+        cluster: String,
+        hostname: String,
+        /// The token's id (its public half).
+        token: String,
+    },
+    /// Delete the join token of a device whose node joined, or that is gone.
+    DeleteJoinToken {
+        cluster: String,
+        hostname: String,
+        token: String,
+    },
+    /// Server-side apply an addon's manifests to the cluster's API, then record its digest.
+    ApplyAddon {
+        cluster: String,
+        addon: String,
+        digest: String,
+    },
+}
+
+impl Op {
+    /// The action's name, for spans, logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::CreateSecrets { .. } => "create_secrets",
+            Op::ReserveEndpoint { .. } => "reserve_endpoint",
+            Op::CreateDevice(_) => "create_device",
+            Op::AssignEndpoint { .. } => "assign_endpoint",
+            Op::DeleteDevice { .. } => "delete_device",
+            Op::ReleaseEndpoint { .. } => "release_endpoint",
+            Op::DeleteSecrets { .. } => "delete_secrets",
+            Op::RefreshJoinToken { .. } => "refresh_join_token",
+            Op::DeleteJoinToken { .. } => "delete_join_token",
+            Op::ApplyAddon { .. } => "apply_addon",
+        }
+    }
 }
 
 /// A device to create, with everything its userdata and tags need.
@@ -290,6 +337,19 @@ pub enum Reason {
     EndpointMissing,
     /// The control-plane IP is unassigned or on a device that is going away.
     EndpointMoved,
+    /// The control-plane IP's holder has had a NotReady node for longer than
+    /// [`super::build::NOT_READY_MOVE_AFTER`].
+    EndpointHolderNotReady { hostname: String },
+    /// The device has not joined yet and its join token expires within half its life.
+    StillJoining,
+    /// The device's node has joined: its token is no longer needed.
+    NodeJoined,
+    /// The device the token was made for no longer exists or failed.
+    DeviceGone,
+    /// The addon is not applied to the cluster yet.
+    AddonMissing,
+    /// The addon's manifests changed in Git since they were applied.
+    AddonChanged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -324,6 +384,14 @@ impl fmt::Display for Reason {
             Reason::EndpointMoved => {
                 write!(f, "control-plane IP unassigned or on a device going away")
             }
+            Reason::EndpointHolderNotReady { hostname } => {
+                write!(f, "the node of {hostname}, which holds the control-plane IP, is NotReady")
+            }
+            Reason::StillJoining => write!(f, "device has not joined yet"),
+            Reason::NodeJoined => write!(f, "node joined"),
+            Reason::DeviceGone => write!(f, "device gone"),
+            Reason::AddonMissing => write!(f, "addon not applied yet"),
+            Reason::AddonChanged => write!(f, "addon changed in Git"),
         }
     }
 }

@@ -10,7 +10,10 @@ use crate::plan::{Action, ClusterChange, ClusterPlan, NewDevice, Op, Plan, Reaso
 fn sign(op: &Op) -> char {
     match op {
         Op::CreateSecrets { .. } | Op::ReserveEndpoint { .. } | Op::CreateDevice(_) => '+',
-        Op::AssignEndpoint { .. } => '~',
+        Op::AssignEndpoint { .. }
+        | Op::RefreshJoinToken { .. }
+        | Op::DeleteJoinToken { .. }
+        | Op::ApplyAddon { .. } => '~',
         Op::DeleteDevice { .. } | Op::ReleaseEndpoint { .. } | Op::DeleteSecrets { .. } => '-',
     }
 }
@@ -38,6 +41,15 @@ fn describe(op: &Op) -> (String, String) {
         } => ("delete device".into(), format!("{hostname} ({device})")),
         Op::ReleaseEndpoint { address, .. } => ("release control-plane IP".into(), address.clone()),
         Op::DeleteSecrets { kinds: k, .. } => ("delete secrets".into(), kinds(k)),
+        Op::RefreshJoinToken { hostname, .. } => {
+            ("refresh join token".into(), format!("of {hostname}"))
+        }
+        Op::DeleteJoinToken { hostname, .. } => {
+            ("delete join token".into(), format!("of {hostname}"))
+        }
+        Op::ApplyAddon { addon, digest, .. } => {
+            ("apply addon".into(), format!("{addon} ({digest})"))
+        }
     }
 }
 
@@ -90,6 +102,7 @@ fn shown(plan: &Plan) -> impl Iterator<Item = &ClusterPlan> {
     plan.clusters.iter().filter(|c| {
         c.change != ClusterChange::NoChange
             || !c.waiting.is_empty()
+            || !c.held.is_empty()
             || !c.orphans.is_empty()
             || !c.problems.is_empty()
     })
@@ -138,6 +151,9 @@ pub fn text(plan: &Plan, colour: bool) -> String {
         }
         for waiting in &cluster.waiting {
             let _ = writeln!(out, "  waiting for {waiting}");
+        }
+        for held in &cluster.held {
+            let _ = writeln!(out, "  held: {held}");
         }
         for orphan in &cluster.orphans {
             let _ = writeln!(
@@ -533,6 +549,12 @@ fn section(cluster: &ClusterPlan, fold: Fold) -> String {
         &cluster.waiting,
         &|w| format!("- waiting for `{}`\n", escape(w)),
         "devices still provisioning, waited for",
+    );
+    listed(
+        &mut out,
+        &cluster.held,
+        &|h| format!("- held: {}\n", escape(h)),
+        "joins and addons held until the control plane answers ready",
     );
     listed(
         &mut out,

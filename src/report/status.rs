@@ -26,12 +26,29 @@ pub struct Status {
     pub last_applied_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Nodes joined and Ready out of the devices declared, as the cluster's API says; absent
+    /// when its API could not be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodeCounts>,
     #[serde(default)]
     pub devices: Vec<DeviceStatus>,
+    /// Joins and addons waiting for the control plane to answer ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCounts {
+    /// Devices the declaration asks for.
+    pub declared: u64,
+    /// Nodes of the cluster's devices registered with its API.
+    pub joined: u64,
+    /// Of those, Ready.
+    pub ready: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +61,8 @@ pub struct DeviceStatus {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
-    /// Every declared device is active and nothing is left to do.
+    /// Every declared device is active, its node joined and Ready (when the cluster's API
+    /// could be asked), and nothing is left to do.
     Ready,
     /// Devices are being created, replaced or removed.
     Progressing,
@@ -73,12 +91,36 @@ pub fn of(
         Some(cluster) => (cluster.deletion_protection, Some(cluster.file.clone())),
         None => (after.deletion_protection, after.declared_in.clone()),
     };
+    let nodes = match (declared, &after.api) {
+        (Some(cluster), Some(api)) => {
+            let live: Vec<&str> = after
+                .devices
+                .iter()
+                .filter(|d| d.state.is_live())
+                .map(|d| d.hostname.as_str())
+                .collect();
+            let joined: Vec<_> = api
+                .nodes
+                .iter()
+                .filter(|n| live.contains(&n.name.as_str()))
+                .collect();
+            Some(NodeCounts {
+                declared: cluster.n_devices(),
+                joined: joined.len() as u64,
+                ready: joined.iter().filter(|n| n.ready).count() as u64,
+            })
+        }
+        _ => None,
+    };
+    let all_ready = nodes.is_none_or(|n| n.ready >= n.declared);
     let phase = match plan.change {
         _ if !errors.is_empty() => Phase::Failed,
         _ if plan.suspended && !plan.actions.is_empty() => Phase::Suspended,
         ClusterChange::Blocked => Phase::Blocked,
         ClusterChange::Orphaned => Phase::Orphaned,
-        ClusterChange::NoChange if plan.waiting.is_empty() => Phase::Ready,
+        ClusterChange::NoChange if plan.waiting.is_empty() && plan.held.is_empty() && all_ready => {
+            Phase::Ready
+        }
         _ => Phase::Progressing,
     };
     let mut devices: Vec<DeviceStatus> = after
@@ -99,7 +141,9 @@ pub fn of(
         file,
         last_applied_commit: commit.map(str::to_owned),
         endpoint: after.endpoint.as_ref().map(|e| e.address.clone()),
+        nodes,
         devices,
+        waiting: plan.held.clone(),
         problems: plan.problems.clone(),
         errors,
     }

@@ -99,6 +99,34 @@ impl DirSecrets {
         &self.dir
     }
 
+    /// Stores a secret a user supplies (`kubectl create secret` without rackform's labels):
+    /// rackform reads it and never replaces or deletes it. Refuses to overwrite one that
+    /// exists, as creation does.
+    ///
+    /// # Errors
+    /// When the name is not a cluster secret's, the file cannot be written, or one exists.
+    pub fn put_user_secret(
+        &self,
+        cluster: &str,
+        kind: SecretKind,
+        type_: &str,
+        data: &SecretData,
+    ) -> Result<()> {
+        let name = secret_name(cluster, kind)?;
+        let mut file = our_file(cluster, &name, 1, data);
+        file.type_ = type_.to_owned();
+        file.labels.clear();
+        if self.write_new(&name, &file)? {
+            Ok(())
+        } else {
+            Err(Error::Io {
+                operation: "creating",
+                path: self.file_path(&name),
+                source: io::Error::new(io::ErrorKind::AlreadyExists, "it exists"),
+            })
+        }
+    }
+
     fn file_path(&self, name: &SecretName) -> PathBuf {
         self.dir.join(format!("{name}{SUFFIX}"))
     }

@@ -98,24 +98,24 @@ pub struct Fleet {
     pub dir: tempfile::TempDir,
 }
 
+/// Copies a directory tree of plain files.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 impl Fleet {
     pub fn new() -> Fleet {
         let dir = tempfile::tempdir().unwrap();
-        let source = crate_root().join("examples/fleet");
-        fs::create_dir_all(dir.path().join("fleet/clusters")).unwrap();
-        fs::copy(
-            source.join("rackform.yaml"),
-            dir.path().join("fleet/rackform.yaml"),
-        )
-        .unwrap();
-        for entry in fs::read_dir(source.join("clusters")).unwrap() {
-            let entry = entry.unwrap();
-            fs::copy(
-                entry.path(),
-                dir.path().join("fleet/clusters").join(entry.file_name()),
-            )
-            .unwrap();
-        }
+        copy_tree(&crate_root().join("examples/fleet"), &dir.path().join("fleet"));
         let secrets = dir.path().join("secrets");
         fs::create_dir(&secrets).unwrap();
         fs::set_permissions(&secrets, fs::Permissions::from_mode(0o700)).unwrap();
