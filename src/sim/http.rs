@@ -19,6 +19,12 @@
 //!   members and token ids, as [`super::machines::MachinesView`]; never a secret.
 //! - `POST /_sim/age` `{"ageSecs": N}`: makes N seconds pass for what the simulator holds
 //!   (token expiries, kubeadm's waits, node ages); the clock stays the wall clock.
+//! - `POST /_sim/hosted-control-planes` `{"endpoint": "https://NAME:PORT", "kubernetesVersion":
+//!   "v1.31.4"}`: hosts a control plane for a cluster whose fleet declares that external
+//!   endpoint, as Kamaji would (see [`super::Sim::host_control_plane`]); answers 201 (200 when
+//!   it was already hosted) `{"endpoint", "kubernetesVersion", "address", "caCert",
+//!   "kubeconfig"}`. The kubeconfig is the admin's credential, handed over as a hosting
+//!   provider hands it to its customer: it is never logged.
 //! - `POST /_sim/save`: write the state file now.
 
 use std::collections::BTreeMap;
@@ -100,6 +106,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/devices", get(admin_devices))
         .route("/machines", get(admin_machines))
         .route("/age", axum::routing::post(admin_age))
+        .route(
+            "/hosted-control-planes",
+            axum::routing::post(admin_host_control_plane),
+        )
         .route("/save", axum::routing::post(admin_save));
     Router::new()
         .nest(render::PREFIX, api)
@@ -789,6 +799,47 @@ async fn admin_age(State(shared): AppState, body: Bytes) -> Response {
             422,
             &serde_json::json!({"errors": [format!("expected {{\"ageSecs\": N}}: {error}")]}),
         ),
+    }
+}
+
+async fn admin_host_control_plane(State(shared): AppState, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Host {
+        endpoint: String,
+        kubernetes_version: String,
+    }
+    let host = match serde_json::from_slice::<Host>(&body) {
+        Ok(host) => host,
+        Err(error) => {
+            return json_response(
+                422,
+                &json!({"errors": [format!("expected {{\"endpoint\": URL, \"kubernetesVersion\": VERSION}}: {error}")]}),
+            );
+        }
+    };
+    match shared.host_control_plane(&host.endpoint, &host.kubernetes_version) {
+        Ok((plane, created)) => {
+            use secrecy::ExposeSecret;
+            json_response(
+                if created { 201 } else { 200 },
+                &json!({
+                    "endpoint": host.endpoint,
+                    "kubernetesVersion": host.kubernetes_version,
+                    "address": plane.address.to_string(),
+                    "caCert": plane.ca_cert_pem,
+                    "kubeconfig": plane.admin_kubeconfig.expose_secret(),
+                }),
+            )
+        }
+        Err(error) => {
+            let status = match &error {
+                super::Error::HostedVersionConflict { .. } => 409,
+                super::Error::BadEndpoint(_) | super::Error::BadVersion(_) => 422,
+                _ => 500,
+            };
+            json_response(status, &json!({"errors": [error.to_string()]}))
+        }
     }
 }
 

@@ -16,6 +16,17 @@
 //! [`RETRY_EVERY`] seconds within that window, as the real commands retry; then its failure
 //! stands. A Node is `Ready` once a network plugin runs and [`MachineConfig::node_ready`]
 //! passed since it joined (see docs/simulator.md).
+//!
+//! Power: a device the Packet API powers off (`power_off`, until `power_on` makes it `active`
+//! again) runs nothing: its etcd member stops answering, its API server stops serving, and
+//! its Node turns `Unknown` once kube-controller-manager's `--node-monitor-grace-period` has
+//! passed without a status from its kubelet. Powered on, it boots without cloud-init's
+//! per-instance modules ([`machine::power_on`]) and its kubelet restarts the static pods.
+//!
+//! Hosted control planes ([`super::Sim::host_control_plane`]): a cluster with no machine of
+//! its own, as Kamaji runs a TenantControlPlane in a management cluster, served at a loopback
+//! address of the pool; the machines' DNS resolves its endpoint's name there, so workers join
+//! it by name.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -36,7 +47,7 @@ use super::faults::Faults;
 use super::kube::{Availability, KubeApi, KubeApiConfig};
 use super::machine::{
     self, ApiDown, BootReport, BootstrapToken, CaOrigin, DeviceFacts, Fabric, Host,
-    InterfaceAddress, Outcome, SimCluster, StepStatus,
+    InterfaceAddress, KubeVersion, Outcome, SimCluster, StepStatus,
 };
 use super::world::World;
 
@@ -101,8 +112,82 @@ struct Machine {
     retry_at: Option<i64>,
     /// The device is gone (deleted, or deprovisioning).
     gone: bool,
-    /// Its kubelet died after joining (`Faults::kubelet_dies_after_join`).
+    /// Its kubelet died after joining (`Faults::kubelet_dies_after_join`); a boot after a
+    /// power cycle starts it again.
     kubelet_dead: bool,
+    /// Powered off (the device is `powering_off`, `inactive` or `powering_on`) since then.
+    off_since: Option<i64>,
+    /// When it last came back from a power cycle.
+    on_since: Option<i64>,
+}
+
+/// What the node lifecycle controller waits for before it marks a Node whose kubelet
+/// stopped posting status: kube-controller-manager's `--node-monitor-grace-period`, 40 s
+/// until Kubernetes 1.31 and 50 s from 1.32 (kubernetes/kubernetes#126287,
+/// `pkg/controller/nodelifecycle/config/v1alpha1/defaults.go`).
+fn node_monitor_grace_period(version: KubeVersion) -> i64 {
+    if (version.major, version.minor) >= (1, 32) {
+        50
+    } else {
+        40
+    }
+}
+
+/// A control plane the simulator hosts for a cluster with no machine of its own.
+struct HostedRec {
+    /// The endpoint as the fleet declares it (`https://tenant-a.kamaji.example.com:6443`).
+    url: String,
+    /// Its host name, lower case, which the machines' DNS resolves to the served address.
+    host: String,
+    ca_pem: String,
+    /// The admin kubeconfig handed out, the same on every ask.
+    kubeconfig: SecretString,
+}
+
+/// A control plane the simulator hosts (as Kamaji hosts a TenantControlPlane): where its API
+/// answers, its CA, and an admin kubeconfig for it. `Debug` leaves the kubeconfig out.
+#[derive(Clone)]
+pub struct HostedControlPlane {
+    /// The loopback address and port its API is served at (what the endpoint's name
+    /// resolves to on the machines).
+    pub address: SocketAddr,
+    /// The cluster CA certificate (PEM); it signs the serving certificate.
+    pub ca_cert_pem: String,
+    /// A kubeconfig for `kubernetes-admin` (group `kubeadm:cluster-admins`), `server:
+    /// https://<address>`: a credential.
+    pub admin_kubeconfig: SecretString,
+}
+
+impl std::fmt::Debug for HostedControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostedControlPlane")
+            .field("address", &self.address)
+            .field("admin_kubeconfig", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// The host name and port of a hosted control plane's endpoint URL, `https://NAME[:PORT]`
+/// (the port defaults to 443, as in any https URL). The name must be a DNS name: workers
+/// reach the hosted API through the simulator's DNS.
+pub(super) fn hosted_endpoint(url: &str) -> Result<(String, u16), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if parsed.scheme() != "https" {
+        return Err(format!("{url:?}: a control-plane endpoint is an https URL"));
+    }
+    let host = match parsed.host() {
+        Some(url::Host::Domain(name)) => name.trim_end_matches('.').to_ascii_lowercase(),
+        Some(_) => {
+            return Err(format!(
+                "{url:?}: the simulator hosts a control plane behind a DNS name, not an address"
+            ));
+        }
+        None => return Err(format!("{url:?} has no host")),
+    };
+    if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
+        return Err(format!("{url:?}: an endpoint has no path or query"));
+    }
+    Ok((host, parsed.port().unwrap_or(443)))
 }
 
 /// A cluster `kubeadm init` made, and its API.
@@ -123,6 +208,11 @@ struct ClusterRec {
     made_by: String,
     /// An etcd server per live member, by member id, at the member's client URL.
     etcd: BTreeMap<u64, EtcdServer>,
+    /// Where `kubeadm init` served the API when it had no `controlPlaneEndpoint` (its
+    /// advertise address) and the device that does: it serves there while that device runs.
+    advertised: Option<(SocketAddr, String)>,
+    /// The control plane the simulator hosts, for a cluster no machine runs.
+    hosted: Option<HostedRec>,
 }
 
 /// Every machine and cluster of a simulator.
@@ -157,7 +247,14 @@ impl Machines {
         let by = by.as_secs() as i64;
         for machine in self.machines.values_mut() {
             machine.first_boot -= by;
-            if let Some(at) = &mut machine.retry_at {
+            for at in [
+                &mut machine.retry_at,
+                &mut machine.off_since,
+                &mut machine.on_since,
+            ]
+            .into_iter()
+            .flatten()
+            {
                 *at -= by;
             }
         }
@@ -194,6 +291,114 @@ impl Machines {
         }
     }
 
+    /// The control plane hosted at `host:port`, and its version, if there is one.
+    pub(super) fn hosted(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Option<(KubeVersion, HostedControlPlane)> {
+        self.clusters.iter().find_map(|c| {
+            let hosted = c.hosted.as_ref()?;
+            let address = c.sim.served_at?;
+            (hosted.host == host && address.port() == port).then(|| {
+                (
+                    c.sim.version,
+                    HostedControlPlane {
+                        address,
+                        ca_cert_pem: hosted.ca_pem.clone(),
+                        admin_kubeconfig: hosted.kubeconfig.clone(),
+                    },
+                )
+            })
+        })
+    }
+
+    /// The address the name `host` already resolves to (a hosted control plane on another
+    /// port of the same name): one name, one address.
+    pub(super) fn resolve(&self, host: &str) -> Option<IpAddr> {
+        resolve_hosted(&self.clusters, host)
+    }
+
+    /// Hosts a control plane for the cluster whose fleet declares `url` as its
+    /// `controlPlane.external.endpoint` (`https://<host>:<port>`, already read into `host` and
+    /// `port`), as Kamaji hosts a TenantControlPlane: a Kubernetes API at `address:port` (a
+    /// loopback address of the pool, what `host` resolves to on the machines) with a CA of its
+    /// own and a serving certificate for `host` and the address; `kube-system/kubeadm-config`
+    /// and `kubelet-config` and `kube-public/cluster-info` (server `https://<host>:<port>`),
+    /// the bootstrap RBAC every simulated API starts with, and kube-proxy and CoreDNS. No
+    /// token: Kamaji's bootstrap-token phase creates none (workers join with tokens made
+    /// through the API). Named after the first label of `host` (Kamaji names the cluster
+    /// after the TenantControlPlane).
+    ///
+    /// # Errors
+    /// When the CA, the admin certificate or the server cannot be made, or the address cannot
+    /// be bound. Call inside the tokio runtime that serves the simulator.
+    pub(super) fn host(
+        &mut self,
+        url: &str,
+        (host, port): (&str, u16),
+        version: KubeVersion,
+        address: IpAddr,
+    ) -> Result<HostedControlPlane, String> {
+        let served_at = SocketAddr::new(address, port);
+        let name = host.split('.').next().unwrap_or(host).to_owned();
+        let now = time::OffsetDateTime::from(self.clock.now());
+        let ca = crate::pki::Ca::generate("the hosted cluster CA", now, &mut rand::rngs::OsRng)
+            .map_err(|e| format!("making the hosted cluster's ca: {e}"))?;
+        let clock = self.clock.clone();
+        let config = KubeApiConfig {
+            clock: Arc::new(move || clock.now()),
+            subject_alt_names: vec![host.to_owned()],
+            ..KubeApiConfig::new(
+                ca.cert_pem().to_owned(),
+                ca.key_pem().clone(),
+                &version.to_string(),
+            )
+        };
+        let api = KubeApi::start(bind(served_at)?, config).map_err(|e| e.to_string())?;
+        let sim = SimCluster::hosted(
+            &name,
+            version,
+            served_at,
+            ca.cert_hash().as_str().to_owned(),
+            ca.cert_pem().to_owned(),
+        );
+        for object in kubeadm_config_maps(
+            &sim,
+            &format!("{host}:{port}"),
+            &format!("{host}:{port}"),
+            ca.cert_pem(),
+        ) {
+            api.put_json(object).map_err(|e| e.to_string())?;
+        }
+        controllers::install_addons(&api, &version.to_string());
+        let kubeconfig = admin_kubeconfig(&name, &ca, served_at, now)?;
+        let plane = HostedControlPlane {
+            address: served_at,
+            ca_cert_pem: ca.cert_pem().to_owned(),
+            admin_kubeconfig: kubeconfig.clone(),
+        };
+        self.clusters.push(ClusterRec {
+            sim,
+            joined: BTreeMap::new(),
+            api: Some(api),
+            api_error: None,
+            written: BTreeMap::new(),
+            network_since: None,
+            made_at: self.clock.unix(),
+            made_by: String::new(),
+            etcd: BTreeMap::new(),
+            advertised: None,
+            hosted: Some(HostedRec {
+                url: url.to_owned(),
+                host: host.to_owned(),
+                ca_pem: ca.cert_pem().to_owned(),
+                kubeconfig,
+            }),
+        });
+        Ok(plane)
+    }
+
     /// Brings the machines in step with the world: boots devices that turned active, tells
     /// clusters about devices that went, and updates each cluster's API. Called after every
     /// world tick; cheap when nothing changed. Takes what it uses of `faults` (kubelets that
@@ -202,6 +407,7 @@ impl Machines {
         let now = self.clock.unix();
         self.never_ready_share = faults.node_never_ready_share;
         self.forget_gone(world);
+        self.follow_power(world, now);
         for cluster in &mut self.clusters {
             pull_tokens(cluster);
         }
@@ -220,6 +426,45 @@ impl Machines {
                 for cluster in &mut self.clusters {
                     cluster.sim.device_deleted(id);
                 }
+            }
+        }
+    }
+
+    /// Follows the Packet API's power actions: a device powering off or off stops its kubelet
+    /// and static pods (its clusters are told), one back `active` boots again without
+    /// cloud-init's per-instance modules.
+    fn follow_power(&mut self, world: &World, now: i64) {
+        let Self {
+            machines, clusters, ..
+        } = self;
+        for (id, machine) in machines.iter_mut().filter(|(_, m)| !m.gone) {
+            let Some(device) = world.devices.get(id) else {
+                continue;
+            };
+            let off = matches!(
+                device.state.as_str(),
+                "powering_off" | "inactive" | "powering_on"
+            );
+            match (off, machine.off_since) {
+                (true, None) => {
+                    machine.off_since = Some(now);
+                    // kubeadm's retries die with the machine; cloud-init does not run them
+                    // again at the next boot.
+                    machine.retry_at = None;
+                    for cluster in clusters.iter_mut() {
+                        cluster.sim.device_powered_off(id);
+                    }
+                }
+                (false, Some(_)) => {
+                    machine.off_since = None;
+                    machine.on_since = Some(now);
+                    machine.kubelet_dead = false;
+                    machine::power_on(&mut machine.host);
+                    for cluster in clusters.iter_mut() {
+                        cluster.sim.device_powered_on(id);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -276,6 +521,8 @@ impl Machines {
                     retry_at,
                     gone: false,
                     kubelet_dead,
+                    off_since: None,
+                    on_since: None,
                 },
             );
         }
@@ -284,7 +531,11 @@ impl Machines {
     fn serve(&mut self, world: &World, now: i64, faults: &Faults) {
         refresh_serving(&mut self.clusters, &self.machines, world);
         for cluster in &mut self.clusters {
-            let Some(endpoint) = cluster.sim.control_plane_endpoint.or(cluster.sim.served_at)
+            let Some(endpoint) = cluster
+                .sim
+                .control_plane_endpoint
+                .or(cluster.sim.served_at)
+                .or(cluster.advertised.as_ref().map(|(at, _)| *at))
             else {
                 continue;
             };
@@ -314,6 +565,7 @@ impl Machines {
                     "etcdserver: request timed out ({down})"
                 )),
             };
+            let serving = availability == Availability::Serving;
             if api.availability() != availability
                 && let Err(error) = api.set_availability(availability)
             {
@@ -321,6 +573,9 @@ impl Machines {
             }
             serve_etcd(cluster, &self.machines, &self.clock, &self.shared);
             push_tokens(cluster);
+            if serving {
+                run_token_controllers(cluster, self.clock.now());
+            }
             push_nodes(
                 cluster,
                 &self.machines,
@@ -346,6 +601,7 @@ impl Machines {
                     ok: !matches!(m.report.outcome, Outcome::Failed { .. }),
                     retrying: m.retry_at.is_some(),
                     gone: m.gone,
+                    powered_off: m.off_since.is_some(),
                     steps: m
                         .report
                         .steps
@@ -370,7 +626,13 @@ impl Machines {
                 .map(|c| ClusterView {
                     name: c.sim.name.clone(),
                     version: c.sim.version.to_string(),
-                    endpoint: c.sim.control_plane_endpoint.map(|e| e.to_string()),
+                    endpoint: match &c.hosted {
+                        Some(hosted) => hosted_endpoint(&hosted.url)
+                            .ok()
+                            .map(|(host, port)| format!("{host}:{port}")),
+                        None => c.sim.control_plane_endpoint.map(|e| e.to_string()),
+                    },
+                    hosted: c.hosted.as_ref().map(|h| h.url.clone()),
                     served_by: c.sim.served_by.clone(),
                     api: match (&c.api_error, c.sim.api()) {
                         (Some(error), _) => format!("not started: {error}"),
@@ -442,6 +704,8 @@ pub struct MachineView {
     /// It failed only for want of its API so far and is tried again.
     pub retrying: bool,
     pub gone: bool,
+    /// The device is powered off (`power_off`, until `power_on` makes it `active` again).
+    pub powered_off: bool,
     pub steps: Vec<StepView>,
 }
 
@@ -456,7 +720,10 @@ pub struct StepView {
 pub struct ClusterView {
     pub name: String,
     pub version: String,
+    /// `controlPlaneEndpoint` (`host:port`).
     pub endpoint: Option<String>,
+    /// For a control plane the simulator hosts, its endpoint URL as the fleet declares it.
+    pub hosted: Option<String>,
     pub served_by: Option<String>,
     pub api: String,
     pub nodes: Vec<NodeView>,
@@ -540,16 +807,36 @@ fn routed_to(world: &World, address: IpAddr, device: &str) -> bool {
         .any(|a| a.address.parse::<IpAddr>().is_ok_and(|a| a == address))
 }
 
-/// The API of a cluster with a control-plane endpoint is served by a live control-plane node
-/// that has the endpoint's address on an interface, when the provider routes that address to
-/// its device (an elastic IP moves with its assignment).
+/// The API of a cluster with a control-plane endpoint is served by a running control-plane
+/// node that has the endpoint's address on an interface, when the provider routes that
+/// address to its device (an elastic IP moves with its assignment). Without an endpoint it is
+/// served at the advertise address of the node `kubeadm init` ran on, while that node runs. A
+/// hosted control plane is served where it was started.
 fn refresh_serving(
     clusters: &mut [ClusterRec],
     machines: &BTreeMap<String, Machine>,
     world: &World,
 ) {
+    let running = |device: &str| {
+        machines
+            .get(device)
+            .filter(|m| !m.gone && m.off_since.is_none())
+    };
     for cluster in clusters {
+        if cluster.hosted.is_some() {
+            continue;
+        }
         let Some(endpoint) = cluster.sim.control_plane_endpoint else {
+            if let Some((at, device)) = &cluster.advertised {
+                let serves = running(device).is_some_and(|m| m.host.has_address(at.ip()))
+                    && !cluster
+                        .sim
+                        .nodes
+                        .values()
+                        .any(|n| n.device_id == *device && n.device_gone);
+                cluster.sim.served_at = serves.then_some(*at);
+                cluster.sim.served_by = serves.then(|| device.clone());
+            }
             continue;
         };
         let holder = cluster
@@ -567,9 +854,7 @@ fn refresh_serving(
                     .map(|n| n.device_id.as_str()),
             )
             .find(|device| {
-                machines
-                    .get(*device)
-                    .is_some_and(|m| !m.gone && m.host.has_address(endpoint.ip()))
+                running(device).is_some_and(|m| m.host.has_address(endpoint.ip()))
                     && routed_to(world, endpoint.ip(), device)
             })
             .map(str::to_owned);
@@ -604,6 +889,10 @@ impl Fabric for WorldFabric<'_> {
             .keys()
             .map(|name| (name.clone(), self.now))
             .collect();
+        let advertised = match (cluster.control_plane_endpoint, cluster.served_at) {
+            (None, Some(at)) => cluster.served_by.clone().map(|device| (at, device)),
+            _ => None,
+        };
         self.clusters.push(ClusterRec {
             sim: cluster,
             joined,
@@ -614,8 +903,27 @@ impl Fabric for WorldFabric<'_> {
             made_at: self.now,
             made_by: self.device.to_owned(),
             etcd: BTreeMap::new(),
+            advertised,
+            hosted: None,
         });
     }
+
+    /// The simulator's DNS: the name of a hosted control plane's endpoint resolves to the
+    /// loopback address its API is served at; no other name resolves.
+    fn resolve(&self, name: &str) -> Option<IpAddr> {
+        resolve_hosted(self.clusters, name)
+    }
+}
+
+/// The address a hosted control plane's name resolves to.
+fn resolve_hosted(clusters: &[ClusterRec], name: &str) -> Option<IpAddr> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    clusters.iter().find_map(|c| {
+        c.hosted
+            .as_ref()
+            .filter(|h| h.host == name)
+            .and(c.sim.served_at.map(|at| at.ip()))
+    })
 }
 
 /// Each live etcd member of a cluster answers the etcd v3 gateway at its client URL, with a
@@ -634,7 +942,12 @@ fn serve_etcd(
         .sim
         .etcd_members
         .iter()
-        .filter(|m| m.alive && machines.get(&m.device_id).is_some_and(|d| !d.gone))
+        .filter(|m| {
+            m.alive
+                && machines
+                    .get(&m.device_id)
+                    .is_some_and(|d| !d.gone && d.off_since.is_none())
+        })
         .collect();
     cluster
         .etcd
@@ -664,6 +977,7 @@ fn serve_etcd(
                 read("ca.crt").zip(read("ca.key").map(SecretString::from))
             }
             CaOrigin::Generated { .. } => simulator_ca(clock).ok(),
+            CaOrigin::Hosted => None,
         };
         let Some((cert, key)) = ca else {
             continue;
@@ -788,6 +1102,7 @@ fn start_api(
             (cert, SecretString::from(key))
         }
         CaOrigin::Generated { .. } => simulator_ca(clock)?,
+        CaOrigin::Hosted => return Err("a hosted control plane's api starts with it".to_owned()),
     };
     let listener = bind(endpoint)?;
     let clock = clock.clone();
@@ -798,29 +1113,49 @@ fn start_api(
         ..KubeApiConfig::new(cert.clone(), key, &version)
     };
     let api = KubeApi::start(listener, config).map_err(|e| e.to_string())?;
-    for object in kubeadm_config_maps(cluster, endpoint, &cert) {
+    let control_plane_endpoint = cluster
+        .sim
+        .control_plane_endpoint
+        .map_or_else(String::new, |e| e.to_string());
+    for object in kubeadm_config_maps(
+        &cluster.sim,
+        &control_plane_endpoint,
+        &endpoint.to_string(),
+        &cert,
+    ) {
         api.put_json(object).map_err(|e| e.to_string())?;
     }
     Ok(api)
 }
 
-/// What kubeadm's `upload-config` and `bootstrap-token` phases store: the cluster
-/// configuration in `kube-system/kubeadm-config`, and in `kube-public/cluster-info` the
-/// kubeconfig (CA and server) that token discovery reads
+/// What kubeadm's `upload-config` and `bootstrap-token` phases store (and what Kamaji stores
+/// through the same kubeadm code, `internal/kubeadm/uploadconfig.go` and `bootstraptoken.go`):
+/// the cluster configuration in `kube-system/kubeadm-config`, the kubelet's in
+/// `kube-system/kubelet-config` (data key `kubelet`), and in `kube-public/cluster-info` the
+/// kubeconfig (CA and `server: https://<server>`) that token discovery reads and the
+/// bootstrap signer signs
 /// (https://kubernetes.io/docs/reference/setup-tools/kubeadm/implementation-details/).
-fn kubeadm_config_maps(cluster: &ClusterRec, endpoint: SocketAddr, ca_pem: &str) -> [Value; 2] {
-    let sim = &cluster.sim;
+///
+/// The kubelet configuration holds kubeadm's defaults (`cmd/kubeadm/app/componentconfigs/
+/// kubelet.go`) that do not depend on the cluster's networking, which the simulator does not
+/// keep: `clusterDNS` and `clusterDomain` are left out.
+fn kubeadm_config_maps(
+    sim: &SimCluster,
+    control_plane_endpoint: &str,
+    server: &str,
+    ca_pem: &str,
+) -> [Value; 3] {
     let configuration = format!(
         "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: {}\nkubernetesVersion: {}\ncontrolPlaneEndpoint: {}\ncertificatesDir: {}\n",
-        sim.name,
-        sim.version,
-        sim.control_plane_endpoint
-            .map_or_else(String::new, |e| e.to_string()),
+        sim.name, sim.version, control_plane_endpoint, sim.certificates_dir,
+    );
+    let kubelet = format!(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nauthentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  x509:\n    clientCAFile: {}/ca.crt\nauthorization:\n  mode: Webhook\ncgroupDriver: systemd\nrotateCertificates: true\nstaticPodPath: /etc/kubernetes/manifests\n",
         sim.certificates_dir,
     );
     let ca_data = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    certificate-authority-data: {ca_data}\n    server: https://{endpoint}\ncontexts: []\nusers: []\ncurrent-context: \"\"\npreferences: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    certificate-authority-data: {ca_data}\n    server: https://{server}\ncontexts: []\nusers: []\ncurrent-context: \"\"\npreferences: {{}}\n"
     );
     [
         json!({
@@ -830,10 +1165,79 @@ fn kubeadm_config_maps(cluster: &ClusterRec, endpoint: SocketAddr, ca_pem: &str)
         }),
         json!({
             "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kubelet-config", "namespace": "kube-system"},
+            "data": {"kubelet": kubelet},
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "cluster-info", "namespace": "kube-public"},
             "data": {"kubeconfig": kubeconfig},
         }),
     ]
+}
+
+/// The admin kubeconfig of a hosted control plane, as kubeadm's kubeconfig phase writes
+/// `admin.conf` (Kamaji makes it with that code, `internal/kubeadm/kubeconfig.go`): cluster
+/// `<name>`, user `kubernetes-admin` in the group `kubeadm:cluster-admins` (kubeadm 1.29 and
+/// later; Kamaji binds the group to `cluster-admin` in its `PhaseClusterAdminRBAC`, as every
+/// simulated API does from the start), context `kubernetes-admin@<name>`, a client
+/// certificate valid for a year (kubeadm's `certificateValidityPeriod`). Its server is the
+/// loopback address, which rackform's own process reaches without the machines' DNS.
+fn admin_kubeconfig(
+    name: &str,
+    ca: &crate::pki::Ca,
+    served_at: SocketAddr,
+    now: time::OffsetDateTime,
+) -> Result<SecretString, String> {
+    use crate::pki::{
+        AuthInfo, ClientSubject, Kubeconfig, KubeconfigCluster, KubeconfigContext, NamedAuthInfo,
+        NamedCluster, NamedContext,
+    };
+    let client = ca
+        .issue_client(
+            &ClientSubject {
+                common_name: "kubernetes-admin",
+                organization: Some("kubeadm:cluster-admins"),
+            },
+            ca.not_before(),
+            now + time::Duration::days(365),
+            &mut rand::rngs::OsRng,
+        )
+        .map_err(|e| format!("signing the hosted cluster's admin certificate: {e}"))?;
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let user = "kubernetes-admin".to_owned();
+    let context = format!("{user}@{name}");
+    let kubeconfig = Kubeconfig {
+        api_version: "v1".to_owned(),
+        kind: "Config".to_owned(),
+        preferences: Default::default(),
+        clusters: vec![NamedCluster {
+            name: name.to_owned(),
+            cluster: KubeconfigCluster {
+                server: format!("https://{served_at}"),
+                certificate_authority_data: b64.encode(ca.cert_pem()),
+            },
+        }],
+        users: vec![NamedAuthInfo {
+            name: user.clone(),
+            user: AuthInfo {
+                client_certificate_data: b64.encode(client.cert_pem()),
+                client_key_data: SecretString::from(b64.encode(client.key_pem().expose_secret())),
+            },
+        }],
+        contexts: vec![NamedContext {
+            name: context.clone(),
+            context: KubeconfigContext {
+                cluster: name.to_owned(),
+                user,
+                namespace: None,
+            },
+        }],
+        current_context: context,
+    };
+    kubeconfig
+        .to_yaml()
+        .map_err(|e| format!("writing the hosted cluster's admin kubeconfig: {e}"))
 }
 
 /// The bootstrap-token Secrets in the API are the cluster's tokens: one made through the
@@ -881,6 +1285,21 @@ fn token_of(secret: &Secret) -> Option<BootstrapToken> {
         groups,
         text("description"),
     ))
+}
+
+/// kube-controller-manager's `tokencleaner` and `bootstrapsigner`, while the control plane
+/// runs (its API serves): expired token Secrets go, and `cluster-info` is signed for the
+/// tokens left. The cluster's tokens follow what the cleaner deleted.
+fn run_token_controllers(cluster: &mut ClusterRec, now: SystemTime) {
+    let Some(api) = &cluster.api else {
+        return;
+    };
+    let cleaned = controllers::clean_tokens(api, now);
+    controllers::sign_cluster_info(api, now);
+    if !cleaned.is_empty() {
+        tracing::debug!(cluster = %cluster.sim.name, tokens = ?cleaned, "The token cleaner deleted expired bootstrap tokens.");
+        pull_tokens(cluster);
+    }
 }
 
 /// Tokens `kubeadm init` registered become their `bootstrap-token-<id>` Secrets.
@@ -936,7 +1355,21 @@ fn push_tokens(cluster: &mut ClusterRec) {
     }
 }
 
-/// Whether a node is `Ready`, or why not (the kubelet's own words).
+/// Why a Node is not `Ready`: the condition's reason and message, and since when.
+struct NotReady {
+    reason: &'static str,
+    message: String,
+    since: i64,
+}
+
+const STOPPED_POSTING: &str = "Kubelet stopped posting node status.";
+
+/// Whether a node is `Ready` and since when, or why not (the kubelet's own words, or the node
+/// lifecycle controller's once the kubelet stopped posting).
+///
+/// A powered-off machine's kubelet posts nothing: the Node keeps what it last posted until
+/// `--node-monitor-grace-period` has passed, then turns `Unknown`. Back on, it is `Ready`
+/// [`MachineConfig::node_ready`] after its boot.
 fn node_ready(
     cluster: &ClusterRec,
     node: &machine::Node,
@@ -944,29 +1377,54 @@ fn node_ready(
     config: &MachineConfig,
     never_ready_share: f64,
     now: i64,
-) -> Result<(), (&'static str, String)> {
+) -> Result<i64, NotReady> {
+    let joined = cluster.joined.get(&node.name).copied().unwrap_or(now);
     let machine = machines.get(&node.device_id);
     if node.device_gone || machine.is_none_or(|m| m.gone || m.kubelet_dead) {
-        return Err((
-            "NodeStatusUnknown",
-            "Kubelet stopped posting node status.".to_owned(),
-        ));
+        return Err(NotReady {
+            reason: "NodeStatusUnknown",
+            message: STOPPED_POSTING.to_owned(),
+            since: joined,
+        });
+    }
+    // What the kubelet saw last: now, or when its machine went off.
+    let mut seen = now;
+    if let Some(off) = machine.and_then(|m| m.off_since) {
+        let unknown_at = off + node_monitor_grace_period(cluster.sim.version);
+        if now >= unknown_at {
+            return Err(NotReady {
+                reason: "NodeStatusUnknown",
+                message: STOPPED_POSTING.to_owned(),
+                since: unknown_at,
+            });
+        }
+        seen = off.min(now);
     }
     if share_of(&node.device_id) < never_ready_share {
-        return Err((
-            "KubeletNotReady",
-            "PLEG is not healthy: pleg was last seen active 3m0s ago; threshold is 3m0s".to_owned(),
-        ));
+        return Err(NotReady {
+            reason: "KubeletNotReady",
+            message: "PLEG is not healthy: pleg was last seen active 3m0s ago; threshold is 3m0s"
+                .to_owned(),
+            since: joined,
+        });
     }
-    let Some(network_since) = cluster.network_since else {
-        return Err(("KubeletNotReady", KUBELET_NOT_READY.to_owned()));
+    let not_ready = || NotReady {
+        reason: "KubeletNotReady",
+        message: KUBELET_NOT_READY.to_owned(),
+        since: joined,
     };
-    let joined = cluster.joined.get(&node.name).copied().unwrap_or(now);
-    let ready_at = joined.max(network_since) + config.node_ready.as_secs() as i64;
-    if now < ready_at {
-        return Err(("KubeletNotReady", KUBELET_NOT_READY.to_owned()));
+    let Some(network_since) = cluster.network_since.filter(|at| *at <= seen) else {
+        return Err(not_ready());
+    };
+    let booted = machine.and_then(|m| m.on_since).unwrap_or(joined);
+    let ready_at = joined.max(network_since).max(booted) + config.node_ready.as_secs() as i64;
+    if seen < ready_at {
+        return Err(NotReady {
+            since: booted.max(joined),
+            ..not_ready()
+        });
     }
-    Ok(())
+    Ok(ready_at)
 }
 
 /// Where a device falls in [0, 1), by its id: the same device always draws the same.
@@ -1023,26 +1481,31 @@ fn push_nodes(
     let mut writes = Vec::new();
     for node in cluster.sim.nodes.values() {
         let ready = node_ready(cluster, node, machines, config, never_ready_share, now);
-        if node.device_gone && api.get::<KubeNode>(None, &node.name).is_none() {
-            // Deleted, and no kubelet left to register it again.
+        let kubelet_runs = !node.device_gone
+            && machines
+                .get(&node.device_id)
+                .is_some_and(|m| !m.gone && !m.kubelet_dead && m.off_since.is_none());
+        let registered = cluster.written.contains_key(&node.name);
+        if (node.device_gone || !kubelet_runs && registered)
+            && api.get::<KubeNode>(None, &node.name).is_none()
+        {
+            // Deleted, and no kubelet running to register it again.
             continue;
         }
-        let (status, reason, message) = match &ready {
-            Ok(()) => (
+        let (status, reason, message, since) = match &ready {
+            Ok(since) => (
                 "True",
                 "KubeletReady",
                 "kubelet is posting ready status".to_owned(),
+                *since,
             ),
-            Err(("NodeStatusUnknown", why)) => ("Unknown", "NodeStatusUnknown", why.clone()),
-            Err((reason, why)) => ("False", *reason, why.clone()),
-        };
-        let since = match &ready {
-            Ok(()) => {
-                let joined = cluster.joined.get(&node.name).copied().unwrap_or(now);
-                joined.max(cluster.network_since.unwrap_or(now))
-                    + config.node_ready.as_secs() as i64
-            }
-            Err(_) => cluster.joined.get(&node.name).copied().unwrap_or(now),
+            Err(why) if why.reason == "NodeStatusUnknown" => (
+                "Unknown",
+                "NodeStatusUnknown",
+                why.message.clone(),
+                why.since,
+            ),
+            Err(why) => ("False", why.reason, why.message.clone(), why.since),
         };
         let machine = machines.get(&node.device_id);
         let addresses: Vec<Value> = machine
@@ -1102,7 +1565,7 @@ fn push_nodes(
             object["spec"]["providerID"] = json!(provider);
         }
         if cluster.written.get(&node.name) != Some(&object)
-            || api.get::<KubeNode>(None, &node.name).is_none() && !node.device_gone
+            || api.get::<KubeNode>(None, &node.name).is_none() && kubelet_runs
         {
             writes.push((node.name.clone(), object));
         }
@@ -1130,5 +1593,38 @@ fn push_nodes(
         .collect();
     if let Some(api) = &cluster.api {
         controllers::reconcile(api, &states, &stamp(now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosted_endpoints_are_https_urls_with_a_name() {
+        assert_eq!(
+            hosted_endpoint("https://Tenant-A.kamaji.example.com:6443"),
+            Ok(("tenant-a.kamaji.example.com".to_owned(), 6443))
+        );
+        assert_eq!(
+            hosted_endpoint("https://tenant-a.kamaji.example.com/"),
+            Ok(("tenant-a.kamaji.example.com".to_owned(), 443))
+        );
+        for bad in [
+            "http://tenant-a.kamaji.example.com:6443",
+            "https://203.0.113.7:6443",
+            "https://tenant-a.kamaji.example.com:6443/api",
+            "tenant-a.kamaji.example.com:6443",
+        ] {
+            assert!(hosted_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// kube-controller-manager's default `--node-monitor-grace-period`: 40 s, 50 s from 1.32.
+    #[test]
+    fn the_node_monitor_grace_period_follows_the_version() {
+        assert_eq!(node_monitor_grace_period(KubeVersion::new(1, 31, 4)), 40);
+        assert_eq!(node_monitor_grace_period(KubeVersion::new(1, 32, 0)), 50);
+        assert_eq!(node_monitor_grace_period(KubeVersion::new(1, 34, 2)), 50);
     }
 }

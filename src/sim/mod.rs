@@ -12,7 +12,8 @@
 //! client at [`Sim::base_url`]. [`Sim::requests`] counts API calls by endpoint.
 //! What a booted server would know of itself is read with [`Sim::device_facts`] (addresses,
 //! elastic IPs, key ids; also `GET /_sim/devices`) and [`Sim::device_boot`] (its userdata and
-//! SSH keys).
+//! SSH keys). [`Sim::host_control_plane`] hosts a Kubernetes control plane with no machine of
+//! its own, as Kamaji does, for clusters whose fleet declares an external endpoint.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -63,6 +64,7 @@ use tracing::{info, warn};
 pub use catalog::{METROS, OPERATING_SYSTEMS, PLANS};
 use faults::FaultState;
 pub use faults::Faults;
+pub use machines::HostedControlPlane;
 use machines::{MachineConfig, Machines, MachinesView, SimClock};
 pub use pool::AddressPool;
 pub use world::HardwareSeed;
@@ -100,6 +102,22 @@ pub enum Error {
     BadHardware { plan: String, facility: String },
     #[error("address pool {0} is too small: give a block of /30 or larger")]
     BadPool(Ipv4Net),
+    #[error("hosting a control plane: {0}")]
+    BadEndpoint(String),
+    #[error("hosting a control plane: {0:?} is not a Kubernetes version (v1.MINOR.PATCH)")]
+    BadVersion(String),
+    #[error(
+        "a control plane is already hosted at {endpoint} with Kubernetes {hosted}, not {asked}"
+    )]
+    HostedVersionConflict {
+        endpoint: String,
+        hosted: String,
+        asked: String,
+    },
+    #[error("hosting a control plane: the address pool {0} has no free address left")]
+    PoolFull(Ipv4Net),
+    #[error("hosting a control plane at {endpoint}: {reason}")]
+    Hosting { endpoint: String, reason: String },
 }
 
 /// How the simulator starts.
@@ -183,6 +201,8 @@ pub(crate) struct Shared {
     _lease: pool::Lease,
     /// The booted servers and the clusters they form; locked after `world`.
     machines: Mutex<Machines>,
+    /// The runtime the simulator serves from: hosted control planes' APIs run on it.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -226,6 +246,48 @@ impl Shared {
                 .expect("machines lock poisoned")
                 .sync(world, &mut faults.faults);
         }
+    }
+
+    /// Hosts the control plane of `endpoint` (an `https://NAME[:PORT]` URL) for Kubernetes
+    /// `version`, or finds the one already hosted there; `true` when it is new.
+    fn host_control_plane(
+        &self,
+        endpoint: &str,
+        version: &str,
+    ) -> Result<(HostedControlPlane, bool)> {
+        let (host, port) = machines::hosted_endpoint(endpoint).map_err(Error::BadEndpoint)?;
+        let version = machine::KubeVersion::parse(version)
+            .ok_or_else(|| Error::BadVersion(version.to_owned()))?;
+        let _runtime = self.runtime.enter();
+        let mut world = self.world.lock().expect("world lock poisoned");
+        let mut machines = self.machines.lock().expect("machines lock poisoned");
+        if let Some((hosted, plane)) = machines.hosted(&host, port) {
+            if hosted != version {
+                return Err(Error::HostedVersionConflict {
+                    endpoint: endpoint.to_owned(),
+                    hosted: hosted.to_string(),
+                    asked: version.to_string(),
+                });
+            }
+            return Ok((plane, false));
+        }
+        let address = match machines.resolve(&host) {
+            Some(address) => address,
+            None => IpAddr::V4(
+                world
+                    .take_address()
+                    .ok_or_else(|| Error::PoolFull(world.pool()))?,
+            ),
+        };
+        self.dirty.store(true, Ordering::SeqCst);
+        let plane = machines
+            .host(endpoint, (&host, port), version, address)
+            .map_err(|reason| Error::Hosting {
+                endpoint: endpoint.to_owned(),
+                reason,
+            })?;
+        info!(endpoint, address = %plane.address, "Hosting a control plane");
+        Ok((plane, true))
     }
 
     /// Whether to cut this answer short (`Faults::truncate_next`).
@@ -553,6 +615,7 @@ impl Sim {
                 SimClock::new(wall_start, start),
                 weak.clone(),
             )),
+            runtime: tokio::runtime::Handle::current(),
         });
         shared.save()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -660,7 +723,6 @@ impl Sim {
         self.shared.faults()
     }
 
-    /// Replaces the fault knobs (as `PUT /_sim/faults` does).
     /// What each machine did with its userdata, and each cluster's API, nodes, etcd members
     /// and token ids (also `GET /_sim/machines`).
     pub fn machines(&self) -> MachinesView {
@@ -683,6 +745,30 @@ impl Sim {
             .age(by);
     }
 
+    /// Hosts a Kubernetes control plane for a cluster whose fleet declares
+    /// `controlPlane.external.endpoint: <endpoint>` (`https://NAME[:PORT]`, port 443 by
+    /// default), as Kamaji hosts a TenantControlPlane in a management cluster: its API, with a
+    /// CA of its own, is served over HTTPS at a fresh loopback address of the pool on the
+    /// endpoint's port, and the machines' DNS resolves NAME there, so a worker's
+    /// `kubeadm join NAME:PORT` reaches it (also `POST /_sim/hosted-control-planes`). Asking
+    /// again for the same endpoint gives the same control plane. It may be called from any
+    /// thread.
+    ///
+    /// # Errors
+    /// An endpoint that is not an https URL with a DNS name, a version that is not
+    /// `v1.MINOR.PATCH`, the same endpoint already hosted with another version, a full pool,
+    /// or a server that cannot start.
+    pub fn host_control_plane(
+        &self,
+        endpoint: &str,
+        kubernetes_version: &str,
+    ) -> Result<HostedControlPlane> {
+        self.shared
+            .host_control_plane(endpoint, kubernetes_version)
+            .map(|(plane, _)| plane)
+    }
+
+    /// Replaces the fault knobs (as `PUT /_sim/faults` does).
     pub fn set_faults(&self, faults: Faults) {
         self.shared
             .faults

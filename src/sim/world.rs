@@ -430,6 +430,12 @@ impl World {
             .unwrap_or_else(|| super::pool::AddressPool::Seeded.choose(0).0)
     }
 
+    /// A single address of the pool for something the simulator serves itself (a hosted
+    /// control plane's API), taken like an elastic IP: no device or reservation gets it.
+    pub fn take_address(&mut self) -> Option<std::net::Ipv4Addr> {
+        self.pool_mut().allocate(32).map(|block| block.addr())
+    }
+
     fn pool_mut(&mut self) -> &mut Ipv4Pool {
         let net = self.pool();
         self.pool.get_or_insert_with(|| Ipv4Pool::new(net))

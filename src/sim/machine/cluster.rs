@@ -68,6 +68,9 @@ pub enum CaOrigin {
     /// Made by `kubeadm init` on this device, because no pair was there: nothing signed
     /// elsewhere is trusted by it.
     Generated { device_id: String },
+    /// Made by the provider that hosts the control plane (Kamaji makes one per
+    /// TenantControlPlane); the cluster has no machine of its own.
+    Hosted,
 }
 
 /// The public identity of a CA or key pair.
@@ -90,6 +93,19 @@ impl CaIdentity {
             origin: CaOrigin::Generated {
                 device_id: device_id.to_owned(),
             },
+            pem: None,
+        }
+    }
+}
+
+impl CaIdentity {
+    /// The identity of a CA a hosting provider made for `cluster`, known only by the stand-in
+    /// hash (no node holds it; Kamaji keeps them in the management cluster).
+    fn hosted(cluster: &str, what: &str) -> Self {
+        let digest = Sha256::digest(format!("rackform-sim:hosted:{cluster}:{what}"));
+        Self {
+            hash: format!("sha256:{}", hex(&digest)),
+            origin: CaOrigin::Hosted,
             pem: None,
         }
     }
@@ -332,6 +348,35 @@ impl SimCluster {
         self.tokens = tokens.into_iter().map(|t| (t.id.clone(), t)).collect();
     }
 
+    /// A cluster whose control plane a provider hosts (as Kamaji runs a TenantControlPlane):
+    /// no machine, no etcd member the tenant sees (`external_etcd`), its API served at
+    /// `served_at`, the cluster CA `ca_pem` (its `sha256:` pin `ca_hash`). Nodes join it.
+    pub fn hosted(
+        name: &str,
+        version: KubeVersion,
+        served_at: SocketAddr,
+        ca_hash: String,
+        ca_pem: String,
+    ) -> Self {
+        let mut cluster = Self::new(
+            name.to_owned(),
+            version,
+            None,
+            "/etc/kubernetes/pki".to_owned(),
+            CaIdentity {
+                hash: ca_hash,
+                origin: CaOrigin::Hosted,
+                pem: Some(ca_pem),
+            },
+            CaIdentity::hosted(name, "etcd ca"),
+            CaIdentity::hosted(name, "front-proxy ca"),
+            CaIdentity::hosted(name, "service-account key"),
+            true,
+        );
+        cluster.served_at = Some(served_at);
+        cluster
+    }
+
     /// Whether a majority of the etcd members is alive (always, with external etcd).
     pub fn has_quorum(&self) -> bool {
         if self.external_etcd {
@@ -415,6 +460,47 @@ impl SimCluster {
     }
 }
 
+impl SimCluster {
+    /// A device was powered off: its kubelet and static pods stop, so its etcd member stops
+    /// answering (it stays a member) and, if its API server served the endpoint, nothing
+    /// serves it until another node does. Its Node is left as it was: the node lifecycle
+    /// controller marks it later (see `sim::machines`).
+    pub fn device_powered_off(&mut self, device_id: &str) {
+        for member in self
+            .etcd_members
+            .iter_mut()
+            .filter(|m| m.device_id == device_id)
+        {
+            member.alive = false;
+        }
+        if self.served_by.as_deref() == Some(device_id) {
+            self.served_at = None;
+            self.served_by = None;
+        }
+    }
+
+    /// A device was powered on again: the kubelet starts the static pods in
+    /// `/etc/kubernetes/manifests`, so its etcd member answers again, if it is still a member
+    /// (one removed meanwhile stays removed). Who serves the endpoint is decided by the
+    /// caller, from the addresses the host has after its boot.
+    pub fn device_powered_on(&mut self, device_id: &str) {
+        let gone = self
+            .nodes
+            .values()
+            .any(|n| n.device_id == device_id && n.device_gone);
+        if gone {
+            return;
+        }
+        for member in self
+            .etcd_members
+            .iter_mut()
+            .filter(|m| m.device_id == device_id)
+        {
+            member.alive = true;
+        }
+    }
+}
+
 /// The world around a machine, as the machine layer needs it.
 ///
 /// The integration layer implements it over the simulator's Packet world (IP assignments,
@@ -429,6 +515,13 @@ pub trait Fabric {
 
     /// Stores a cluster `kubeadm init` made (also one whose API is not served).
     fn add_cluster(&mut self, cluster: SimCluster);
+
+    /// The address a DNS name resolves to, as the machine's resolver would answer; `None`
+    /// when the name does not resolve (the default: a fabric without DNS).
+    fn resolve(&self, name: &str) -> Option<IpAddr> {
+        let _ = name;
+        None
+    }
 }
 
 /// An in-memory [`Fabric`]: a routing table and a list of clusters.
@@ -436,6 +529,7 @@ pub trait Fabric {
 pub struct MemFabric {
     routes: BTreeMap<IpAddr, String>,
     clusters: Vec<SimCluster>,
+    names: BTreeMap<String, IpAddr>,
 }
 
 impl MemFabric {
@@ -447,6 +541,11 @@ impl MemFabric {
     /// Stops routing `address` (unassigns it).
     pub fn unroute(&mut self, address: IpAddr) {
         self.routes.remove(&address);
+    }
+
+    /// Makes `name` resolve to `address` (a DNS A record).
+    pub fn add_name(&mut self, name: &str, address: IpAddr) {
+        self.names.insert(name.to_ascii_lowercase(), address);
     }
 
     pub fn clusters(&self) -> &[SimCluster] {
@@ -489,6 +588,12 @@ impl Fabric for MemFabric {
 
     fn add_cluster(&mut self, cluster: SimCluster) {
         self.clusters.push(cluster);
+    }
+
+    fn resolve(&self, name: &str) -> Option<IpAddr> {
+        self.names
+            .get(&name.trim_end_matches('.').to_ascii_lowercase())
+            .copied()
     }
 }
 
@@ -557,6 +662,58 @@ mod tests {
         assert!(c.api().is_ok());
         c.device_deleted("d1");
         assert_eq!(c.api(), Err(ApiDown::NotServed));
+    }
+
+    /// A control plane powered off: its member stops counting and the API it served goes;
+    /// powered on, the member answers again unless it was removed meanwhile.
+    #[test]
+    fn power_cycles_stop_and_restart_members() {
+        let mut c = cluster();
+        c.served_at = Some("192.0.2.1:6443".parse().unwrap());
+        c.served_by = Some("d1".into());
+        for (name, n) in [("a", 1), ("b", 2), ("c", 3)] {
+            c.add_member(
+                name,
+                format!("https://10.0.0.{n}:2380"),
+                format!("https://10.0.0.{n}:2379"),
+                &format!("d{n}"),
+            );
+        }
+        c.device_powered_off("d2");
+        assert!(c.api().is_ok(), "two of three still make a quorum");
+        c.device_powered_off("d1");
+        assert_eq!(c.api(), Err(ApiDown::NotServed));
+        assert_eq!(c.served_by, None);
+        c.served_at = Some("192.0.2.1:6443".parse().unwrap());
+        assert_eq!(
+            c.api(),
+            Err(ApiDown::NoQuorum {
+                alive: 1,
+                members: 3
+            })
+        );
+        c.device_powered_on("d1");
+        assert!(c.api().is_ok());
+        let second = c.etcd_members[1].id;
+        assert!(c.remove_etcd_member(second));
+        c.device_powered_on("d2");
+        assert_eq!(c.etcd_members.len(), 2);
+        assert!(c.etcd_members.iter().all(|m| m.alive));
+    }
+
+    /// The in-memory fabric's DNS: names given resolve, case and a final dot aside; others do
+    /// not.
+    #[test]
+    fn mem_fabric_resolves_names_it_was_given() {
+        let mut fabric = MemFabric::default();
+        assert_eq!(fabric.resolve("tenant-a.kamaji.example.com"), None);
+        let address: IpAddr = "127.9.0.1".parse().unwrap();
+        fabric.add_name("Tenant-A.kamaji.example.com", address);
+        assert_eq!(
+            fabric.resolve("tenant-a.kamaji.example.com."),
+            Some(address)
+        );
+        assert_eq!(fabric.resolve("tenant-b.kamaji.example.com"), None);
     }
 
     #[test]

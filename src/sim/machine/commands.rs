@@ -18,7 +18,7 @@ use serde_yaml::Value;
 
 use super::{
     cluster::KubeVersion,
-    host::{InterfaceAddress, StepStatus},
+    host::{Host, InterfaceAddress, StepStatus},
     kubeadm,
     shell::{Exit, Out, Shell},
 };
@@ -806,76 +806,10 @@ impl Shell<'_> {
             Some("generate" | "get" | "info") => return Out::note("nothing applied"),
             other => return Out::not_interpreted(format!("netplan {}", other.unwrap_or(""))),
         }
-        let mut notes = Vec::new();
-        for path in self.host.files_in("/etc/netplan") {
-            if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
-                continue;
-            }
-            let text = self
-                .host
-                .file(&path)
-                .and_then(|f| f.text())
-                .unwrap_or_default()
-                .to_owned();
-            let doc: Value = match serde_yaml::from_str(&text) {
-                Ok(doc) => doc,
-                Err(e) => {
-                    return Out::fail(
-                        1,
-                        format!("netplan: error in network definition {path}: {e}"),
-                    );
-                }
-            };
-            let Some(network) = doc.get("network") else {
-                continue;
-            };
-            for section in [
-                "ethernets",
-                "bonds",
-                "vlans",
-                "bridges",
-                "dummy-devices",
-                "tunnels",
-            ] {
-                let Some(Value::Mapping(interfaces)) = network.get(section) else {
-                    continue;
-                };
-                for (name, config) in interfaces {
-                    let Some(name) = name.as_str() else { continue };
-                    let exists = self.host.interfaces().contains_key(name);
-                    if section == "ethernets" && !exists {
-                        notes.push(format!("{name}: no such interface on this host"));
-                        continue;
-                    }
-                    self.host.ensure_interface(name);
-                    let Some(Value::Sequence(addresses)) = config.get("addresses") else {
-                        continue;
-                    };
-                    for entry in addresses {
-                        let text = match entry {
-                            Value::String(s) => s.clone(),
-                            Value::Mapping(m) => m
-                                .keys()
-                                .next()
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
-                            _ => continue,
-                        };
-                        match text.parse::<InterfaceAddress>() {
-                            Ok(address) => {
-                                let _ = self.host.add_address(name, address);
-                            }
-                            Err(e) => return Out::fail(1, format!("netplan: {path}: {e}")),
-                        }
-                    }
-                }
-            }
-        }
-        if notes.is_empty() {
-            Out::ok()
-        } else {
-            Out::note(notes.join("; "))
+        match apply_netplan(self.host) {
+            Ok(notes) if notes.is_empty() => Out::ok(),
+            Ok(notes) => Out::note(notes.join("; ")),
+            Err(error) => Out::fail(1, error),
         }
     }
 
@@ -1018,6 +952,76 @@ impl Shell<'_> {
             None => Out::stdout(data),
         }
     }
+}
+
+/// What `netplan apply` does, and what systemd-networkd does at every boot with what
+/// `netplan generate` made of the same files: every `addresses:` entry of
+/// `/etc/netplan/*.yaml` goes on its interface (created for bonds, VLANs, bridges, dummy
+/// devices). Notes say what was skipped.
+pub(super) fn apply_netplan(host: &mut Host) -> Result<Vec<String>, String> {
+    let mut notes = Vec::new();
+    for path in host.files_in("/etc/netplan") {
+        if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
+            continue;
+        }
+        let text = host
+            .file(&path)
+            .and_then(|f| f.text())
+            .unwrap_or_default()
+            .to_owned();
+        let doc: Value = match serde_yaml::from_str(&text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                return Err(format!("netplan: error in network definition {path}: {e}"));
+            }
+        };
+        let Some(network) = doc.get("network") else {
+            continue;
+        };
+        for section in [
+            "ethernets",
+            "bonds",
+            "vlans",
+            "bridges",
+            "dummy-devices",
+            "tunnels",
+        ] {
+            let Some(Value::Mapping(interfaces)) = network.get(section) else {
+                continue;
+            };
+            for (name, config) in interfaces {
+                let Some(name) = name.as_str() else { continue };
+                let exists = host.interfaces().contains_key(name);
+                if section == "ethernets" && !exists {
+                    notes.push(format!("{name}: no such interface on this host"));
+                    continue;
+                }
+                host.ensure_interface(name);
+                let Some(Value::Sequence(addresses)) = config.get("addresses") else {
+                    continue;
+                };
+                for entry in addresses {
+                    let text = match entry {
+                        Value::String(s) => s.clone(),
+                        Value::Mapping(m) => m
+                            .keys()
+                            .next()
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        _ => continue,
+                    };
+                    match text.parse::<InterfaceAddress>() {
+                        Ok(address) => {
+                            let _ = host.add_address(name, address);
+                        }
+                        Err(e) => return Err(format!("netplan: {path}: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    Ok(notes)
 }
 
 impl Out {

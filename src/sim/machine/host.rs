@@ -233,15 +233,23 @@ impl Host {
             b"LABEL=cloudimg-rootfs\t/\text4\tdefaults\t0 1\n".to_vec(),
             0o644,
         );
+        host.boot_interfaces();
+        host
+    }
+
+    /// The interfaces as the image brings them up at boot, before anything the user-data or
+    /// an operator added: `lo` with `127.0.0.1/8` and `::1/128`, `bond0` with the device's
+    /// addresses (what Equinix Metal's network configuration gives it).
+    pub(super) fn boot_interfaces(&mut self) {
         let lo = [
             InterfaceAddress::new(IpAddr::from([127, 0, 0, 1]), 8),
             InterfaceAddress::new("::1".parse().expect("a valid address"), 128),
         ];
-        host.interfaces
-            .insert("lo".to_owned(), lo.into_iter().collect());
-        let own = host.facts.addresses.iter().copied().collect();
-        host.interfaces.insert("bond0".to_owned(), own);
-        host
+        let own = self.facts.addresses.iter().copied().collect();
+        self.interfaces = BTreeMap::from([
+            ("lo".to_owned(), lo.into_iter().collect()),
+            ("bond0".to_owned(), own),
+        ]);
     }
 
     pub fn facts(&self) -> &DeviceFacts {

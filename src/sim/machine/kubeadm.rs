@@ -20,7 +20,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use super::{
     Outcome,
     cluster::{
-        BootstrapToken, CaIdentity, CaOrigin, DEFAULT_NODE_TOKEN_GROUP, KubeVersion, Node,
+        BootstrapToken, CaIdentity, CaOrigin, DEFAULT_NODE_TOKEN_GROUP, Fabric, KubeVersion, Node,
         SimCluster, Taint, hex, parse_token,
     },
     host::Host,
@@ -1003,7 +1003,8 @@ fn service_account(host: &mut Host, dir: &str) -> Result<CaIdentity, String> {
     }
 }
 
-/// Parses `host:port` (an IP address; the simulator resolves no names) with a default port.
+/// Parses `host:port` (an IP address; `kubeadm init` resolves no names here) with a default
+/// port.
 fn endpoint(text: &str, default_port: u16) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
@@ -1013,8 +1014,33 @@ fn endpoint(text: &str, default_port: u16) -> Result<SocketAddr, String> {
     }
     let host = text.rsplit_once(':').map_or(text, |(h, _)| h);
     Err(format!(
-        "{host:?} is not an ip address: the simulator resolves no dns names"
+        "{host:?} is not an ip address: the simulator resolves no dns names here"
     ))
+}
+
+/// Parses `host:port` with a default port, resolving a DNS name through the fabric, as the
+/// machine's resolver would before kubeadm connects (the simulator's DNS knows the names of
+/// hosted control planes; any other name does not resolve).
+fn resolve_endpoint(
+    fabric: &dyn Fabric,
+    text: &str,
+    default_port: u16,
+) -> Result<SocketAddr, String> {
+    if let Ok(addr) = endpoint(text, default_port) {
+        return Ok(addr);
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse::<u16>()
+                .map_err(|_| format!("invalid port {port:?} in {text:?}"))?,
+        ),
+        None => (text, default_port),
+    };
+    let ip = fabric
+        .resolve(host)
+        .ok_or_else(|| format!("dial tcp: lookup {host}: no such host"))?;
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// A token no one was told: what kubeadm generates when none is given.
@@ -1566,8 +1592,9 @@ fn check_hash(hash: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `clusters[0].cluster.server` and the CA hash and token of a discovery kubeconfig.
-fn discovery_file(host: &Host, path: &str) -> Result<(SocketAddr, String, Option<String>), String> {
+/// `clusters[0].cluster.server` (`host:port`) and the CA hash and token of a discovery
+/// kubeconfig.
+fn discovery_file(host: &Host, path: &str) -> Result<(String, String, Option<String>), String> {
     if path.starts_with("https://") {
         return Err(format!(
             "discovery from {path:?}: fetching over https is not simulated"
@@ -1586,8 +1613,10 @@ fn discovery_file(host: &Host, path: &str) -> Result<(SocketAddr, String, Option
         .ok_or_else(|| format!("discovery file {path} has no cluster"))?;
     let server = string(cluster, &["server"])
         .ok_or_else(|| format!("discovery file {path}: the cluster has no server"))?;
-    let address = server.trim_start_matches("https://").trim_end_matches('/');
-    let address = endpoint(address, 443)?;
+    let address = server
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned();
     let data = string(cluster, &["certificate-authority-data"])
         .ok_or_else(|| format!("discovery file {path}: no certificate-authority-data"))?;
     use base64::Engine;
@@ -1704,20 +1733,28 @@ fn join(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
     let (mut labels, provider_id) = kubelet_identity(&spec.node, shell.host, &name)?;
 
     // Discovery: reach the api, trust its CA.
-    let (address, discovery_token, file_hash, file_token) = match &spec.discovery {
+    let (server, address, discovery_token, file_hash, file_token) = match &spec.discovery {
         Discovery::Token {
             token,
             endpoint: at,
             ..
         } => {
-            let address = endpoint(at, DEFAULT_BIND_PORT)
+            let address = resolve_endpoint(&*shell.fabric, at, DEFAULT_BIND_PORT)
                 .map_err(|e| format!("discovery.bootstrapToken.apiServerEndpoint: {e}"))?;
-            (address, Some(token.clone()), None, None)
+            (at.clone(), address, Some(token.clone()), None, None)
         }
         Discovery::File { path } => {
-            let (address, hash, token) = discovery_file(shell.host, path)?;
-            (address, None, Some(hash), token)
+            let (server, hash, token) = discovery_file(shell.host, path)?;
+            let address = resolve_endpoint(&*shell.fabric, &server, 443)
+                .map_err(|e| format!("discovery file {path}: {e}"))?;
+            (server, address, None, Some(hash), token)
         }
+    };
+    // The endpoint as the machine names it, and where that is when it is a name.
+    let shown = if server == address.to_string() {
+        server.clone()
+    } else {
+        format!("{server} ({address})")
     };
     let device = shell.host.facts().id.clone();
     let host = &mut *shell.host;
@@ -1725,10 +1762,10 @@ fn join(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
     let cluster = shell
         .fabric
         .cluster_at(address)
-        .ok_or_else(|| format!("nothing serves the kubernetes api at {address}: discovery cannot fetch the cluster-info configmap"))?;
+        .ok_or_else(|| format!("nothing serves the kubernetes api at {shown}: discovery cannot fetch the cluster-info configmap"))?;
     cluster
         .api()
-        .map_err(|down| format!("the api at {address} is unavailable: {down}"))?;
+        .map_err(|down| format!("the api at {shown} is unavailable: {down}"))?;
     match &spec.discovery {
         Discovery::Token {
             token,
@@ -1904,7 +1941,7 @@ fn join(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
     }
     host.put(
         "/etc/kubernetes/kubelet.conf",
-        format!("(kubeconfig kubelet.conf, server https://{address})\n").into_bytes(),
+        format!("(kubeconfig kubelet.conf, server https://{server})\n").into_bytes(),
         0o600,
     );
     record_warnings(shell, warnings);
@@ -1920,6 +1957,35 @@ mod tests {
 
     fn kubeadm(minor: u32) -> KubeVersion {
         KubeVersion::new(1, minor, 0)
+    }
+
+    /// Join endpoints: addresses as they are, names through the fabric's DNS, which knows
+    /// only the names it was given.
+    #[test]
+    fn join_endpoints_resolve_names_through_the_fabric() {
+        let mut fabric = super::super::cluster::MemFabric::default();
+        fabric.add_name("tenant-a.kamaji.example.com", "127.9.0.1".parse().unwrap());
+        let resolve = |text: &str| resolve_endpoint(&fabric, text, DEFAULT_BIND_PORT);
+        assert_eq!(
+            resolve("198.51.100.2:6443"),
+            Ok("198.51.100.2:6443".parse().unwrap())
+        );
+        assert_eq!(
+            resolve("tenant-a.kamaji.example.com:6443"),
+            Ok("127.9.0.1:6443".parse().unwrap())
+        );
+        assert_eq!(
+            resolve("tenant-a.kamaji.example.com"),
+            Ok(SocketAddr::new(
+                "127.9.0.1".parse().unwrap(),
+                DEFAULT_BIND_PORT
+            ))
+        );
+        assert_eq!(
+            resolve("tenant-b.kamaji.example.com:6443"),
+            Err("dial tcp: lookup tenant-b.kamaji.example.com: no such host".to_owned())
+        );
+        assert!(endpoint("tenant-a.kamaji.example.com:6443", 6443).is_err());
     }
 
     #[test]

@@ -119,6 +119,28 @@ impl BootReport {
     }
 }
 
+/// `host` boots again after a power cycle (the Packet API's `power_off` then `power_on`):
+/// the kernel's runtime network state is gone, so only the image's own addresses and what
+/// `/etc/netplan/*.yaml` configures come back (systemd-networkd applies what netplan
+/// generated at every boot, https://netplan.readthedocs.io/en/stable/netplan-yaml/); an
+/// address `ip addr add` put on an interface, or a `dummy` link `ip link add` made, is not
+/// there any more. cloud-init does not run the user-data again: `runcmd` and
+/// `write_files` run once per instance, and the instance id is the device's, which a power
+/// cycle keeps (https://docs.cloud-init.io/en/latest/reference/modules.html, "Module
+/// frequency"); files written stay on disk. The kubelet is a systemd unit the packages
+/// enabled, so it starts and runs the static pods in `/etc/kubernetes/manifests` again; no
+/// kubeadm runs. Returns what the boot did, for the record (a netplan file that does not
+/// parse leaves its addresses off).
+pub fn power_on(host: &mut Host) -> Vec<String> {
+    host.boot_interfaces();
+    let mut notes = vec!["the network came up from the image and /etc/netplan".to_owned()];
+    match commands::apply_netplan(host) {
+        Ok(more) => notes.extend(more),
+        Err(error) => notes.push(error),
+    }
+    notes
+}
+
 /// Boots `host` with the user-data its device was created with, at `now` (unix seconds).
 ///
 /// The outcome is the last successful `kubeadm init` or `join`; failing that, the last
@@ -157,5 +179,44 @@ pub fn boot(host: &mut Host, userdata: &[u8], fabric: &mut dyn Fabric, now: i64)
         device_id: host.facts().id.clone(),
         outcome,
         steps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A power cycle keeps what netplan configures and loses what `ip addr add` and
+    /// `ip link add` did.
+    #[test]
+    fn a_power_cycle_keeps_netplan_addresses_only() {
+        let mut host = Host::new(DeviceFacts {
+            id: "8c1a4a1e-0000-4000-8000-000000000001".into(),
+            hostname: "edge-control-plane-0".into(),
+            metro: "da".into(),
+            facility: "da11".into(),
+            addresses: vec!["198.51.100.3/31".parse().unwrap()],
+            arch: "amd64".into(),
+        });
+        host.add_address("lo", "203.0.113.10/32".parse().unwrap())
+            .unwrap();
+        host.ensure_interface("dummy0");
+        host.put(
+            "/etc/netplan/60-elastic-ip.yaml",
+            b"network:\n  version: 2\n  dummy-devices:\n    eip0:\n      addresses: [192.0.2.10/32]\n"
+                .to_vec(),
+            0o600,
+        );
+        let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
+        assert!(host.has_address(ip("203.0.113.10")));
+        assert!(!host.has_address(ip("192.0.2.10")), "written, not applied");
+
+        power_on(&mut host);
+        assert!(!host.has_address(ip("203.0.113.10")));
+        assert!(host.has_address(ip("192.0.2.10")));
+        assert!(host.has_address(ip("198.51.100.3")));
+        assert!(host.has_address(ip("127.0.0.1")));
+        assert!(!host.interfaces().contains_key("dummy0"));
+        assert!(host.file("/etc/netplan/60-elastic-ip.yaml").is_some());
     }
 }
