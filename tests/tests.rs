@@ -11,6 +11,7 @@ mod deploy;
 mod docs;
 mod etcd;
 mod forge;
+mod hosted;
 mod kube_api;
 mod machine;
 mod metal;
