@@ -275,9 +275,10 @@ impl JsonSchema for HardwareReservations {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NetworkSpec {
-    /// Pod network CIDR. Default `10.244.0.0/16`.
+    /// Pod network CIDR. Default `172.26.0.0/16`, as the Packet Cluster API provider's. A
+    /// network plugin's own setting (flannel's `net-conf.json` `Network`) must contain it.
     pub pod_cidr: Option<String>,
-    /// Service network CIDR. Default `10.96.0.0/12`.
+    /// Service network CIDR. Default `172.25.0.0/16`, as the Packet Cluster API provider's.
     pub service_cidr: Option<String>,
     /// Cluster DNS domain. Default `cluster.local`.
     pub service_domain: Option<String>,

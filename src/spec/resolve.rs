@@ -29,8 +29,12 @@ pub const DEFAULT_MAX_DELETE_PERCENT: u8 = 10;
 /// plus surge.
 const ORDINAL_WIDTH: usize = 4;
 
-const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
-const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
+// The cluster network defaults of the Packet Cluster API provider, as its README documents
+// them ("Defaults": service CIDR `172.25.0.0/16`, pod CIDR `172.26.0.0/16`, service domain
+// `cluster.local`), kubernetes-sigs/cluster-api-provider-packet v0.3.0, README.md
+// (https://github.com/kubernetes-sigs/cluster-api-provider-packet/blob/v0.3.0/README.md).
+const DEFAULT_POD_CIDR: &str = "172.26.0.0/16";
+const DEFAULT_SERVICE_CIDR: &str = "172.25.0.0/16";
 const DEFAULT_SERVICE_DOMAIN: &str = "cluster.local";
 
 /// Collects diagnostics for one file, pointing each at a field through the file's span index.
