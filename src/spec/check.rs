@@ -339,6 +339,50 @@ pub fn repo_relative_dir(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An object's `apiVersion`: `<version>` for the core group, else `<group>/<version>`.
+pub fn api_version(value: &str) -> Result<(), String> {
+    let bad = || format!("`{value}` is not an apiVersion like `v1` or `apps/v1`");
+    let (group, version) = match value.split_once('/') {
+        Some((group, version)) => (Some(group), version),
+        None => (None, value),
+    };
+    if let Some(group) = group {
+        dns_subdomain(group).map_err(|_| bad())?;
+    }
+    dns_label(version).map_err(|_| bad())?;
+    Ok(())
+}
+
+/// An object's `kind`: a name in CamelCase such as `DaemonSet`.
+pub fn kind(value: &str) -> Result<(), String> {
+    if value.is_empty()
+        || !value.starts_with(|c: char| c.is_ascii_alphabetic())
+        || !value.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(format!(
+            "`{value}` is not a kind like `DaemonSet` (letters and digits)"
+        ));
+    }
+    Ok(())
+}
+
+/// An object's `metadata.name`, as it must be to name the object in a request path (each
+/// resource has stricter rules of its own, which its API server applies).
+pub fn object_name(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value == "." || value == ".." || value.contains(['/', '%']) {
+        return Err(format!(
+            "`{value}` cannot name an object (`.`, `..`, `/` and `%` are not allowed)"
+        ));
+    }
+    if value.len() > 253 {
+        return Err(format!("is {} characters, the limit is 253", value.len()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 pub use super::document::{Taint, TaintEffect};
 
@@ -100,6 +101,9 @@ pub struct Cluster {
     pub rollout: Rollout,
     /// Planned and reported, never applied.
     pub suspend: bool,
+    /// What is applied to the cluster's API once it answers, in the order the cluster lists
+    /// them (its own `spec.addons`, else the fleet's `defaults.addons`).
+    pub addons: Vec<Addon>,
 }
 
 impl Cluster {
@@ -191,4 +195,98 @@ pub struct Network {
 pub struct Rollout {
     pub max_surge: u32,
     pub max_unavailable: u32,
+}
+
+/// An addon as a cluster gets it: Kubernetes objects from the fleet repository, applied with
+/// server-side apply.
+///
+/// `Debug` and `Serialize` name the objects but never show their manifests, which may hold a
+/// Secret's data. Cloning is cheap: the objects are shared by every cluster that selects the
+/// addon.
+#[derive(Clone, PartialEq, Serialize)]
+pub struct Addon {
+    /// Its name in `rackform.yaml`: a DNS label, the key of its record in the cluster.
+    pub name: String,
+    /// The file or directory it was read from, relative to the repository root.
+    pub path: String,
+    /// SHA-256 (16 hex digits) over its manifest files' bytes in path order: it changes when
+    /// they do, and says which version of the addon a cluster got.
+    pub digest: String,
+    /// Every object, in file order and, in a file, document order (a `List`'s items in
+    /// place of the list).
+    #[serde(serialize_with = "serialize_objects")]
+    pub objects: Arc<[AddonObject]>,
+}
+
+impl fmt::Debug for Addon {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let objects: Vec<String> = self.objects.iter().map(ToString::to_string).collect();
+        f.debug_struct("Addon")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("digest", &self.digest)
+            .field("objects", &objects)
+            .finish()
+    }
+}
+
+fn serialize_objects<S: Serializer>(objects: &Arc<[AddonObject]>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(objects.iter())
+}
+
+/// One Kubernetes object of an addon, as written.
+#[derive(Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonObject {
+    /// `v1`, `apps/v1`: `<group>/<version>`, or the version alone for the core group.
+    pub api_version: String,
+    pub kind: String,
+    /// As written; `None` is the `default` namespace for a namespaced kind, and nothing for
+    /// a cluster-scoped one (which of the two only the cluster's API discovery says).
+    pub namespace: Option<String>,
+    pub name: String,
+    /// Where it is written, for people: `addons/flannel/kube-flannel.yml:98`.
+    pub source: String,
+    /// The whole object as JSON, sent as the server-side apply configuration. Never in
+    /// `Debug` or `Serialize`.
+    #[serde(skip)]
+    pub manifest: serde_json::Value,
+}
+
+impl AddonObject {
+    /// The API group: `apps` for `apps/v1`, empty for the core group (`v1`).
+    pub fn group(&self) -> &str {
+        self.api_version
+            .rsplit_once('/')
+            .map_or("", |(group, _)| group)
+    }
+
+    /// The version: `v1` for `apps/v1` and for `v1`.
+    pub fn version(&self) -> &str {
+        self.api_version
+            .rsplit_once('/')
+            .map_or(self.api_version.as_str(), |(_, version)| version)
+    }
+}
+
+impl fmt::Display for AddonObject {
+    /// `DaemonSet kube-flannel/kube-flannel-ds`, `ClusterRole flannel`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(namespace) => write!(f, "{} {namespace}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+impl fmt::Debug for AddonObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddonObject")
+            .field("api_version", &self.api_version)
+            .field("kind", &self.kind)
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }

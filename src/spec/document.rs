@@ -55,6 +55,34 @@ pub struct FleetDocument {
     /// Where clusters are declared and where rackform writes, relative to the repository root.
     #[serde(default)]
     pub paths: Option<Paths>,
+    /// Kubernetes manifests kept in this repository (a network plugin, a cloud provider...)
+    /// that rackform applies to the clusters that select them (`defaults.addons`, a cluster's
+    /// `spec.addons`), as Cluster API's ClusterResourceSet does: as soon as a cluster's API
+    /// answers, every object is applied with server-side apply (field manager `rackform`,
+    /// conflicts forced), Namespaces and CustomResourceDefinitions first, and again whenever
+    /// the addon's files change in Git. An object of a namespaced kind that names no
+    /// namespace goes to `default`. Like a ClusterResourceSet, rackform never deletes:
+    /// objects removed from an addon, and addons a cluster no longer selects, stay in the
+    /// cluster until someone deletes them there. Each cluster records what it got in the
+    /// ConfigMap `kube-system/rackform-addons`: one key per addon, its name, holding a digest
+    /// of its manifests. A cluster that selects an addon with a problem in its files is not
+    /// applied at all (nor deleted) until the problem is fixed. Manifests are read as written
+    /// (no templating), at most 16 MiB of them in all.
+    #[serde(default)]
+    pub addons: Vec<AddonSpec>,
+}
+
+/// One addon: a file or directory of Kubernetes manifests in the fleet repository.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AddonSpec {
+    /// The addon's name: a DNS label, unique in the fleet; clusters select addons by it.
+    pub name: String,
+    /// Relative to the repository root: a manifest file, or a directory whose `.yaml` and
+    /// `.yml` files (directly in it, not below it) are read in name order. Each file holds
+    /// one or more YAML documents, each a Kubernetes object with `apiVersion`, `kind` and
+    /// `metadata.name` (a `List` is read as its items); empty documents are skipped.
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
@@ -104,6 +132,9 @@ pub struct Defaults {
     pub ssh_keys: Vec<String>,
     pub deletion_protection: Option<bool>,
     pub rollout: Option<RolloutSpec>,
+    /// Addons, by name, that every cluster gets unless it lists its own `spec.addons`.
+    /// Default: none.
+    pub addons: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
@@ -158,6 +189,9 @@ pub struct ClusterSpec {
     /// `paused`).
     #[serde(default)]
     pub suspend: bool,
+    /// Addons, by name, applied to this cluster, replacing `defaults.addons` of
+    /// `rackform.yaml` (`[]` for none); each must be declared in its `addons`.
+    pub addons: Option<Vec<String>>,
 }
 
 /// Either control-plane devices on metal (`count`, `plan`, `os`) or an `external` endpoint

@@ -1,4 +1,5 @@
-//! The fleet repository format: `rackform.yaml` and `clusters/*.yaml`.
+//! The fleet repository format: `rackform.yaml`, `clusters/*.yaml` and the addon manifests
+//! `rackform.yaml` names.
 //!
 //! [`load`] reads a repository through [`RepoFiles`] (a checkout on disk, later a Git tree)
 //! and returns a [`Fleet`]: the clusters that are valid, the files that are broken, and every
@@ -6,9 +7,11 @@
 //! and its JSON Schema), the resolved types `plan` reads, and all checks. Does no I/O of its
 //! own and reads no clock.
 //!
-//! Safety rule 1 starts here: a broken cluster file is *unknown*, never *absent*.
+//! Safety rule 1 starts here: a broken cluster file is *unknown*, never *absent*; so is a
+//! cluster that selects a broken addon.
 //! [`Fleet::is_known_absent`] is the only way to ask whether a cluster is gone from Git.
 
+mod addons;
 mod check;
 mod cluster;
 mod diag;
@@ -20,11 +23,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub use addons::MAX_ADDON_BYTES;
 pub use cluster::*;
 pub use diag::{Diagnostic, Span};
 pub use document::{ClusterDocument, FleetDocument, NEXT_AVAILABLE};
 pub use resolve::{DEFAULT_MAX_DELETE_PERCENT, MAX_CONTROL_PLANE, MAX_POOL};
 
+use addons::Addons;
 use resolve::FileCheck;
 use yaml::SpanIndex;
 
@@ -58,7 +63,8 @@ pub trait RepoFiles {
     fn list_yaml(&self, dir: &str) -> Result<Vec<String>, FileError>;
 }
 
-/// A cluster file that could not be turned into a [`Cluster`].
+/// A cluster file that could not be turned into a [`Cluster`]: a problem in the file, or in
+/// the files of an addon it selects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BrokenCluster {
     pub file: String,
@@ -231,9 +237,9 @@ impl<F> Digesting<'_, F> {
 fn load_from(files: &impl RepoFiles, only: Option<&str>) -> Fleet {
     let mut diagnostics = Vec::new();
     let fleet_document = read_settings(files, &mut diagnostics);
-    let (settings, defaults) = match &fleet_document {
-        Some((doc, settings)) => (settings.clone(), Some(&doc.defaults)),
-        None => (None, None),
+    let (settings, defaults, addons) = match &fleet_document {
+        Some((doc, settings, addons)) => (settings.clone(), Some(&doc.defaults), Some(addons)),
+        None => (None, None, None),
     };
     // With unusable settings the clusters are still read and checked (so one run reports
     // every problem) in the default directory, but none can be valid.
@@ -259,7 +265,7 @@ fn load_from(files: &impl RepoFiles, only: Option<&str>) -> Fleet {
         }),
     };
     for path in paths {
-        match read_cluster(files, &path, fleet, &mut diagnostics) {
+        match read_cluster(files, &path, fleet, addons, &mut diagnostics) {
             Ok((cluster, index)) => clusters.push((cluster, index)),
             Err(name) => broken.push(BrokenCluster { file: path, name }),
         }
@@ -275,10 +281,12 @@ fn load_from(files: &impl RepoFiles, only: Option<&str>) -> Fleet {
     }
 }
 
+/// Reads `rackform.yaml` and the addons it declares; the settings are `None` when anything
+/// in the file is wrong (a problem in an addon's own files breaks only that addon).
 fn read_settings(
     files: &impl RepoFiles,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<(FleetDocument, Option<Settings>)> {
+) -> Option<(FleetDocument, Option<Settings>, Addons)> {
     let text = match files.read(SETTINGS_FILE) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => {
@@ -300,8 +308,9 @@ fn read_settings(
         diagnostics,
         failed: false,
     };
-    let settings = resolve::settings(&doc, &mut check);
-    Some((doc, settings))
+    let addons = addons::load(files, &doc.addons, &mut check);
+    let settings = resolve::settings(&doc, &addons, &mut check);
+    Some((doc, settings, addons))
 }
 
 /// Reads one cluster file; on failure returns the name it declares, if that can be read.
@@ -309,6 +318,7 @@ fn read_cluster(
     files: &impl RepoFiles,
     path: &str,
     fleet: Option<(&Settings, &document::Defaults)>,
+    addons: Option<&Addons>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Result<(Cluster, SpanIndex), Option<String>> {
     let bytes = match files.read(path) {
@@ -331,7 +341,7 @@ fn read_cluster(
         diagnostics,
         failed: false,
     };
-    match resolve::cluster(&doc, fleet, &mut check) {
+    match resolve::cluster(&doc, fleet, addons, &mut check) {
         Some(cluster) => Ok((cluster, index)),
         None => Err(Some(doc.metadata.name)),
     }
@@ -361,28 +371,7 @@ fn parse_file<T: serde::de::DeserializeOwned>(
         field: problem.field,
         message: problem.message,
     };
-    let text = match std::str::from_utf8(bytes) {
-        Ok(text) => text.strip_prefix('\u{feff}').unwrap_or(text),
-        Err(error) => {
-            let valid = &bytes[..error.valid_up_to()];
-            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
-            let line_start = valid
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map_or(0, |at| at + 1);
-            let column = String::from_utf8_lossy(&valid[line_start..])
-                .chars()
-                .count()
-                + 1;
-            diagnostics.push(Diagnostic {
-                file: file.to_owned(),
-                span: Some(Span { line, column }),
-                field: None,
-                message: "the file is not valid UTF-8; fleet files are UTF-8 text".into(),
-            });
-            return None;
-        }
-    };
+    let text = utf8(file, bytes, diagnostics)?;
     if text.trim().is_empty() {
         diagnostics.push(Diagnostic::file_level(file, "the file is empty"));
         return None;
@@ -403,6 +392,33 @@ fn parse_file<T: serde::de::DeserializeOwned>(
         Ok(doc) => Some((doc, index)),
         Err(parse_problem) => {
             diagnostics.push(problem(parse_problem));
+            None
+        }
+    }
+}
+
+/// The text of a fleet file without its byte-order mark, or a diagnostic at the first byte
+/// that is not UTF-8.
+fn utf8<'a>(file: &str, bytes: &'a [u8], diagnostics: &mut Vec<Diagnostic>) -> Option<&'a str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Some(text.strip_prefix('\u{feff}').unwrap_or(text)),
+        Err(error) => {
+            let valid = &bytes[..error.valid_up_to()];
+            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+            let line_start = valid
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |at| at + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
+            diagnostics.push(Diagnostic {
+                file: file.to_owned(),
+                span: Some(Span { line, column }),
+                field: None,
+                message: "the file is not valid UTF-8; fleet files are UTF-8 text".into(),
+            });
             None
         }
     }

@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
+use super::addons::{Addons, Loaded};
 use super::check;
 use super::cluster::{
-    CONTROL_PLANE_POOL, Cluster, ClusterName, ControlPlane, ControlPlaneNodes, KubernetesVersion,
-    Network, Paths, Placement, Pool, PoolName, Reservations, Rollout, Settings,
+    Addon, CONTROL_PLANE_POOL, Cluster, ClusterName, ControlPlane, ControlPlaneNodes,
+    KubernetesVersion, Network, Paths, Placement, Pool, PoolName, Reservations, Rollout, Settings,
 };
 use super::diag::Diagnostic;
 use super::document::{
@@ -89,8 +90,9 @@ impl FileCheck<'_> {
     }
 }
 
-/// Checks `rackform.yaml` and its defaults; `None` when anything in it is wrong.
-pub fn settings(doc: &FleetDocument, check: &mut FileCheck) -> Option<Settings> {
+/// Checks `rackform.yaml` and its defaults against the `addons` it declares; `None` when
+/// anything in it is wrong.
+pub fn settings(doc: &FleetDocument, addons: &Addons, check: &mut FileCheck) -> Option<Settings> {
     check.check("packet.project", &doc.packet.project, check::uuid);
     if doc.age.recipients.is_empty() {
         check.error(
@@ -132,7 +134,33 @@ pub fn settings(doc: &FleetDocument, check: &mut FileCheck) -> Option<Settings> 
             "clusters, status and kubeconfigs need three different directories",
         );
     }
-    defaults(&doc.defaults, check);
+    // A manifest among the cluster files would be read as one (and, unreadable as a cluster,
+    // block every deletion); rackform itself writes the other two.
+    for (i, addon) in doc.addons.iter().enumerate() {
+        let inside = [
+            ("clusters", &paths.clusters),
+            ("status", &paths.status),
+            ("kubeconfigs", &paths.kubeconfigs),
+        ]
+        .into_iter()
+        .find(|(_, dir)| {
+            addon.path == **dir
+                || addon
+                    .path
+                    .strip_prefix(dir.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        });
+        if let Some((which, dir)) = inside {
+            check.error(
+                &child(&item("addons", i), "path"),
+                format!(
+                    "`{}` is in the {which} directory `{dir}`; keep addons in a directory of their own, such as `addons/`",
+                    addon.path
+                ),
+            );
+        }
+    }
+    defaults(&doc.defaults, addons, check);
     (!check.failed).then(|| Settings {
         project: doc.packet.project.clone(),
         age_recipients: doc.age.recipients.clone(),
@@ -143,7 +171,7 @@ pub fn settings(doc: &FleetDocument, check: &mut FileCheck) -> Option<Settings> 
     })
 }
 
-fn defaults(defaults: &Defaults, check: &mut FileCheck) {
+fn defaults(defaults: &Defaults, addons: &Addons, check: &mut FileCheck) {
     if let Some(version) = &defaults.kubernetes_version {
         check.check(
             "defaults.kubernetesVersion",
@@ -173,6 +201,82 @@ fn defaults(defaults: &Defaults, check: &mut FileCheck) {
     if let Some(rollout) = &defaults.rollout {
         merged_rollout(Some(rollout), None, "defaults.rollout", check);
     }
+    if let Some(names) = &defaults.addons {
+        addon_names(names, "defaults.addons", addons, check);
+    }
+}
+
+/// Checks that each name in the list at `path` is a declared addon, listed once.
+fn addon_names(names: &[String], path: &str, addons: &Addons, check: &mut FileCheck) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let at = item(path, i);
+        if let Some(first) = seen.get(name.as_str()) {
+            check.error(
+                &at,
+                format!("addon `{name}` is already listed as {path}[{first}]"),
+            );
+            continue;
+        }
+        seen.insert(name, i);
+        if addons.get(name).is_none() {
+            check.error(
+                &at,
+                format!(
+                    "no addon `{name}` in the `addons` of rackform.yaml ({})",
+                    addons.names()
+                ),
+            );
+        }
+    }
+}
+
+/// The addons a cluster gets: its own list, else the fleet default. An addon with problems in
+/// its files fails the cluster, which then is neither applied nor deleted.
+fn cluster_addons(
+    own: Option<&Vec<String>>,
+    default: Option<&Vec<String>>,
+    addons: Option<&Addons>,
+    settings_usable: bool,
+    check: &mut FileCheck,
+) -> Vec<Addon> {
+    let Some(addons) = addons else {
+        return Vec::new();
+    };
+    if let Some(own) = own {
+        addon_names(own, "spec.addons", addons, check);
+    }
+    let names = own.or(default).map_or(&[][..], Vec::as_slice);
+    let mut selected: Vec<Addon> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match addons.get(name) {
+            Some(Loaded::Ready(addon)) => {
+                if !selected.iter().any(|a| &a.name == name) {
+                    selected.push(addon.clone());
+                }
+            }
+            // A broken declaration fails rackform.yaml, which says so; the cluster cannot be
+            // valid then either.
+            Some(Loaded::Broken { files }) if settings_usable && !files.is_empty() => {
+                let (path, whose) = match own {
+                    Some(_) => (item("spec.addons", i), String::new()),
+                    None => (
+                        "spec.addons".to_owned(),
+                        " (selected by defaults.addons in rackform.yaml)".to_owned(),
+                    ),
+                };
+                check.error(
+                    &path,
+                    format!(
+                        "addon `{name}`{whose} has problems in {}; this cluster is neither applied nor deleted until they are fixed",
+                        files.join(", ")
+                    ),
+                );
+            }
+            Some(Loaded::Broken { .. }) | None => {}
+        }
+    }
+    selected
 }
 
 /// Checks whichever of metro and facility are set, and that not both are.
@@ -275,6 +379,7 @@ fn merged_rollout(
 pub fn cluster(
     doc: &ClusterDocument,
     fleet: Option<(&Settings, &Defaults)>,
+    addons: Option<&Addons>,
     check: &mut FileCheck,
 ) -> Option<Cluster> {
     let spec = &doc.spec;
@@ -365,6 +470,14 @@ pub fn cluster(
 
     hostname_length(name, &pools, check);
 
+    let addons = cluster_addons(
+        spec.addons.as_ref(),
+        defaults.addons.as_ref(),
+        addons,
+        fleet.is_some(),
+        check,
+    );
+
     let (Some(kubernetes_version), Some(placement), Some(control_plane), Some(network)) =
         (kubernetes_version, placement, control_plane, network)
     else {
@@ -389,6 +502,7 @@ pub fn cluster(
             .unwrap_or(false),
         rollout,
         suspend: spec.suspend || fleet.is_some_and(|(settings, _)| settings.suspend),
+        addons,
     })
 }
 

@@ -1,10 +1,12 @@
-//! Reading one YAML document with limits.
+//! Reading YAML with limits: one document of a fleet file, or the documents of a manifest.
 //!
 //! Two passes over the text. The first is a streaming scan (yaml-rust2's pull parser) that
-//! refuses more than one document and nesting deeper than [`MAX_DEPTH`], and records where
-//! every key and value starts, so that checks done after parsing can still point at a line.
-//! The second is the typed parse with serde_yaml, which then meets only bounded input.
-//! Neither pass expands aliases into memory before the limits apply.
+//! refuses more documents than allowed (one for fleet files), nesting deeper than allowed
+//! ([`MAX_DEPTH`] for fleet files) and more nodes than allowed with aliases counted as
+//! expanded, and records where every key and value of each document starts, so that checks
+//! done after parsing can still point at a line. The second is the parse with serde_yaml
+//! (typed for fleet files, [`serde_json::Value`]s for manifests), which then meets only bounded
+//! input. Neither pass expands aliases into memory before the limits apply.
 
 use std::collections::HashMap;
 
@@ -19,6 +21,33 @@ pub const MAX_DEPTH: usize = 32;
 /// A document with more nodes than this, counting each alias as the nodes it expands to, is
 /// refused: a large fleet file has a few thousand, an alias bomb billions.
 pub const MAX_NODES: u64 = 50_000;
+
+/// How much YAML one file may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most documents in the file.
+    pub documents: usize,
+    /// Deepest nesting of collections.
+    pub depth: usize,
+    /// Most nodes in the file, each alias counted as the nodes it expands to.
+    pub nodes: u64,
+}
+
+/// `rackform.yaml` and cluster files: one document, [`MAX_DEPTH`], [`MAX_NODES`].
+pub const FLEET_FILE: Limits = Limits {
+    documents: 1,
+    depth: MAX_DEPTH,
+    nodes: MAX_NODES,
+};
+
+/// Addon manifests: any number of documents (the file's size bounds them), nesting as deep as
+/// the schemas of large CustomResourceDefinitions go, and five times the nodes of a fleet
+/// file, with aliases counted as expanded.
+pub const MANIFEST_FILE: Limits = Limits {
+    documents: usize::MAX,
+    depth: 64,
+    nodes: 250_000,
+};
 
 /// A problem found while reading YAML, before it is tied to a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +144,9 @@ enum Frame {
 /// Counts the nodes a document would have with every alias expanded, without expanding.
 #[derive(Default)]
 struct Expansion {
+    /// The limit, and what it is said of (`the document`, `the file`).
+    max: u64,
+    whole: &'static str,
     /// Expanded size of each anchored node, by anchor id (yaml-rust2 numbers them from 1).
     anchored: HashMap<usize, u64>,
     /// Open collections: (anchor id, expanded size so far).
@@ -130,15 +162,22 @@ impl Expansion {
         if let Some((_, open)) = self.open.last_mut() {
             *open = open.saturating_add(size);
         }
-        if self.literal.saturating_add(self.aliased) <= MAX_NODES {
+        let max = self.max;
+        if self.literal.saturating_add(self.aliased) <= max {
             Ok(())
         } else if self.aliased > self.literal {
             Err(format!(
-                "YAML aliases would expand this document past {MAX_NODES} nodes (an alias bomb?); refusing the file"
+                "YAML aliases would expand {} past {max} nodes (an alias bomb?); refusing the file",
+                if self.whole == "the document" {
+                    "this document"
+                } else {
+                    self.whole
+                }
             ))
         } else {
             Err(format!(
-                "the document has more than {MAX_NODES} YAML nodes; refusing the file"
+                "{} has more than {max} YAML nodes; refusing the file",
+                self.whole
             ))
         }
     }
@@ -183,47 +222,90 @@ impl Expansion {
 /// A syntax error is returned as found by the scanner; the typed parse would report it too,
 /// so callers may prefer that one's wording.
 pub fn scan(text: &str) -> Result<SpanIndex, ScanError> {
+    Ok(scan_documents(text, &FLEET_FILE)?
+        .pop()
+        .map(|document| document.index)
+        .unwrap_or_default())
+}
+
+/// One document of a YAML stream, as the scan saw it.
+#[derive(Debug, Default)]
+pub struct ScannedDocument {
+    /// Where each of its fields starts, by path from the document's root (`""` for the
+    /// root, which for a mapping is where its first key is).
+    pub index: SpanIndex,
+}
+
+/// Scans every document of `text` within `limits`, indexing each one's field positions.
+///
+/// An empty text yields no document; `---` with nothing after it yields one whose root is an
+/// empty scalar (serde_yaml reads it as null). Syntax errors as in [`scan`].
+pub fn scan_documents(text: &str, limits: &Limits) -> Result<Vec<ScannedDocument>, ScanError> {
     let mut parser = Parser::new_from_str(text);
-    let mut index = SpanIndex::default();
+    let mut documents: Vec<ScannedDocument> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
-    let mut documents = 0;
-    let mut expansion = Expansion::default();
+    let mut expansion = Expansion {
+        max: limits.nodes,
+        whole: if limits.documents == 1 {
+            "the document"
+        } else {
+            "the file"
+        },
+        ..Expansion::default()
+    };
     let limit = |span, message: String| ScanError::Limit(Problem::at(span, message));
+    let too_deep = |span| {
+        let depth = limits.depth;
+        limit(
+            span,
+            format!("nesting is deeper than {depth} levels; refusing the file"),
+        )
+    };
     loop {
         let (event, mark) = parser.next_token().map_err(|error| {
             let mark = error.marker();
             let span = span_of(mark.line(), mark.col());
             // The scanner has a nesting limit of its own, for flow collections.
             if error.info().contains("recursion limit") {
-                ScanError::Limit(Problem::at(
-                    span,
-                    format!("nesting is deeper than {MAX_DEPTH} levels; refusing the file"),
-                ))
+                too_deep(span)
             } else {
                 ScanError::Syntax(Problem::at(span, error.info().to_owned()))
             }
         })?;
         let span = span_of(mark.line(), mark.col());
-        match event {
-            Event::StreamEnd => return Ok(index),
-            Event::DocumentStart => {
-                documents += 1;
-                if documents > 1 {
-                    return Err(limit(
-                        span,
-                        "a fleet file holds exactly one YAML document, found a second one here"
-                            .into(),
-                    ));
-                }
+        if let Event::DocumentStart = event {
+            if documents.len() >= limits.documents {
+                let message = if limits.documents == 1 {
+                    "a fleet file holds exactly one YAML document, found a second one here"
+                        .to_owned()
+                } else {
+                    format!(
+                        "the file holds more than {} YAML documents; refusing it",
+                        limits.documents
+                    )
+                };
+                return Err(limit(span, message));
             }
+            documents.push(ScannedDocument::default());
+            stack.clear();
+            continue;
+        }
+        if let Event::StreamEnd = event {
+            return Ok(documents);
+        }
+        // Nodes come only inside a document.
+        let Some(index) = documents.last_mut().map(|document| &mut document.index) else {
+            continue;
+        };
+        match event {
             Event::Scalar(text, _, anchor, _) => {
-                place(&mut stack, &mut index, span, Some(&text));
+                place(&mut stack, index, span, Some(&text));
                 expansion
                     .leaf(anchor)
                     .map_err(|message| limit(span, message))?;
             }
             Event::Alias(anchor) => {
-                place(&mut stack, &mut index, span, None);
+                place(&mut stack, index, span, None);
                 expansion
                     .alias(anchor)
                     .map_err(|message| limit(span, message))?;
@@ -232,7 +314,7 @@ pub fn scan(text: &str) -> Result<SpanIndex, ScanError> {
                 expansion
                     .open(anchor)
                     .map_err(|message| limit(span, message))?;
-                let path = place(&mut stack, &mut index, span, None).unwrap_or_else(|| "?".into());
+                let path = place(&mut stack, index, span, None).unwrap_or_else(|| "?".into());
                 stack.push(match event {
                     Event::MappingStart(..) => Frame::Map {
                         path,
@@ -241,18 +323,19 @@ pub fn scan(text: &str) -> Result<SpanIndex, ScanError> {
                     },
                     _ => Frame::Seq { path, next: 0 },
                 });
-                if stack.len() > MAX_DEPTH {
-                    return Err(limit(
-                        span,
-                        format!("nesting is deeper than {MAX_DEPTH} levels; refusing the file"),
-                    ));
+                if stack.len() > limits.depth {
+                    return Err(too_deep(span));
                 }
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 stack.pop();
                 expansion.close();
             }
-            Event::Nothing | Event::StreamStart | Event::DocumentEnd => {}
+            Event::Nothing
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart
+            | Event::DocumentEnd => {}
         }
     }
 }
@@ -302,19 +385,31 @@ fn span_of(line: usize, col: usize) -> Span {
 /// The typed parse: serde_yaml with the field path of any error.
 pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Problem> {
     let deserializer = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let error = error.into_inner();
-        let span = error.location().map(|at| Span {
-            line: at.line(),
-            column: at.column(),
-        });
-        Problem {
-            span,
-            field: (path != "." && path != "?").then_some(path),
-            message: message_of(&error),
-        }
-    })
+    serde_path_to_error::deserialize(deserializer).map_err(problem_of)
+}
+
+/// Every document of `text` as a JSON value (an empty document is `null`), for manifests,
+/// which are JSON objects written as YAML. Call after [`scan_documents`] accepted the text
+/// and found at least one document (serde_yaml reads a text without any as one null).
+pub fn parse_documents(text: &str) -> Result<Vec<serde_json::Value>, Problem> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|document| serde_path_to_error::deserialize(document).map_err(problem_of))
+        .collect()
+}
+
+/// A typed parse's error, with the field path it was found at.
+fn problem_of(error: serde_path_to_error::Error<serde_yaml::Error>) -> Problem {
+    let path = error.path().to_string();
+    let error = error.into_inner();
+    let span = error.location().map(|at| Span {
+        line: at.line(),
+        column: at.column(),
+    });
+    Problem {
+        span,
+        field: (path != "." && path != "?").then_some(path),
+        message: message_of(&error),
+    }
 }
 
 /// serde_yaml's message without the ` at line L column C` it appends (we print positions our
