@@ -2,6 +2,7 @@
 
 mod support;
 
+mod addons;
 mod apply;
 mod bench;
 mod boot;

@@ -89,25 +89,25 @@ fn json_output_carries_the_same_diagnostics() {
     );
 }
 
-/// A copy of the example fleet in a temporary directory, to break in one test.
-fn fleet_copy() -> tempfile::TempDir {
+/// A copy of the example fleet (settings, clusters, addons) in a temporary directory, to
+/// break in one test.
+pub fn fleet_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let source = crate_root().join("examples/fleet");
-    fs::create_dir(dir.path().join("clusters")).unwrap();
-    fs::copy(
-        source.join("rackform.yaml"),
-        dir.path().join("rackform.yaml"),
-    )
-    .unwrap();
-    for entry in fs::read_dir(source.join("clusters")).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(
-            entry.path(),
-            dir.path().join("clusters").join(entry.file_name()),
-        )
-        .unwrap();
-    }
+    copy_dir(&crate_root().join("examples/fleet"), dir.path());
     dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 fn validate_json(dir: &Path) -> serde_json::Value {
@@ -144,7 +144,7 @@ fn all_errors_reported_in_one_run() {
     let text = fs::read_to_string(&core)
         .unwrap()
         .replace("count: 3\n    plan", "count: 4\n    plan")
-        .replace("podCidr: 10.32.0.0/16", "podCidr: 10.32.0.0/33")
+        .replace("serviceCidr: 10.96.0.0/12", "serviceCidr: 10.96.0.0/33")
         .replace(
             "example.com/tier: general",
             "node-role.kubernetes.io/general: \"\"",
@@ -157,7 +157,7 @@ fn all_errors_reported_in_one_run() {
     for expected in [
         "clusters/core.yaml:10:12: spec.controlPlane.count: 4 control-plane nodes",
         "clusters/core.yaml:16:9: spec.pools[0].labels.node-role.kubernetes.io/general: label",
-        "clusters/core.yaml:32:14: spec.network.podCidr: `10.32.0.0/33` is not a CIDR",
+        "clusters/core.yaml:34:18: spec.network.serviceCidr: `10.96.0.0/33` is not a CIDR",
         "clusters/zz-bad.yaml:3:18: metadata.name: may hold only lower-case letters",
         "error: 4 problems in 2 files; 3 clusters valid, 2 broken",
     ] {
