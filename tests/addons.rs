@@ -1,14 +1,19 @@
 //! Addons: what `rackform.yaml` declares is read and checked with the fleet (positions,
-//! broken addons breaking only their clusters, the digests).
+//! broken addons breaking only their clusters, the digests), and `WorkloadClient` applies the
+//! example fleet's flannel to the simulator's Kubernetes API, read back with the real
+//! `kubectl`.
 
 use std::fs;
 use std::path::Path;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use rackform::source::DirFiles;
 use rackform::spec::{self, Fleet};
+use rackform::workload::WorkloadClient;
 use serde_json::Value;
 
-use crate::support::{crate_root, rackform, stderr};
+use crate::support::kube::TestKube;
+use crate::support::{crate_root, rackform, stderr, stdout, tool};
 use crate::validate::fleet_copy;
 
 fn load(dir: &Path) -> Fleet {
@@ -357,4 +362,241 @@ fn addon_manifests_are_read_up_to_a_limit_in_all() {
         "{text:#?}"
     );
     assert_eq!(spec::MAX_ADDON_BYTES, 16 << 20);
+}
+
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+/// Runs the real kubectl against `kube` with a cache of its own in `dir`.
+fn kubectl(kube: &TestKube, dir: &Path, args: &[&str]) -> String {
+    let kubeconfig = dir.join("kubeconfig");
+    if !kubeconfig.exists() {
+        kube.write_kubeconfig(dir, "default");
+    }
+    let output = tool("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("running kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?} failed: {}",
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// The example fleet's flannel, applied as rackform applies it, is what `kubectl` then finds
+/// in the cluster, and the record says which version went in; a second addon's record does
+/// not clobber the first's.
+#[tokio::test]
+async fn flannel_is_applied_with_server_side_apply_and_recorded() {
+    let kube = TestKube::start(&[]);
+    let client = WorkloadClient::connect(&kube.api().addr().to_string(), kube.ca(), now()).unwrap();
+    assert!(client.applied_addons().await.unwrap().is_empty());
+
+    let fleet = load(&crate_root().join("examples/fleet"));
+    let flannel = fleet.clusters[0].addons[0].clone();
+    let done = client.apply_addon(&flannel).await.unwrap();
+    assert_eq!(
+        done,
+        format!(
+            "applied addon `flannel` (addons/flannel, digest {}): 6 objects: Namespace kube-flannel, ClusterRole flannel, ClusterRoleBinding flannel, ServiceAccount kube-flannel/flannel, ConfigMap kube-flannel/kube-flannel-cfg, DaemonSet kube-flannel/kube-flannel-ds",
+            flannel.digest
+        )
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate_root().join("examples/fleet").join(FLANNEL);
+    let names = kubectl(
+        &kube,
+        dir.path(),
+        &["get", "-f", manifest.to_str().unwrap(), "-o", "name"],
+    );
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        [
+            "namespace/kube-flannel",
+            "clusterrole.rbac.authorization.k8s.io/flannel",
+            "clusterrolebinding.rbac.authorization.k8s.io/flannel",
+            "serviceaccount/flannel",
+            "configmap/kube-flannel-cfg",
+            "daemonset.apps/kube-flannel-ds",
+        ]
+    );
+    let daemonset: Value = serde_json::from_str(&kubectl(
+        &kube,
+        dir.path(),
+        &[
+            "get",
+            "daemonset",
+            "-n",
+            "kube-flannel",
+            "kube-flannel-ds",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        daemonset["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/flannel-io/flannel:v0.28.9"
+    );
+    let managers: Vec<&str> = daemonset["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            assert_eq!(entry["operation"], "Apply", "{entry}");
+            entry["manager"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(managers, ["rackform"]);
+    let net_conf = kubectl(
+        &kube,
+        dir.path(),
+        &[
+            "get",
+            "configmap",
+            "-n",
+            "kube-flannel",
+            "kube-flannel-cfg",
+            "-o",
+            "jsonpath={.data.net-conf\\.json}",
+        ],
+    );
+    assert!(
+        net_conf.contains("\"Network\": \"172.26.0.0/16\""),
+        "{net_conf}"
+    );
+
+    // Another addon: its namespaced object without a namespace goes to `default`.
+    let dir_fleet = fleet_copy();
+    fs::write(
+        dir_fleet.path().join("addons/settings.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: team-settings}\ndata: {tier: gold}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: team-reader}\nrules: []\n",
+    )
+    .unwrap();
+    let settings = dir_fleet.path().join("rackform.yaml");
+    let text =
+        fs::read_to_string(&settings).unwrap() + "  - name: team\n    path: addons/settings.yaml\n";
+    fs::write(&settings, text).unwrap();
+    edit(
+        &settings,
+        "  addons: [flannel]",
+        "  addons: [flannel, team]",
+    );
+    let fleet = load(dir_fleet.path());
+    assert!(fleet.is_valid(), "{:?}", fleet.diagnostics);
+    let team = fleet.clusters[0].addons[1].clone();
+    client.apply_addon(&team).await.unwrap();
+    let tier = kubectl(
+        &kube,
+        dir.path(),
+        &[
+            "get",
+            "configmap",
+            "-n",
+            "default",
+            "team-settings",
+            "-o",
+            "jsonpath={.data.tier}",
+        ],
+    );
+    assert_eq!(tier, "gold");
+
+    let record = kubectl(
+        &kube,
+        dir.path(),
+        &[
+            "get",
+            "configmap",
+            "-n",
+            "kube-system",
+            "rackform-addons",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+    );
+    let record: ConfigMap = serde_json::from_str(&record).unwrap();
+    // Each addon's key has a manager of its own, so applying one never drops another's.
+    let mut managers: Vec<String> = record
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|entry| entry.manager.clone())
+        .collect();
+    managers.sort();
+    assert_eq!(managers, ["rackform-addon-flannel", "rackform-addon-team"]);
+    let expected = std::collections::BTreeMap::from([
+        ("flannel".to_owned(), flannel.digest.clone()),
+        ("team".to_owned(), team.digest.clone()),
+    ]);
+    assert_eq!(record.data.as_ref(), Some(&expected));
+    assert_eq!(client.applied_addons().await.unwrap(), expected);
+
+    // A new version of flannel replaces its own key and leaves the other.
+    let mut changed = flannel.clone();
+    changed.digest = "0123456789abcdef".into();
+    client.apply_addon(&changed).await.unwrap();
+    let applied = client.applied_addons().await.unwrap();
+    assert_eq!(applied["flannel"], "0123456789abcdef");
+    assert_eq!(applied["team"], team.digest);
+}
+
+/// What the cluster's API refuses or does not serve is an error naming the object, where it
+/// is written, and what happens next; the record is left as it was.
+#[tokio::test]
+async fn an_object_the_cluster_cannot_take_is_named_and_nothing_is_recorded() {
+    let kube = TestKube::start(&[]);
+    let client = WorkloadClient::connect(&kube.api().addr().to_string(), kube.ca(), now()).unwrap();
+    let dir = fleet_copy();
+    fs::write(
+        dir.path().join("addons/widgets.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: first}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: default}\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("addons/scoped.yaml"),
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r, namespace: default}\n",
+    )
+    .unwrap();
+    let settings = dir.path().join("rackform.yaml");
+    let text = fs::read_to_string(&settings).unwrap()
+        + "  - name: widgets\n    path: addons/widgets.yaml\n  - name: scoped\n    path: addons/scoped.yaml\n";
+    fs::write(&settings, text).unwrap();
+    edit(
+        &settings,
+        "  addons: [flannel]",
+        "  addons: [widgets, scoped]",
+    );
+    let fleet = load(dir.path());
+    assert!(fleet.is_valid(), "{:?}", fleet.diagnostics);
+    let addons = &fleet.clusters[0].addons;
+
+    let error = client.apply_addon(&addons[0]).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "addon `widgets`: the cluster API at {} does not serve Widget of example.com/v1, needed for Widget default/w (addons/widgets.yaml:5); the next pass tries again",
+            kube.api().addr()
+        )),
+        "{message}"
+    );
+    let error = client.apply_addon(&addons[1]).await.unwrap_err();
+    assert!(
+        error.to_string().contains(
+            "ClusterRole default/r (addons/scoped.yaml:1) names namespace `default`, but ClusterRole is cluster-scoped"
+        ),
+        "{error}"
+    );
+    assert!(client.applied_addons().await.unwrap().is_empty());
 }

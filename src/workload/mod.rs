@@ -16,6 +16,8 @@
 //! Never logs a token or a key; 503 answers are not retried here (kube-rs would, for
 //! minutes): the caller's pass decides what happens next.
 
+mod addons;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
