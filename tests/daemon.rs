@@ -71,6 +71,12 @@ impl Daemon {
             work.join("clusters/edge-ams.yaml"),
         )
         .unwrap();
+        fs::create_dir_all(work.join("addons/flannel")).unwrap();
+        fs::copy(
+            crate_root().join("examples/fleet/addons/flannel/kube-flannel.yml"),
+            work.join("addons/flannel/kube-flannel.yml"),
+        )
+        .unwrap();
         git.commit_and_push(&work, "edge-ams");
         Daemon {
             git,

@@ -274,6 +274,12 @@ fn ca_cert_hash_matches_the_openssl_recipe_kubeadm_documents() {
         let digest = run_ok("openssl", &["dgst", "-sha256", "-r", "pub.der"], dir.path());
         let hex = digest.split_whitespace().next().unwrap();
         assert_eq!(ca.cert_hash().as_str(), format!("sha256:{hex}"), "{name}");
+        // The certificate alone (a hosted control plane's) hashes the same.
+        assert_eq!(
+            rackform::pki::CaCertHash::of_cert_pem("fixture CA", ca.cert_pem()).unwrap(),
+            ca.cert_hash(),
+            "{name}"
+        );
     }
 }
 

@@ -13,6 +13,7 @@ mod docs;
 mod etcd;
 mod forge;
 mod hosted;
+mod joins;
 mod kube_api;
 mod machine;
 mod metal;

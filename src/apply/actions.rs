@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use rand::rngs::OsRng;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
@@ -150,14 +150,25 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
                 .refresh_join_token(token, expires)
                 .await
                 .map_err(|e| chain(&e))?;
-            Ok(format!("expires {}", expires.time().replace_nanosecond(0).unwrap_or(expires.time())))
+            Ok(format!(
+                "expires {}",
+                expires
+                    .time()
+                    .replace_nanosecond(0)
+                    .unwrap_or(expires.time())
+            ))
         }
         Op::DeleteJoinToken { cluster, token, .. } => {
             let client = materials.api(context, cluster).await?;
-            client.delete_join_token(token).await.map_err(|e| chain(&e))?;
+            client
+                .delete_join_token(token)
+                .await
+                .map_err(|e| chain(&e))?;
             Ok("deleted".into())
         }
-        Op::ApplyAddon { .. } => Err("ADDONS-WIRING".to_owned()),
+        Op::ApplyAddon { cluster, addon, .. } => {
+            return apply_addon(context, materials, cluster, addon).await;
+        }
     };
     done.map(Finished::Done)
 }
@@ -465,9 +476,9 @@ impl Materials {
             return Ok(material.clone());
         }
         let name = cluster.name.as_str();
-        let existing = existing_pki(context.secrets, name).await?;
         let (pki, ca_hash, endpoint, access) = match &cluster.control_plane {
             ControlPlane::Managed(_) => {
+                let existing = existing_pki(context.secrets, name).await?;
                 let pki = complete(&existing)
                     .ok_or("the cluster's key material secrets are missing or incomplete")?;
                 let reservation = find_endpoint(context, name)
@@ -482,11 +493,25 @@ impl Materials {
                 (Some(pki), hash, endpoint, access)
             }
             ControlPlane::External { host, port, .. } => {
-                let ca = existing.ca.ok_or_else(|| {
-                    format!("secret {name}-ca with the external control plane's CA is missing")
-                })?;
-                let access = crate::observe::workloads::hosted_access(name, context.secrets).await?;
-                (None, ca.cert_hash(), format!("{host}:{port}"), access)
+                // The host's CA certificate; rackform holds no key for it.
+                let stored = context
+                    .secrets
+                    .read(name, SecretKind::Ca)
+                    .await
+                    .map_err(|e| chain(&e))?
+                    .ok_or_else(|| {
+                        format!("secret {name}-ca with the external control plane's CA is missing")
+                    })?;
+                let cert = stored
+                    .data
+                    .text()
+                    .remove("tls.crt")
+                    .ok_or_else(|| format!("secret {name}-ca has no tls.crt"))?;
+                let hash = pki::CaCertHash::of_cert_pem("hosted cluster CA", cert.expose_secret())
+                    .map_err(|e| format!("secret {name}-ca: {}", chain(&e)))?;
+                let access =
+                    crate::observe::workloads::hosted_access(name, context.secrets).await?;
+                (None, hash, format!("{host}:{port}"), access)
             }
         };
         let material = Arc::new(Material {
@@ -562,6 +587,27 @@ impl Materials {
     }
 }
 
+async fn apply_addon<M: Metal, S: SecretStore + Sync>(
+    context: &Context<'_, M, S>,
+    materials: &Materials,
+    cluster_name: &str,
+    name: &str,
+) -> Result<Finished> {
+    let cluster = cluster(context, cluster_name)?;
+    let addon = cluster
+        .addons
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| format!("addon {name} is not declared for {cluster_name}"))?;
+    let client = match materials.ready_api(context, cluster_name).await {
+        Ok(client) => client,
+        Err(Missing::Waiting(why)) => return Ok(Finished::Unfinished(why)),
+        Err(Missing::Failed(why)) => return Err(why),
+    };
+    let applied = client.apply_addon(addon).await.map_err(|e| chain(&e))?;
+    Ok(Finished::Done(applied))
+}
+
 async fn create_device<M: Metal, S: SecretStore + Sync>(
     context: &Context<'_, M, S>,
     materials: &Materials,
@@ -604,14 +650,10 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
         external_cloud_provider: false,
     };
     let role = match (new.role, &material.pki) {
-        (Role::Init, Some(pki)) => userdata::Role::InitControlPlane {
-            pki,
-            token: &token,
-        },
-        (Role::JoinControlPlane, Some(pki)) => userdata::Role::JoinControlPlane {
-            pki,
-            token: &token,
-        },
+        (Role::Init, Some(pki)) => userdata::Role::InitControlPlane { pki, token: &token },
+        (Role::JoinControlPlane, Some(pki)) => {
+            userdata::Role::JoinControlPlane { pki, token: &token }
+        }
         (Role::Worker, _) => userdata::Role::Worker {
             ca_cert_hash: &material.ca_hash,
             token: &token,
@@ -732,4 +774,3 @@ async fn wait_active<M: Metal, S>(context: &Context<'_, M, S>, id: &DeviceId) ->
         }
     }
 }
-

@@ -17,7 +17,7 @@ use crate::metal::{ClientConfig, PacketClient, Token};
 use crate::observe::SecretKind;
 use crate::report;
 use crate::seal::AgeIdentity;
-use crate::secrets::{DirSecrets, SecretData, SecretStore, Store};
+use crate::secrets::{DirSecrets, SecretData, Store};
 use crate::sim::{HardwareSeed, Sim, SimConfig};
 use crate::source::{
     self, Auth, Checkout, FileChange, Identity, LocalRepo, RefWatcher, Remote, WriteBack,
@@ -46,6 +46,10 @@ const FLEET: &[(&str, &str)] = &[
     (
         "clusters/tenant-a.yaml",
         include_str!("../../examples/fleet/clusters/tenant-a.yaml"),
+    ),
+    (
+        "addons/flannel/kube-flannel.yml",
+        include_str!("../../examples/fleet/addons/flannel/kube-flannel.yml"),
     ),
 ];
 const PROJECT: &str = "3b6a1a2e-6c0e-4d6b-9f57-2f1c8c5b7a10";
@@ -155,21 +159,27 @@ async fn demo(args: &Args) -> Result<ExitCode> {
 
     // 3. Secrets in a local directory; the demo plays tenant-a's hosting provider.
     let store = DirSecrets::open(dir.join("secrets"))?;
-    let now = time::OffsetDateTime::now_utc();
-    let hosted_ca = crate::pki::Ca::generate("cluster CA", now, &mut rand::rngs::OsRng)?;
-    let data = SecretData::new()
-        .with("tls.crt", hosted_ca.cert_pem())
-        .with(
-            "tls.key",
-            secrecy::ExposeSecret::expose_secret(hosted_ca.key_pem()).as_bytes(),
-        );
-    store
-        .create_if_absent("tenant-a", SecretKind::Ca, data)
-        .await?;
+    for (cluster, endpoint, version) in hosted_control_planes()? {
+        let hosted = sim.host_control_plane(&endpoint, &version)?;
+        // What the host hands its customer, stored as `kubectl create secret` would.
+        store.put_user_secret(
+            &cluster,
+            SecretKind::Ca,
+            "kubernetes.io/tls",
+            &SecretData::new().with("tls.crt", hosted.ca_cert_pem.as_bytes()),
+        )?;
+        store.put_user_secret(
+            &cluster,
+            SecretKind::Kubeconfig,
+            "cluster.x-k8s.io/secret",
+            &SecretData::new().with("value", hosted.admin_kubeconfig.expose_secret().as_bytes()),
+        )?;
+        println!("      {cluster}'s control plane is hosted by the simulator at {endpoint}.");
+    }
     step(
         3,
         &format!(
-            "Cluster secrets in {} (tenant-a's CA stands for its hosting provider's).",
+            "Cluster secrets in {} (tenant-a's CA and kubeconfig come from its host).",
             dir.join("secrets").display()
         ),
     );
@@ -384,6 +394,34 @@ async fn show_clusters(
         }
     }
     Ok(())
+}
+
+/// The clusters of the example fleet whose control plane is hosted elsewhere: name, the
+/// endpoint they declare, and the fleet's default Kubernetes version.
+fn hosted_control_planes() -> Result<Vec<(String, String, String)>> {
+    let text = |path: &str| {
+        let (_, text) = FLEET
+            .iter()
+            .find(|(p, _)| *p == path)
+            .expect("a fleet file");
+        serde_yaml::from_str::<serde_yaml::Value>(text).context(path.to_owned())
+    };
+    let settings = text("rackform.yaml")?;
+    let version = settings["defaults"]["kubernetesVersion"]
+        .as_str()
+        .unwrap_or("v1.31.4")
+        .to_owned();
+    let mut hosted = Vec::new();
+    for (path, _) in FLEET.iter().filter(|(p, _)| p.starts_with("clusters/")) {
+        let cluster = text(path)?;
+        if let (Some(name), Some(endpoint)) = (
+            cluster["metadata"]["name"].as_str(),
+            cluster["spec"]["controlPlane"]["external"]["endpoint"].as_str(),
+        ) {
+            hosted.push((name.to_owned(), endpoint.to_owned(), version.clone()));
+        }
+    }
+    Ok(hosted)
 }
 
 fn with_recipient(settings: &str, recipient: &str) -> String {

@@ -235,6 +235,26 @@ impl CaCertHash {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The hash of a CA certificate alone (a hosted control plane's, whose key rackform does
+    /// not hold).
+    ///
+    /// # Errors
+    /// When the PEM does not parse or the certificate is not a CA.
+    pub fn of_cert_pem(what: &'static str, cert_pem: &str) -> Result<Self> {
+        let der = pem_block(cert_pem, &["CERTIFICATE"])
+            .map_err(|reason| Error::ParseCert { what, reason })?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&der).map_err(|e| Error::ParseCert {
+                what,
+                reason: e.to_string(),
+            })?;
+        if !cert.is_ca() {
+            return Err(Error::NotCa { what });
+        }
+        let digest = Sha256::digest(cert.public_key().raw);
+        Ok(CaCertHash(format!("sha256:{}", hex(&digest))))
+    }
 }
 
 impl fmt::Display for CaCertHash {

@@ -2,9 +2,9 @@
 //!
 //! Owns [`NodeTemplate`] (what a pool's nodes have in common), [`Role`] and [`render`].
 //! The output is Cluster API's bootstrap shape: `## template: jinja`, `#cloud-config`,
-//! `write_files` (CA pairs on control planes, the kubeadm config) and `runcmd` (prepare the
-//! node, put the control-plane IP on `lo` on control planes, then `kubeadm init` or
-//! `kubeadm join`).
+//! `write_files` (CA pairs and a netplan file with the control-plane IP on control planes,
+//! the kubeadm config) and `runcmd` (prepare the node, `netplan apply` on control planes,
+//! then `kubeadm init` or `kubeadm join`).
 //!
 //! The first line makes cloud-init render the file with jinja, so that
 //! `{{ v1.instance_id }}` (the device UUID on Equinix Metal) becomes the kubelet's
@@ -162,6 +162,9 @@ impl WriteFile {
     }
 }
 
+/// Where a control plane's netplan file puts the control-plane IP on `lo`.
+pub const CONTROL_PLANE_IP_NETPLAN: &str = "/etc/netplan/60-rackform-control-plane-ip.yaml";
+
 /// Renders the userdata for one node. Deterministic: the same inputs give the same bytes.
 ///
 /// # Errors
@@ -208,8 +211,19 @@ pub fn render(node: &NodeTemplate, role: Role<'_>) -> Result<Userdata> {
     {
         // Equinix Metal routes an elastic IP to the device it is assigned to, and the OS
         // must answer on it itself: every control plane holds the control-plane IP on `lo`,
-        // so the one it is assigned to (and moved to) serves the API there.
-        runcmd.push(format!("ip addr add {address}/32 dev lo"));
+        // so the one it is assigned to (and moved to) serves the API there. Through netplan,
+        // so that systemd-networkd puts it back at every boot (a `runcmd` runs once per
+        // instance, and `ip addr add` is lost on reboot).
+        write_files.push(WriteFile {
+            permissions: "0600",
+            ..WriteFile::public(
+                CONTROL_PLANE_IP_NETPLAN,
+                &format!(
+                    "network:\n  version: 2\n  ethernets:\n    lo:\n      addresses: [\"{address}/32\"]\n"
+                ),
+            )
+        });
+        runcmd.push("netplan apply".to_owned());
     }
     runcmd.push(kubeadm_command);
     let config = CloudConfig {

@@ -421,7 +421,7 @@ fn declared(
             join_tokens(b, api, observed);
         }
     }
-    // ADDONS-WIRING addons(b, cluster, observed.api.as_ref(), outcome.init);
+    addons(b, cluster, observed.api.as_ref(), outcome.init);
     if exists {
         ClusterChange::Update
     } else {
@@ -783,12 +783,10 @@ fn endpoint(
         api.node(&d.hostname).map(|n| (n.ready, n.since))
     };
     let device_of = |id: &str| observed.devices.iter().find(|d| d.id == id);
-    let not_ready_holder = holder
-        .and_then(device_of)
-        .filter(|d| match node_ready(d) {
-            Some((false, since)) => since.is_some_and(|s| b.now - s >= NOT_READY_MOVE_AFTER),
-            _ => false,
-        });
+    let not_ready_holder = holder.and_then(device_of).filter(|d| match node_ready(d) {
+        Some((false, since)) => since.is_some_and(|s| b.now - s >= NOT_READY_MOVE_AFTER),
+        _ => false,
+    });
     let mut active: Vec<&ObservedDevice> = observed
         .devices
         .iter()
@@ -802,8 +800,11 @@ fn endpoint(
         .collect();
     // Control planes whose node is Ready first, then by ordinal.
     active.sort_by_key(|d| (node_ready(d).is_none_or(|(ready, _)| !ready), d.ordinal));
-    let moves_off_not_ready = not_ready_holder
-        .filter(|_| active.first().is_some_and(|d| node_ready(d).is_some_and(|(r, _)| r)));
+    let moves_off_not_ready = not_ready_holder.filter(|_| {
+        active
+            .first()
+            .is_some_and(|d| node_ready(d).is_some_and(|(r, _)| r))
+    });
     if let Some(holder) = holder
         && is_live_cp(holder)
         && !outcome.deleted.contains_key(holder)
@@ -888,8 +889,8 @@ fn wait_for_api(b: &mut ClusterBuilder, api: &ObservedApi) {
 /// Join tokens rackform stored for single devices: deleted once their node joined or their
 /// device is gone, refreshed while their device still joins and half their life is spent.
 fn join_tokens(b: &mut ClusterBuilder, api: &ObservedApi, observed: &ObservedCluster) {
-    let half_life = i64::try_from(crate::workload::JOIN_TOKEN_TTL.as_secs() / 2)
-        .expect("an hour fits");
+    let half_life =
+        i64::try_from(crate::workload::JOIN_TOKEN_TTL.as_secs() / 2).expect("an hour fits");
     for token in &api.join_tokens {
         let device = observed
             .devices
@@ -922,6 +923,51 @@ fn join_tokens(b: &mut ClusterBuilder, api: &ObservedApi, observed: &ObservedClu
         };
         let op = op(b, refresh);
         b.push(op, reason, &[]);
+    }
+}
+
+/// Addons whose digest the cluster's API does not record are applied: once the API answers
+/// ready, or in the pass that creates the cluster, after its first control plane (apply
+/// waits for the API then).
+fn addons(
+    b: &mut ClusterBuilder,
+    cluster: &Cluster,
+    api: Option<&ObservedApi>,
+    init: Option<usize>,
+) {
+    for addon in &cluster.addons {
+        let applied = api.and_then(|a| a.addons.get(&addon.name));
+        if applied == Some(&addon.digest) {
+            continue;
+        }
+        let after = match (init, api) {
+            (Some(init), _) => vec![init],
+            (None, Some(api)) if api.ready => Vec::new(),
+            (None, Some(api)) => {
+                let why = api
+                    .problem
+                    .as_deref()
+                    .unwrap_or("its API does not answer ready");
+                b.held.push(format!(
+                    "addon {}: waiting for the control plane of {} ({why})",
+                    addon.name, b.name
+                ));
+                continue;
+            }
+            // Not observed: planned offline, or nothing runs yet to apply it to.
+            (None, None) => continue,
+        };
+        let reason = if applied.is_some() {
+            Reason::AddonChanged
+        } else {
+            Reason::AddonMissing
+        };
+        let op = Op::ApplyAddon {
+            cluster: b.name.to_owned(),
+            addon: addon.name.clone(),
+            digest: addon.digest.clone(),
+        };
+        b.push(op, reason, &after);
     }
 }
 

@@ -339,7 +339,9 @@ pub enum Reason {
     EndpointMoved,
     /// The control-plane IP's holder has had a NotReady node for longer than
     /// [`super::build::NOT_READY_MOVE_AFTER`].
-    EndpointHolderNotReady { hostname: String },
+    EndpointHolderNotReady {
+        hostname: String,
+    },
     /// The device has not joined yet and its join token expires within half its life.
     StillJoining,
     /// The device's node has joined: its token is no longer needed.
@@ -385,7 +387,10 @@ impl fmt::Display for Reason {
                 write!(f, "control-plane IP unassigned or on a device going away")
             }
             Reason::EndpointHolderNotReady { hostname } => {
-                write!(f, "the node of {hostname}, which holds the control-plane IP, is NotReady")
+                write!(
+                    f,
+                    "the node of {hostname}, which holds the control-plane IP, is NotReady"
+                )
             }
             Reason::StillJoining => write!(f, "device has not joined yet"),
             Reason::NodeJoined => write!(f, "node joined"),

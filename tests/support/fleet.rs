@@ -115,14 +115,15 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 impl Fleet {
     pub fn new() -> Fleet {
         let dir = tempfile::tempdir().unwrap();
-        copy_tree(&crate_root().join("examples/fleet"), &dir.path().join("fleet"));
+        copy_tree(
+            &crate_root().join("examples/fleet"),
+            &dir.path().join("fleet"),
+        );
         let secrets = dir.path().join("secrets");
         fs::create_dir(&secrets).unwrap();
         fs::set_permissions(&secrets, fs::Permissions::from_mode(0o700)).unwrap();
         let fleet = Fleet { dir };
-        for cluster in ["core", "tenant-a"] {
-            fleet.user_ca(cluster);
-        }
+        fleet.user_ca("core");
         fleet
     }
 
@@ -173,7 +174,51 @@ impl Fleet {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     }
 
+    /// Plays tenant-a's hosting provider: the simulator hosts its control plane at the
+    /// endpoint its file declares, and the secret directory gets what the host hands its
+    /// customer (the CA certificate, an admin kubeconfig), as `kubectl create secret` would.
+    /// Done once, before the first command that talks to the simulator.
+    pub fn host_tenant_a(&self, sim: &SimHandle) {
+        let kubeconfig = self.path("secrets").join("tenant-a-kubeconfig.json");
+        let file = self.path("fleet/clusters/tenant-a.yaml");
+        if kubeconfig.exists() || !file.exists() {
+            return;
+        }
+        let text = fs::read_to_string(file).unwrap();
+        let endpoint = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("endpoint: "))
+            .unwrap()
+            .to_owned();
+        let hosted = sim.sim.host_control_plane(&endpoint, "v1.31.4").unwrap();
+        let write = |name: &str, type_: &str, key: &str, value: &str| {
+            let secret = serde_json::json!({
+                "name": name,
+                "type": type_,
+                "labels": {},
+                "version": 1,
+                "data": { key: base64::engine::general_purpose::STANDARD.encode(value) },
+            });
+            let path = self.path("secrets").join(format!("{name}.json"));
+            fs::write(&path, serde_json::to_vec_pretty(&secret).unwrap()).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        write(
+            "tenant-a-ca",
+            "kubernetes.io/tls",
+            "tls.crt",
+            &hosted.ca_cert_pem,
+        );
+        write(
+            "tenant-a-kubeconfig",
+            "cluster.x-k8s.io/secret",
+            "value",
+            secrecy::ExposeSecret::expose_secret(&hosted.admin_kubeconfig),
+        );
+    }
+
     pub fn command(&self, sim: &SimHandle, args: &[&str]) -> Command {
+        self.host_tenant_a(sim);
         let mut command = Command::new(env!("CARGO_BIN_EXE_rackform"));
         command
             .args(args)
