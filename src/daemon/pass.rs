@@ -105,7 +105,13 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             Some(&self.apply.journal),
         )
         .await?;
-        workloads::observe(&mut world, &desired.fleet, &self.store, OffsetDateTime::now_utc()).await;
+        workloads::observe(
+            &mut world,
+            &desired.fleet,
+            &self.store,
+            OffsetDateTime::now_utc(),
+        )
+        .await;
         let world_hash = plan::world_hash(&world);
 
         if let Some((last_commit, last_world)) = &self.last {
@@ -161,7 +167,13 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             Some(&self.apply.journal),
         )
         .await?;
-        workloads::observe(&mut after, &desired.fleet, &self.store, OffsetDateTime::now_utc()).await;
+        workloads::observe(
+            &mut after,
+            &desired.fleet,
+            &self.store,
+            OffsetDateTime::now_utc(),
+        )
+        .await;
         let next = plan::build(&plan::Inputs {
             fleet: &desired.fleet,
             world: &after,

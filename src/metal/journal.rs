@@ -288,7 +288,6 @@ impl Inner {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

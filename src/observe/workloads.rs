@@ -43,8 +43,10 @@ pub async fn observe(
         let external = matches!(cluster.control_plane, ControlPlane::External { .. });
         (external || observed.has_live_devices()).then(|| ask(cluster, observed, secrets, now))
     });
-    let answers: Vec<(String, ObservedApi)> =
-        futures::stream::iter(asks).buffer_unordered(CONCURRENCY).collect().await;
+    let answers: Vec<(String, ObservedApi)> = futures::stream::iter(asks)
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
     for (name, api) in answers {
         if let Some(observed) = world.clusters.get_mut(&name) {
             observed.api = Some(api);

@@ -370,7 +370,9 @@ impl WorkloadClient {
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-            Err(source) => Err(self.request_failed(&format!("deleting join token {id}"))(source)),
+            Err(source) => Err(self.request_failed(&format!("deleting join token {id}"))(
+                source,
+            )),
         }
     }
 }
