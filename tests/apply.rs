@@ -82,7 +82,7 @@ fn apply_builds_the_example_fleet_and_then_has_nothing_to_do() {
         stderr(&output)
     );
     assert!(
-        stdout(&output).contains("Plan: 33 to create, 0 to replace, 3 to change, 0 to delete."),
+        stdout(&output).contains("Plan: 33 to create, 0 to replace, 7 to change, 0 to delete."),
         "{}",
         stdout(&output)
     );
@@ -134,10 +134,18 @@ fn apply_builds_the_example_fleet_and_then_has_nothing_to_do() {
     // The external control plane's CA was only read, and no other secret was made for it.
     assert!(!fleet.path("secrets/tenant-a-etcd.json").exists());
 
-    // Status files say what runs.
+    // Status files say what runs: every device, and the nodes, which are Ready only once the
+    // network addon runs on them (and until then the cluster is not).
     let status = fs::read_to_string(fleet.path("fleet/status/core.yaml")).unwrap();
     assert!(
-        status.contains("phase: Ready") && status.contains("core-storage-2"),
+        status.contains("core-storage-2") && status.contains("declared: 12"),
+        "{status}"
+    );
+    let parsed = rackform::report::status::parse(&status).unwrap();
+    let nodes = parsed.nodes.unwrap();
+    assert_eq!(
+        parsed.phase == rackform::report::status::Phase::Ready,
+        nodes.ready == nodes.declared,
         "{status}"
     );
     assert!(!status.contains("PRIVATE KEY"));

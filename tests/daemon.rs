@@ -160,6 +160,25 @@ impl Daemon {
     }
 }
 
+/// Waits (ten seconds at most) until the simulator's cluster has `n` Ready nodes.
+fn wait_for_ready_nodes(sim: &SimHandle, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = sim.sim.machines();
+        let ready = view
+            .clusters
+            .iter()
+            .flat_map(|c| &c.nodes)
+            .filter(|node| node.ready)
+            .count();
+        if ready >= n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{view:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn assert_ok(output: &Output) {
     assert!(
         output.status.success(),
@@ -189,8 +208,21 @@ fn pushes_are_applied_and_written_back_without_loops() {
         log[0].starts_with("rackform rackform: status after applying"),
         "{log:?}"
     );
+    // The nodes join as their machines boot, and turn Ready once the network addon runs;
+    // the status says Ready only then.
     let status = daemon.remote_file("status/edge-ams.yaml");
-    assert!(status.contains("phase: Ready"), "{status}");
+    assert!(status.contains("declared: 3"), "{status}");
+    if !status.contains("phase: Ready") {
+        assert!(status.contains("phase: Progressing"), "{status}");
+        wait_for_ready_nodes(&sim, 3);
+        assert_ok(&daemon.once(&sim));
+        let status = daemon.remote_file("status/edge-ams.yaml");
+        assert!(
+            status.contains("phase: Ready") && status.contains("ready: 3"),
+            "{status}"
+        );
+    }
+    let commits = daemon.remote_log().len();
 
     // The sealed kubeconfig opens with the real sops and the fleet's age identity.
     let sealed = daemon.git.path("edge-ams.sops.yaml");
@@ -220,7 +252,7 @@ fn pushes_are_applied_and_written_back_without_loops() {
     // rackform's own commit changes nothing: no new commit, no writes to the API.
     let creates = sim.creates();
     assert_ok(&daemon.once(&sim));
-    assert_eq!(daemon.remote_log().len(), 2);
+    assert_eq!(daemon.remote_log().len(), commits);
     assert_eq!(sim.creates(), creates);
 
     // A human scales the pool down.
@@ -234,7 +266,7 @@ fn pushes_are_applied_and_written_back_without_loops() {
         ["edge-ams-control-plane-0", "edge-ams-edge-0"]
     );
     let log = daemon.remote_log();
-    assert_eq!(log.len(), 4, "{log:?}");
+    assert_eq!(log.len(), commits + 2, "{log:?}");
     assert!(
         log[1].contains("scale edge down"),
         "the human's commit was lost: {log:?}"

@@ -235,7 +235,11 @@ fn later_passes_join_after_thirty_days_a_replacement_and_more_control_planes() {
     sim.sim.set_faults(faults);
     edit(&fleet, "edge-ams", "count: 3", "count: 4");
     let output = transcript.run(&fleet, &sim);
-    assert!(stdout(&output).contains("failed to provision"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("failed to provision"),
+        "{}",
+        stdout(&output)
+    );
     let mut faults = sim.sim.faults();
     faults.fail_provision = 0;
     sim.sim.set_faults(faults);

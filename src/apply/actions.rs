@@ -567,15 +567,16 @@ impl Materials {
     }
 
     /// The token `new` joins with: the run's init token where this run creates the
-    /// cluster, else a fresh one for this device, stored in the cluster's API first.
+    /// cluster, else a fresh one for this device, stored in the cluster's API first (and
+    /// then returned with the client that stored it).
     async fn join_token<M: Metal, S: SecretStore + Sync>(
         &self,
         context: &Context<'_, M, S>,
         material: &Material,
         new: &NewDevice,
-    ) -> std::result::Result<BootstrapToken, Missing> {
+    ) -> std::result::Result<(BootstrapToken, Option<WorkloadClient>), Missing> {
         if self.initialised_here.contains(&new.cluster) {
-            return Ok(material.init_token.clone());
+            return Ok((material.init_token.clone(), None));
         }
         let token = BootstrapToken::generate(&mut OsRng, JOIN_TOKEN_TTL);
         let client = self.ready_api(context, &new.cluster).await?;
@@ -583,7 +584,7 @@ impl Materials {
             .store_join_token(&token, &new.hostname, OffsetDateTime::now_utc())
             .await
             .map_err(|e| chain(&e))?;
-        Ok(token)
+        Ok((token, Some(client)))
     }
 }
 
@@ -625,7 +626,7 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
     }
     let cluster = cluster(context, &new.cluster)?;
     let material = materials.get(context, cluster).await?;
-    let token = match materials.join_token(context, &material, new).await {
+    let (token, stored_in) = match materials.join_token(context, &material, new).await {
         Ok(token) => token,
         Err(Missing::Waiting(why)) => return Ok(Finished::Unfinished(why)),
         Err(Missing::Failed(why)) => return Err(why),
@@ -701,10 +702,33 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
         tracing::warn!(device = %created.id, error = %chain(&error), "Could not write the journal of created devices; this process remembers the device, a restart before the device list shows it may create it again.");
     }
     let made = format!("created {}", created.id);
-    Ok(match wait_active(context, &created.id).await? {
-        Waited::Active => Finished::Done(format!("{made}, active")),
-        Waited::StillProvisioning => Finished::Unfinished(still(context, &made)),
-    })
+    let started = tokio::time::Instant::now();
+    match wait_active(context, &created.id).await? {
+        Waited::Active => {}
+        Waited::StillProvisioning => return Ok(Finished::Unfinished(still(context, &made))),
+    }
+    let Some(client) = stored_in else {
+        return Ok(Finished::Done(format!("{made}, active")));
+    };
+    // Its token is needed until its node joins: wait for that within the same bound, then
+    // delete the token, so that it does not outlive its use.
+    let deadline = started + context.options.provision_wait;
+    loop {
+        if client.node_registered(&new.hostname).await {
+            client
+                .delete_join_token(token.id())
+                .await
+                .map_err(|e| chain(&e))?;
+            return Ok(Finished::Done(format!("{made}, active, node joined")));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Finished::Unfinished(format!(
+                "{made}, active, its node not joined after {}; the next pass looks again and keeps its join token until it has",
+                humantime(context.options.provision_wait)
+            )));
+        }
+        tokio::time::sleep(context.options.poll).await;
+    }
 }
 
 /// What a create says when its device is still provisioning after the wait.

@@ -86,14 +86,22 @@ fn init_logging() {
         .ok()
         .and_then(|level| level.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::WARN);
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // kube-rs logs every failed request at ERROR without saying what it was for; rackform
+    // reports the same failure with its context (a cluster API not answering yet).
+    let filter = Targets::new()
+        .with_default(level)
+        .with_target("kube_client", LevelFilter::OFF);
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_target(false);
     if std::env::var("RACKFORM_LOG_FORMAT").is_ok_and(|format| format == "json") {
-        builder.json().init();
+        builder.json().finish().with(filter).init();
     } else {
-        builder.init();
+        builder.finish().with(filter).init();
     }
 }
 

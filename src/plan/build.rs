@@ -409,19 +409,23 @@ fn declared(
     if !external {
         endpoint(b, observed, &outcome, &base_after);
     }
-    if let Some(api) = &observed.api {
-        let assigns_endpoint = b
-            .actions
+    // The API answers after these actions, when the plan has them: the first control
+    // plane's create, or the control-plane IP's assignment. Apply waits for it then.
+    let api_after = outcome.init.or_else(|| {
+        b.actions
             .iter()
-            .any(|a| matches!(a.op, Op::AssignEndpoint { .. }));
-        if !api.ready && outcome.init.is_none() && !assigns_endpoint {
+            .find(|a| matches!(a.op, Op::AssignEndpoint { .. }))
+            .map(|a| a.id)
+    });
+    if let Some(api) = &observed.api {
+        if !api.ready && api_after.is_none() {
             wait_for_api(b, api);
         }
         if api.ready {
             join_tokens(b, api, observed);
         }
     }
-    addons(b, cluster, observed.api.as_ref(), outcome.init);
+    addons(b, cluster, observed.api.as_ref(), api_after);
     if exists {
         ClusterChange::Update
     } else {
@@ -927,22 +931,22 @@ fn join_tokens(b: &mut ClusterBuilder, api: &ObservedApi, observed: &ObservedClu
 }
 
 /// Addons whose digest the cluster's API does not record are applied: once the API answers
-/// ready, or in the pass that creates the cluster, after its first control plane (apply
+/// ready, or after `api_after` (the first control plane's create, the IP's assignment; apply
 /// waits for the API then).
 fn addons(
     b: &mut ClusterBuilder,
     cluster: &Cluster,
     api: Option<&ObservedApi>,
-    init: Option<usize>,
+    api_after: Option<usize>,
 ) {
     for addon in &cluster.addons {
         let applied = api.and_then(|a| a.addons.get(&addon.name));
         if applied == Some(&addon.digest) {
             continue;
         }
-        let after = match (init, api) {
-            (Some(init), _) => vec![init],
-            (None, Some(api)) if api.ready => Vec::new(),
+        let after = match (api_after, api) {
+            (_, Some(api)) if api.ready => Vec::new(),
+            (Some(id), _) => vec![id],
             (None, Some(api)) => {
                 let why = api
                     .problem

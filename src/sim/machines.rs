@@ -46,7 +46,7 @@ use super::etcd::{self as sim_etcd, EtcdMembers, EtcdServer, EtcdServerConfig};
 use super::faults::Faults;
 use super::kube::{Availability, KubeApi, KubeApiConfig};
 use super::machine::{
-    self, ApiDown, BootReport, BootstrapToken, CaOrigin, DeviceFacts, Fabric, Host,
+    self, ApiDown, BootReport, BootstrapToken, CaIdentity, CaOrigin, DeviceFacts, Fabric, Host,
     InterfaceAddress, KubeVersion, Outcome, SimCluster, StepStatus,
 };
 use super::world::World;
@@ -485,9 +485,22 @@ impl Machines {
             let mut host = Host::new(facts(world, &id));
             let first_boot = self.machines.get(&id).map_or(now, |m| m.first_boot);
             // A retry continues kubeadm's wait, not a second `kubeadm init`: what the attempt
-            // before left (a cluster with no node, its etcd member) goes first.
-            self.clusters
-                .retain(|c| !(c.made_by == id && c.sim.nodes.is_empty()));
+            // before left (a cluster with no node, its etcd member) goes first. Its API server
+            // ran from the same static pod manifest on the same etcd data directory, so what
+            // clients wrote to it while kubeadm waited stays: the API (and its store) carries
+            // over to the cluster the retry makes with the same CA.
+            let (undone, kept): (Vec<ClusterRec>, Vec<ClusterRec>) =
+                std::mem::take(&mut self.clusters)
+                    .into_iter()
+                    .partition(|c| c.made_by == id && c.sim.nodes.is_empty());
+            self.clusters = kept;
+            let carried: Vec<(CaIdentity, Option<SocketAddr>, KubeApi)> = undone
+                .into_iter()
+                .filter_map(|mut c| {
+                    let api = c.api.take()?;
+                    Some((c.sim.ca.clone(), c.sim.control_plane_endpoint, api))
+                })
+                .collect();
             // A join finds its cluster by where the API is served now.
             refresh_serving(&mut self.clusters, &self.machines, world);
             let report = {
@@ -499,6 +512,17 @@ impl Machines {
                 };
                 machine::boot(&mut host, device.userdata.as_bytes(), &mut fabric, now)
             };
+            for (ca, endpoint, api) in carried {
+                if let Some(remade) = self.clusters.iter_mut().find(|c| {
+                    c.made_by == id
+                        && c.api.is_none()
+                        && c.sim.ca == ca
+                        && matches!(c.sim.ca.origin, CaOrigin::PreSeeded)
+                        && c.sim.control_plane_endpoint == endpoint
+                }) {
+                    remade.api = Some(api);
+                }
+            }
             let retry_at = waits_for_api(&report.outcome)
                 .filter(|wait| now < first_boot + wait)
                 .map(|_| now + RETRY_EVERY);

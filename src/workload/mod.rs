@@ -333,6 +333,14 @@ impl WorkloadClient {
         }
     }
 
+    /// Whether Node `name` exists (a failed request counts as not yet).
+    pub async fn node_registered(&self, name: &str) -> bool {
+        matches!(
+            Api::<Node>::all(self.client.clone()).get_opt(name).await,
+            Ok(Some(_))
+        )
+    }
+
     /// Moves the expiry of join token `id` to `expires`.
     ///
     /// # Errors
