@@ -213,9 +213,9 @@ fn device_action(sim: &SimHandle, hostname: &str, action: &str) {
     assert!(status.is_success(), "{action} {hostname}: {status}");
 }
 
-/// Day 2 on one cluster: a pool scaled up thirty days later (past every token made on day
-/// 1) joins; so does the replacement of a worker that failed to provision, and two more
-/// control-plane members.
+/// Day 2 on one cluster: a pool scaled up thirty days later (past every token made on the
+/// first day) joins; so does the replacement of a worker that failed to provision, and two
+/// more control-plane members.
 #[test]
 fn later_passes_join_after_thirty_days_a_replacement_and_more_control_planes() {
     let sim = SimHandle::start(Duration::from_millis(20));

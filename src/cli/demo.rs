@@ -254,6 +254,10 @@ async fn demo(args: &Args) -> Result<ExitCode> {
         .context("the repository watcher saw no push")?;
     println!("      The repository watcher saw the push; the daemon runs a pass.");
     report_outcome(reconciler.pass().await?);
+    // Nodes turn Ready once the network addon runs on them; the next pass sees it.
+    let ready = wait_for_ready_nodes(&sim, Duration::from_secs(30)).await;
+    println!("      {ready} nodes are Ready; the daemon's next pass records it in the status files.");
+    report_outcome(reconciler.pass().await?);
 
     // 6. Where the results are.
     let results = dir.join("fleet");
@@ -297,6 +301,24 @@ async fn demo(args: &Args) -> Result<ExitCode> {
     show_clusters(&sim, &results, &dir, &reconciler.age_identities).await?;
     sim.shutdown().await.context("stopping the simulator")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until every node of every simulated cluster is Ready (at most `limit`); returns how
+/// many there are.
+async fn wait_for_ready_nodes(sim: &Sim, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let view = sim.machines();
+        let nodes: Vec<bool> = view
+            .clusters
+            .iter()
+            .flat_map(|c| c.nodes.iter().map(|n| n.ready))
+            .collect();
+        if Instant::now() >= deadline || (!nodes.is_empty() && nodes.iter().all(|r| *r)) {
+            return nodes.iter().filter(|r| **r).count();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// `kubectl get nodes` with each committed kubeconfig (decrypted into the demo directory,
