@@ -206,6 +206,14 @@ pub struct ControlPlaneSpec {
     pub external: Option<ExternalControlPlane>,
 }
 
+/// A control plane hosted elsewhere. rackform needs two secrets from its host, both
+/// supplied by the user and never changed by rackform: `<cluster>-ca` with the hosting
+/// control plane's CA certificate under `tls.crt` (no key: workers pin its hash when they
+/// join), and `<cluster>-kubeconfig` with a kubeconfig under `value` (as Cluster API keeps
+/// one; Kamaji's `<name>-admin-kubeconfig` holds it under `admin.conf`) allowed to create and
+/// delete Secrets in `kube-system`, list Nodes and apply the cluster's addons. Through it
+/// rackform stores each worker's join token right before ordering the worker, reads the
+/// Nodes, and applies addons.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ExternalControlPlane {
