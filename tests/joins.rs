@@ -11,7 +11,15 @@ use rackform::sim::machines::MachinesView;
 use crate::support::fleet::{Fleet, SimHandle};
 use crate::support::{stderr, stdout, tool};
 
-const APPLY: [&str; 4] = ["apply", "--auto-approve", "--poll", "10ms"];
+/// The simulator provisions in milliseconds: a minute bounds every wait of a pass.
+const APPLY: [&str; 6] = [
+    "apply",
+    "--auto-approve",
+    "--poll",
+    "10ms",
+    "--provision-wait",
+    "60s",
+];
 
 /// Keeps only the named clusters of the example fleet.
 fn only(fleet: &Fleet, keep: &[&str]) {
@@ -39,7 +47,18 @@ struct Transcript(String);
 impl Transcript {
     /// `rackform apply`, whatever it exits with.
     fn run(&mut self, fleet: &Fleet, sim: &SimHandle) -> std::process::Output {
-        let output = fleet.run(sim, &APPLY);
+        // Each plan as a pull-request comment and as JSON first, then the apply with every
+        // log line rackform writes.
+        for format in ["markdown", "json"] {
+            let plan = fleet.run(sim, &["plan", "--format", format]);
+            self.0.push_str(&stdout(&plan));
+            self.0.push_str(&stderr(&plan));
+        }
+        let output = fleet
+            .command(sim, &APPLY)
+            .env("RACKFORM_LOG", "debug")
+            .output()
+            .unwrap();
         self.0.push_str(&stdout(&output));
         self.0.push_str(&stderr(&output));
         output
@@ -254,16 +273,52 @@ fn later_passes_join_after_thirty_days_a_replacement_and_more_control_planes() {
     assert_eq!(bootstrap_tokens_in(&transcript.0), Vec::<String>::new());
 }
 
-/// Deleting the control-plane device that holds the IP outside rackform: the IP moves to
-/// another control plane and the API answers there. A worker declared while no control
-/// plane is healthy waits, not created, and joins once one is.
+/// The control-plane device that holds the IP powered off, then deleted outside rackform:
+/// each time the IP moves to another control plane and the API answers there. A worker
+/// declared while no control plane is healthy waits, not created, and joins once one is.
 #[test]
-fn the_control_plane_ip_moves_off_a_deleted_holder_and_joins_wait_for_a_healthy_control_plane() {
+fn the_control_plane_ip_moves_off_a_powered_off_or_deleted_holder_and_joins_wait_for_a_healthy_control_plane()
+ {
     let sim = SimHandle::start(Duration::from_millis(20));
     let fleet = Fleet::new();
     only(&fleet, &["edge-ams"]);
     edit(&fleet, "edge-ams", "count: 1", "count: 3");
     let mut transcript = Transcript::default();
+    transcript.converge(&fleet, &sim, 10);
+
+    // The holder powered off: the IP moves to an active control plane, and the API answers.
+    let served_by = machines(&sim).clusters[0].served_by.clone().unwrap();
+    let powered_off = sim
+        .sim
+        .devices()
+        .into_iter()
+        .find(|d| d.id == served_by)
+        .unwrap()
+        .hostname;
+    device_action(&sim, &powered_off, "power_off");
+    let output = transcript.apply(&fleet, &sim);
+    assert!(
+        stdout(&output).contains("assign control-plane IP"),
+        "{}",
+        stdout(&output)
+    );
+    let view = machines(&sim);
+    let now_served_by = view.clusters[0].served_by.clone();
+    assert!(
+        now_served_by.is_some() && now_served_by.as_ref() != Some(&served_by),
+        "{view:?}"
+    );
+    let kubeconfig = fleet.path("edge-ams.kubeconfig");
+    fs::write(&kubeconfig, &fleet.secret("edge-ams-kubeconfig")["value"]).unwrap();
+    let output = tool("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "nodes", "--request-timeout", "10s"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Back on, it is a healthy control plane again (its IP on `lo` from netplan).
+    device_action(&sim, &powered_off, "power_on");
     transcript.converge(&fleet, &sim, 10);
 
     let holder = machines(&sim).clusters[0].served_by.clone().unwrap();

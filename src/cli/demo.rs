@@ -256,7 +256,9 @@ async fn demo(args: &Args) -> Result<ExitCode> {
     report_outcome(reconciler.pass().await?);
     // Nodes turn Ready once the network addon runs on them; the next pass sees it.
     let ready = wait_for_ready_nodes(&sim, Duration::from_secs(30)).await;
-    println!("      {ready} nodes are Ready; the daemon's next pass records it in the status files.");
+    println!(
+        "      {ready} nodes are Ready; the daemon's next pass records it in the status files."
+    );
     report_outcome(reconciler.pass().await?);
 
     // 6. Where the results are.

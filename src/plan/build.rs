@@ -764,8 +764,10 @@ impl<'a> ReservationPicker<'a> {
     }
 }
 
-/// Keeps the control-plane IP on a live control-plane node: assigns a new one, and moves
-/// it off a node this plan deletes before that node goes.
+/// Keeps the control-plane IP on an active control-plane device, one whose node is Ready
+/// when the API says: assigns it, moves it off a device that is not active (powered off,
+/// failed) or whose node has been NotReady for [`NOT_READY_MOVE_AFTER`], and off a device
+/// this plan deletes before that device goes.
 fn endpoint(
     b: &mut ClusterBuilder,
     observed: &ObservedCluster,
@@ -776,9 +778,13 @@ fn endpoint(
         .endpoint
         .as_ref()
         .and_then(|e| e.assigned_to.as_deref());
-    let is_live_cp = |id: &str| {
+    // A holder powered off, reinstalling or failed serves nothing: only an active one keeps it.
+    let is_active_cp = |id: &str| {
         observed.devices.iter().any(|d| {
-            d.id == id && d.pool == CONTROL_PLANE_POOL && d.state.is_live() && d.ordinal.is_some()
+            d.id == id
+                && d.pool == CONTROL_PLANE_POOL
+                && d.state == DeviceState::Active
+                && d.ordinal.is_some()
         })
     };
     // What the cluster's API says of a device's node, when it was asked and answered.
@@ -810,7 +816,7 @@ fn endpoint(
             .is_some_and(|d| node_ready(d).is_some_and(|(r, _)| r))
     });
     if let Some(holder) = holder
-        && is_live_cp(holder)
+        && is_active_cp(holder)
         && !outcome.deleted.contains_key(holder)
         && moves_off_not_ready.is_none()
     {

@@ -335,7 +335,7 @@ pub enum Reason {
     ClusterRemoved,
     SecretsMissing,
     EndpointMissing,
-    /// The control-plane IP is unassigned or on a device that is going away.
+    /// The control-plane IP is unassigned, or on a device that is not active or going away.
     EndpointMoved,
     /// The control-plane IP's holder has had a NotReady node for longer than
     /// [`super::build::NOT_READY_MOVE_AFTER`].
@@ -384,7 +384,10 @@ impl fmt::Display for Reason {
             Reason::SecretsMissing => write!(f, "secrets missing"),
             Reason::EndpointMissing => write!(f, "control-plane IP missing"),
             Reason::EndpointMoved => {
-                write!(f, "control-plane IP unassigned or on a device going away")
+                write!(
+                    f,
+                    "control-plane IP unassigned, or on a device not active or going away"
+                )
             }
             Reason::EndpointHolderNotReady { hostname } => {
                 write!(
