@@ -61,12 +61,17 @@ use crate::secrets::SecretStore;
 /// by default at second 0 of every minute.
 pub const DEFAULT_SCHEDULE: &str = "0 * * * * *";
 
+/// How soon a pass follows one that left joins or addons waiting for a control plane, as
+/// the Packet provider retried every 15 seconds while a cluster's endpoint did not answer.
+pub const HELD_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub fn schedule(expression: &str) -> Result<cron::Schedule> {
     cron::Schedule::from_str(expression).with_context(|| format!("schedule {expression:?} is not a cron expression with seconds, such as {DEFAULT_SCHEDULE:?}"))
 }
 
 /// The loop: wait for the schedule or an event, coalesce whatever else arrived meanwhile,
-/// run one pass, repeat; on [`Event::Shutdown`] (or when every sender is gone) return after
+/// run one pass, repeat (within [`HELD_RETRY`] when a pass left work waiting for a control
+/// plane); on [`Event::Shutdown`] (or when every sender is gone) return after
 /// the pass under way. Marks `health` ready after the first pass that got through, and
 /// shutting down as soon as it is asked to stop; counts every pass in `metrics`.
 pub async fn run<M: Metal, S: SecretStore + Sync>(
@@ -76,6 +81,7 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
     health: &health::Health,
 ) -> Result<()> {
     let mut trigger = "start".to_owned();
+    let mut retry_soon = false;
     loop {
         let span = info_span!("reconcile", trigger = %trigger);
         let started = std::time::Instant::now();
@@ -90,8 +96,10 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
                 n_failed,
                 pushed,
                 refused,
+                held,
             }) => {
-                info!(%trigger, %commit, n_actions, n_failed, pushed = ?pushed, "Pass done.");
+                info!(%trigger, %commit, n_actions, n_failed, held, pushed = ?pushed, "Pass done.");
+                retry_soon = held > 0;
                 if n_failed == 0 && refused.is_none() {
                     metrics::ReconcileResult::Success
                 } else {
@@ -114,6 +122,11 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
             .next()
             .map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default())
             .unwrap_or(std::time::Duration::from_secs(60));
+        let until = if retry_soon {
+            until.min(HELD_RETRY)
+        } else {
+            until
+        };
         let first = tokio::select! {
             () = tokio::time::sleep(until) => Event::Tick,
             event = events.recv() => event.unwrap_or(Event::Shutdown),

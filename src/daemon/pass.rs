@@ -60,6 +60,9 @@ pub enum Outcome {
         pushed: Option<Oid>,
         /// The delete guard refused the plan: nothing was applied.
         refused: Option<String>,
+        /// Joins and addons the plan made after this pass holds until a control plane
+        /// answers ready.
+        held: usize,
     },
 }
 
@@ -224,6 +227,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             n_failed: report.n_failed(),
             pushed,
             refused,
+            held: next.clusters.iter().map(|c| c.held.len()).sum(),
         })
     }
 
