@@ -3,7 +3,6 @@
 //! control-plane endpoint, and the real `kubectl` reads them.
 
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 use rackform::metal::{
@@ -14,7 +13,7 @@ use rackform::sim::machines::MachinesView;
 use secrecy::ExposeSecret;
 
 use crate::support::fleet::{Fleet, PROJECT, SimHandle};
-use crate::support::{stderr, stdout, tool};
+use crate::support::{fixture, stderr, stdout, tool, written_pem};
 
 fn client(sim: &SimHandle) -> PacketClient {
     PacketClient::new(ClientConfig {
@@ -86,28 +85,6 @@ fn rackform_cluster_forms_on_day_one_and_a_later_worker_joins() {
     // Its own token went once its node joined; the only one left is `kubeadm init`'s, which
     // expired with the thirty days.
     assert!(view.clusters[0].tokens.is_empty(), "{view:?}");
-}
-
-fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/machine/kubeadm-docs")
-        .join(name);
-    fs::read_to_string(&path).unwrap()
-}
-
-/// The PEM block that follows `path:` in a fixture's `write_files`.
-fn written_pem(userdata: &str, path: &str) -> String {
-    let start = userdata.find(&format!("path: {path}")).unwrap();
-    let rest = &userdata[start..];
-    let begin = rest.find("-----BEGIN").unwrap();
-    let end_marker = rest[begin..].find("-----END").unwrap() + begin;
-    let end = rest[end_marker..].find('\n').unwrap() + end_marker;
-    rest[begin..end]
-        .lines()
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
 }
 
 /// A cluster made of the hand-written userdata: a control plane on a reserved elastic IP

@@ -24,7 +24,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use crate::support::fleet::{PROJECT, SimHandle};
-use crate::support::{stderr, stdout, tool};
+use crate::support::{fixture, stderr, stdout, tool, written_pem};
 
 const ENDPOINT: &str = "https://tenant-a.kamaji.example.com:6443";
 const VERSION: &str = "v1.31.4";
@@ -472,28 +472,6 @@ fn a_worker_joins_a_hosted_control_plane_by_name() {
     });
     let view = machines(&sim);
     assert!(view.clusters[0].tokens.is_empty(), "{view:?}");
-}
-
-fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/machine/kubeadm-docs")
-        .join(name);
-    fs::read_to_string(&path).unwrap()
-}
-
-/// The PEM block that follows `path:` in a fixture's `write_files`.
-fn written_pem(userdata: &str, path: &str) -> String {
-    let start = userdata.find(&format!("path: {path}")).unwrap();
-    let rest = &userdata[start..];
-    let begin = rest.find("-----BEGIN").unwrap();
-    let end_marker = rest[begin..].find("-----END").unwrap() + begin;
-    let end = rest[end_marker..].find('\n').unwrap() + end_marker;
-    rest[begin..end]
-        .lines()
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
 }
 
 /// Whether something accepts connections at `address` (an etcd member's client URL).

@@ -91,26 +91,17 @@ impl Ca {
     /// When either PEM does not parse, the certificate is not a CA, or the key is not the
     /// certificate's.
     pub fn from_pem(what: &'static str, cert_pem: &str, key_pem: &str) -> Result<Self> {
-        let der = pem_block(cert_pem, &["CERTIFICATE"])
-            .map_err(|reason| Error::ParseCert { what, reason })?;
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(&der).map_err(|e| Error::ParseCert {
-                what,
-                reason: e.to_string(),
-            })?;
-        if !cert.is_ca() {
-            return Err(Error::NotCa { what });
-        }
+        let cert = CaCert::parse(what, cert_pem)?;
         let key = key_pair_from_pem(what, key_pem)?;
-        if key.der_bytes() != cert.public_key().subject_public_key.data.as_ref() {
+        if key.der_bytes() != cert.public_key.as_slice() {
             return Err(Error::KeyMismatch { what });
         }
         Ok(Self {
             cert_pem: cert_pem.to_owned(),
             key_pem: SecretString::from(key_pem.to_owned()),
-            spki_der: cert.public_key().raw.to_vec(),
-            not_before: cert.validity().not_before.to_datetime(),
-            not_after: cert.validity().not_after.to_datetime(),
+            spki_der: cert.spki_der,
+            not_before: cert.not_before,
+            not_after: cert.not_after,
         })
     }
 
@@ -242,6 +233,26 @@ impl CaCertHash {
     /// # Errors
     /// When the PEM does not parse or the certificate is not a CA.
     pub fn of_cert_pem(what: &'static str, cert_pem: &str) -> Result<Self> {
+        let cert = CaCert::parse(what, cert_pem)?;
+        let digest = Sha256::digest(&cert.spki_der);
+        Ok(CaCertHash(format!("sha256:{}", hex(&digest))))
+    }
+}
+
+/// What rackform reads of a CA certificate.
+struct CaCert {
+    /// The DER SubjectPublicKeyInfo.
+    spki_der: Vec<u8>,
+    /// The public key's bits, to compare with a private key's.
+    public_key: Vec<u8>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+impl CaCert {
+    /// # Errors
+    /// When the PEM does not parse or the certificate is not a CA.
+    fn parse(what: &'static str, cert_pem: &str) -> Result<Self> {
         let der = pem_block(cert_pem, &["CERTIFICATE"])
             .map_err(|reason| Error::ParseCert { what, reason })?;
         let (_, cert) =
@@ -252,8 +263,12 @@ impl CaCertHash {
         if !cert.is_ca() {
             return Err(Error::NotCa { what });
         }
-        let digest = Sha256::digest(cert.public_key().raw);
-        Ok(CaCertHash(format!("sha256:{}", hex(&digest))))
+        Ok(Self {
+            spki_der: cert.public_key().raw.to_vec(),
+            public_key: cert.public_key().subject_public_key.data.to_vec(),
+            not_before: cert.validity().not_before.to_datetime(),
+            not_after: cert.validity().not_after.to_datetime(),
+        })
     }
 }
 

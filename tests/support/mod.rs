@@ -41,3 +41,26 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A hand-written userdata file of `tests/fixtures/machine/kubeadm-docs`.
+pub fn fixture(name: &str) -> String {
+    let path = crate_root()
+        .join("tests/fixtures/machine/kubeadm-docs")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap()
+}
+
+/// The PEM block that follows `path:` in a fixture's `write_files`.
+pub fn written_pem(userdata: &str, path: &str) -> String {
+    let start = userdata.find(&format!("path: {path}")).unwrap();
+    let rest = &userdata[start..];
+    let begin = rest.find("-----BEGIN").unwrap();
+    let end_marker = rest[begin..].find("-----END").unwrap() + begin;
+    let end = rest[end_marker..].find('\n').unwrap() + end_marker;
+    rest[begin..end]
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}

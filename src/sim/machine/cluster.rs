@@ -446,17 +446,8 @@ impl SimCluster {
         for node in self.nodes.values_mut().filter(|n| n.device_id == device_id) {
             node.device_gone = true;
         }
-        for member in self
-            .etcd_members
-            .iter_mut()
-            .filter(|m| m.device_id == device_id)
-        {
-            member.alive = false;
-        }
-        if self.served_by.as_deref() == Some(device_id) {
-            self.served_at = None;
-            self.served_by = None;
-        }
+        // Its etcd member and API server stop as they do when it is powered off.
+        self.device_powered_off(device_id);
     }
 }
 
