@@ -420,7 +420,15 @@ fn simulated_etcd_members_answer_rackforms_etcd_client() {
     let identity = ClientIdentity::issue(&etcd_ca, time::OffsetDateTime::now_utc()).unwrap();
     let etcd = EtcdClient::new(etcd_ca.cert_pem(), &identity).unwrap();
     let (listed, health) = sim.runtime.block_on(async {
-        let listed = etcd.member_list(&seed).await.unwrap();
+        // The member's server starts on the simulator's tick after its machine booted.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let listed = loop {
+            match etcd.member_list(&seed).await {
+                Ok(listed) => break listed,
+                Err(error) if tokio::time::Instant::now() >= deadline => panic!("{error:?}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
         let health = etcd
             .cluster_health(std::slice::from_ref(&seed))
             .await
