@@ -171,13 +171,31 @@ struct JoinConfiguration {
     node_registration: NodeRegistration,
     #[serde(skip_serializing_if = "Option::is_none")]
     control_plane: Option<JoinControlPlane>,
+    /// v1beta4: `timeouts.discovery`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeouts: Option<JoinTimeouts>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Discovery {
     bootstrap_token: BootstrapTokenDiscovery,
+    /// v1beta3: how long discovery is retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<&'static str>,
 }
+
+#[derive(Serialize)]
+struct JoinTimeouts {
+    discovery: &'static str,
+}
+
+/// How long `kubeadm join` retries discovery: kubeadm's 5 minutes are too short on bare
+/// metal, where the workers of a new cluster boot while its first control plane is still
+/// being provisioned and runs `kubeadm init` (Packet took 5 to 15 minutes per server, a
+/// reserved one longer). Half an hour is still bounded: a join that cannot reach its API by
+/// then fails, and the node is reported as never joined.
+const DISCOVERY_TIMEOUT: &str = "30m0s";
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -252,9 +270,13 @@ pub(super) fn join_config(
                 api_server_endpoint: node.control_plane_endpoint.clone(),
                 ca_cert_hashes: vec![ca_cert_hash.to_string()],
             },
+            timeout: (api == Api::V1beta3).then_some(DISCOVERY_TIMEOUT),
         },
         node_registration: node_registration(node, api),
         control_plane: control_plane.then_some(JoinControlPlane {}),
+        timeouts: (api == Api::V1beta4).then_some(JoinTimeouts {
+            discovery: DISCOVERY_TIMEOUT,
+        }),
     };
     to_yaml("the kubeadm JoinConfiguration", &join)
 }

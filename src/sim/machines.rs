@@ -523,7 +523,7 @@ impl Machines {
                     remade.api = Some(api);
                 }
             }
-            let retry_at = waits_for_api(&report.outcome)
+            let retry_at = waits_for_api(&report.outcome, host.discovery_timeout())
                 .filter(|wait| now < first_boot + wait)
                 .map(|_| now + RETRY_EVERY);
             for cluster in &mut self.clusters {
@@ -781,8 +781,9 @@ pub struct TokenView {
 }
 
 /// How long a boot that failed this way is tried again from its first try, as kubeadm
-/// retries: waiting for the API it initialised, or discovery of the API it joins.
-fn waits_for_api(outcome: &Outcome) -> Option<i64> {
+/// retries: waiting for the API it initialised, or discovery of the API it joins (for the
+/// join configuration's discovery timeout, else kubeadm's default).
+fn waits_for_api(outcome: &Outcome, discovery_timeout: Option<i64>) -> Option<i64> {
     let Outcome::Failed { reason, .. } = outcome else {
         return None;
     };
@@ -795,7 +796,7 @@ fn waits_for_api(outcome: &Outcome) -> Option<i64> {
         "not found in kube-system",
         "has expired",
     ]) {
-        Some(JOIN_WAIT)
+        Some(discovery_timeout.unwrap_or(JOIN_WAIT))
     } else {
         None
     }
@@ -1623,6 +1624,21 @@ fn push_nodes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_waits_for_its_api_as_long_as_its_configuration_says() {
+        let failed = |reason: &str| Outcome::Failed {
+            step: "kubeadm join".into(),
+            reason: reason.into(),
+        };
+        let discovery = failed("nothing serves the kubernetes api at 192.0.2.10:6443");
+        assert_eq!(waits_for_api(&discovery, None), Some(JOIN_WAIT));
+        assert_eq!(waits_for_api(&discovery, Some(1800)), Some(1800));
+        // `kubeadm init` waits as long as ever; other failures are not retried.
+        let init = failed("the control-plane endpoint 192.0.2.10:6443 is not served");
+        assert_eq!(waits_for_api(&init, Some(1800)), Some(INIT_WAIT));
+        assert_eq!(waits_for_api(&failed("preflight"), Some(1800)), None);
+    }
 
     #[test]
     fn hosted_endpoints_are_https_urls_with_a_name() {

@@ -166,6 +166,9 @@ pub struct Host {
     pub(super) apt: AptState,
     steps: Vec<Step>,
     pub(super) attempts: Vec<Attempt>,
+    /// How long the last `kubeadm join` retries discovery, as its configuration says
+    /// (seconds); `None` for kubeadm's default.
+    discovery_timeout: Option<i64>,
 }
 
 impl fmt::Debug for Host {
@@ -207,6 +210,16 @@ const BASE_DIRS: &[&str] = &[
 ];
 
 impl Host {
+    /// How long the last `kubeadm join` retries discovery (seconds), when its configuration
+    /// set it.
+    pub fn discovery_timeout(&self) -> Option<i64> {
+        self.discovery_timeout
+    }
+
+    pub(super) fn set_discovery_timeout(&mut self, secs: Option<i64>) {
+        self.discovery_timeout = secs;
+    }
+
     /// A freshly installed server: the image's base directories, `/etc/hostname`, an
     /// `/etc/fstab` without swap, `lo` with `127.0.0.1/8` and `::1/128`, `bond0` with the
     /// device's addresses, and IP forwarding off (the kernel default).
@@ -221,6 +234,7 @@ impl Host {
             apt: AptState::default(),
             steps: Vec::new(),
             attempts: Vec::new(),
+            discovery_timeout: None,
             facts,
         };
         host.put(

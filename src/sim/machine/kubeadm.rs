@@ -1483,6 +1483,13 @@ fn join_spec(
         let (_, doc) = docs
             .join
             .ok_or("no JoinConfiguration kind was found in the configuration file")?;
+        // v1beta3 `discovery.timeout`, v1beta4 `timeouts.discovery`: how long discovery is
+        // retried (kubeadm-config.v1beta3 `Discovery.timeout`, v1beta4 `Timeouts.discovery`).
+        let timeout = string(&doc, &["timeouts", "discovery"])
+            .or_else(|| string(&doc, &["discovery", "timeout"]));
+        shell
+            .host
+            .set_discovery_timeout(timeout.as_deref().and_then(go_duration));
         let bootstrap = doc
             .get("discovery")
             .and_then(|d| d.get("bootstrapToken"))
