@@ -80,13 +80,14 @@ impl Transcript {
     /// empty, at most `passes` times; returns the statuses.
     fn converge(&mut self, fleet: &Fleet, sim: &SimHandle, passes: usize) -> Vec<Status> {
         let deadline = Instant::now() + Duration::from_secs(120);
-        for _ in 0..passes {
+        for pass in 1..=passes {
             let output = self.apply(fleet, sim);
             let statuses = statuses(fleet);
             let ready = statuses
                 .iter()
                 .all(|s| s.phase == Phase::Ready && s.nodes.is_some_and(|n| n.ready == n.declared));
             if ready && stdout(&output).contains("No changes.") {
+                eprintln!("converged in {pass} passes");
                 return statuses;
             }
             assert!(Instant::now() < deadline, "not converged in two minutes");
