@@ -297,7 +297,10 @@ fn apply_to_model(plan: &Plan, world: &mut World, next_id: &mut u32) {
                 }
             }
             // The model has no workload API: these are never planned for it.
-            Op::RefreshJoinToken { .. } | Op::DeleteJoinToken { .. } | Op::ApplyAddon { .. } => {
+            Op::RefreshJoinToken { .. }
+            | Op::DeleteJoinToken { .. }
+            | Op::DrainNode { .. }
+            | Op::ApplyAddon { .. } => {
                 unreachable!("planned without an observed API: {action:?}")
             }
         }

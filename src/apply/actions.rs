@@ -44,6 +44,7 @@ pub fn describe(op: &Op) -> String {
             format!("refresh the join token of {hostname}")
         }
         Op::DeleteJoinToken { hostname, .. } => format!("delete the join token of {hostname}"),
+        Op::DrainNode { hostname, .. } => format!("drain node {hostname}"),
         Op::ApplyAddon { cluster, addon, .. } => format!("apply addon {addon} to {cluster}"),
     }
 }
@@ -165,6 +166,9 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
                 .await
                 .map_err(|e| chain(&e))?;
             Ok("deleted".into())
+        }
+        Op::DrainNode { cluster, hostname } => {
+            return drain_node(context, materials, cluster, hostname).await;
         }
         Op::ApplyAddon { cluster, addon, .. } => {
             return apply_addon(context, materials, cluster, addon).await;
@@ -586,6 +590,40 @@ impl Materials {
             .map_err(|e| chain(&e))?;
         Ok((token, Some(client)))
     }
+}
+
+/// Cordons the node, evicts its pods each poll until none that must leave is left (a
+/// disruption budget may hold some back), then deletes the Node object, within
+/// `--provision-wait`; pods still there then leave the device in place for the next pass,
+/// which drains on.
+async fn drain_node<M: Metal, S: SecretStore + Sync>(
+    context: &Context<'_, M, S>,
+    materials: &Materials,
+    cluster: &str,
+    hostname: &str,
+) -> Result<Finished> {
+    let client = materials.api(context, cluster).await?;
+    client.cordon(hostname).await.map_err(|e| chain(&e))?;
+    let deadline = tokio::time::Instant::now() + context.options.provision_wait;
+    loop {
+        match client.evict_pods(hostname).await.map_err(|e| chain(&e))? {
+            crate::workload::Drained::Empty => break,
+            crate::workload::Drained::Waiting(left) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(Finished::Unfinished(format!(
+                        "cordoned; after {} these pods are still on it (a disruption budget allows no eviction, or they are terminating): {}; its device stays, and the next pass drains on",
+                        humantime(context.options.provision_wait),
+                        left.join(", ")
+                    )));
+                }
+                tokio::time::sleep(context.options.poll).await;
+            }
+        }
+    }
+    client.delete_node(hostname).await.map_err(|e| chain(&e))?;
+    Ok(Finished::Done(
+        "cordoned, pods evicted, Node deleted".into(),
+    ))
 }
 
 async fn apply_addon<M: Metal, S: SecretStore + Sync>(

@@ -119,11 +119,12 @@ pub enum ActionKind {
     DeleteSecrets,
     RefreshJoinToken,
     DeleteJoinToken,
+    DrainNode,
     ApplyAddon,
 }
 
 impl ActionKind {
-    const ALL: [ActionKind; 10] = [
+    const ALL: [ActionKind; 11] = [
         Self::CreateSecrets,
         Self::ReserveEndpoint,
         Self::CreateDevice,
@@ -133,6 +134,7 @@ impl ActionKind {
         Self::DeleteSecrets,
         Self::RefreshJoinToken,
         Self::DeleteJoinToken,
+        Self::DrainNode,
         Self::ApplyAddon,
     ];
 
@@ -147,6 +149,7 @@ impl ActionKind {
             Op::DeleteSecrets { .. } => Self::DeleteSecrets,
             Op::RefreshJoinToken { .. } => Self::RefreshJoinToken,
             Op::DeleteJoinToken { .. } => Self::DeleteJoinToken,
+            Op::DrainNode { .. } => Self::DrainNode,
             Op::ApplyAddon { .. } => Self::ApplyAddon,
         }
     }
@@ -162,6 +165,7 @@ impl ActionKind {
             Self::DeleteSecrets => "delete_secrets",
             Self::RefreshJoinToken => "refresh_join_token",
             Self::DeleteJoinToken => "delete_join_token",
+            Self::DrainNode => "drain_node",
             Self::ApplyAddon => "apply_addon",
         }
     }

@@ -217,8 +217,7 @@ impl<'a> ClusterBuilder<'a> {
         });
     }
 
-    /// Orders actions so each follows those it waits for (ids are already in that order
-    /// except where a later step added a dependency on an earlier id), and finishes.
+    /// Orders actions so each follows those it waits for, and finishes.
     ///
     /// A blocked cluster gets no actions, whatever was collected before it was blocked.
     fn finish(mut self, change: ClusterChange) -> ClusterPlan {
@@ -226,7 +225,7 @@ impl<'a> ClusterBuilder<'a> {
             self.actions.clear();
             self.held.clear();
         }
-        self.actions.sort_by_key(|a| a.id);
+        self.actions = in_dependency_order(std::mem::take(&mut self.actions));
         self.waiting.sort();
         self.orphans.sort();
         let change = match change {
@@ -245,6 +244,31 @@ impl<'a> ClusterBuilder<'a> {
             suspended: false,
         }
     }
+}
+
+/// Actions by id, except that each comes after those of this cluster it waits for (a step
+/// that added a dependency on an earlier id, such as a drain before a delete, moves the
+/// later one forward), so that a plan reads in the order it runs.
+fn in_dependency_order(mut actions: Vec<Action>) -> Vec<Action> {
+    actions.sort_by_key(|a| a.id);
+    let ids: BTreeSet<usize> = actions.iter().map(|a| a.id).collect();
+    let mut placed: BTreeSet<usize> = BTreeSet::new();
+    let mut ordered = Vec::with_capacity(actions.len());
+    while !actions.is_empty() {
+        let ready = actions
+            .iter()
+            .position(|a| {
+                a.after
+                    .iter()
+                    .all(|dep| placed.contains(dep) || !ids.contains(dep))
+            })
+            // A cycle cannot be planned; keep id order rather than loop.
+            .unwrap_or(0);
+        let action = actions.remove(ready);
+        placed.insert(action.id);
+        ordered.push(action);
+    }
+    ordered
 }
 
 fn duration(seconds: i64) -> String {
@@ -423,6 +447,7 @@ fn declared(
         }
         if api.ready {
             join_tokens(b, api, observed);
+            drain_before_deletes(b, api);
         }
     }
     addons(b, cluster, observed.api.as_ref(), api_after);
@@ -894,6 +919,32 @@ fn wait_for_api(b: &mut ClusterBuilder, api: &ObservedApi) {
         false
     });
     b.held.extend(waiting);
+}
+
+/// Every device this plan deletes whose Node the API lists leaves the cluster first, as
+/// Cluster API's machine controller drains before it deletes: the drain waits for what the
+/// delete waited for (a replacement's create), and the delete waits for the drain.
+fn drain_before_deletes(b: &mut ClusterBuilder, api: &ObservedApi) {
+    let deletes: Vec<(usize, String, Vec<usize>)> = b
+        .actions
+        .iter()
+        .filter_map(|a| match &a.op {
+            Op::DeleteDevice { hostname, .. } if api.node(hostname).is_some() => {
+                Some((a.id, hostname.clone(), a.after.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    for (delete, hostname, after) in deletes {
+        let op = Op::DrainNode {
+            cluster: b.name.to_owned(),
+            hostname,
+        };
+        let drain = b.push(op, Reason::DeviceLeaving, &after);
+        if let Some(action) = b.actions.iter_mut().find(|a| a.id == delete) {
+            action.after.push(drain);
+        }
+    }
 }
 
 /// Join tokens rackform stored for single devices: deleted once their node joined or their

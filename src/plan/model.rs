@@ -84,6 +84,7 @@ impl Plan {
                     Op::AssignEndpoint { .. }
                     | Op::RefreshJoinToken { .. }
                     | Op::DeleteJoinToken { .. }
+                    | Op::DrainNode { .. }
                     | Op::ApplyAddon { .. },
                     _,
                 ) => summary.change += 1,
@@ -238,6 +239,9 @@ pub enum Op {
         hostname: String,
         token: String,
     },
+    /// Cordon the device's Node, evict its pods through the eviction API (honouring
+    /// PodDisruptionBudgets), then delete the Node object: before its device is deleted.
+    DrainNode { cluster: String, hostname: String },
     /// Server-side apply an addon's manifests to the cluster's API, then record its digest.
     ApplyAddon {
         cluster: String,
@@ -259,6 +263,7 @@ impl Op {
             Op::DeleteSecrets { .. } => "delete_secrets",
             Op::RefreshJoinToken { .. } => "refresh_join_token",
             Op::DeleteJoinToken { .. } => "delete_join_token",
+            Op::DrainNode { .. } => "drain_node",
             Op::ApplyAddon { .. } => "apply_addon",
         }
     }
@@ -348,6 +353,8 @@ pub enum Reason {
     NodeJoined,
     /// The device the token was made for no longer exists or failed.
     DeviceGone,
+    /// The device is deleted next: its node leaves the cluster first.
+    DeviceLeaving,
     /// The addon is not applied to the cluster yet.
     AddonMissing,
     /// The addon's manifests changed in Git since they were applied.
@@ -398,6 +405,7 @@ impl fmt::Display for Reason {
             Reason::StillJoining => write!(f, "device has not joined yet"),
             Reason::NodeJoined => write!(f, "node joined"),
             Reason::DeviceGone => write!(f, "device gone"),
+            Reason::DeviceLeaving => write!(f, "its device is deleted next"),
             Reason::AddonMissing => write!(f, "addon not applied yet"),
             Reason::AddonChanged => write!(f, "addon changed in Git"),
         }

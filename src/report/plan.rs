@@ -13,6 +13,7 @@ fn sign(op: &Op) -> char {
         Op::AssignEndpoint { .. }
         | Op::RefreshJoinToken { .. }
         | Op::DeleteJoinToken { .. }
+        | Op::DrainNode { .. }
         | Op::ApplyAddon { .. } => '~',
         Op::DeleteDevice { .. } | Op::ReleaseEndpoint { .. } | Op::DeleteSecrets { .. } => '-',
     }
@@ -47,6 +48,7 @@ fn describe(op: &Op) -> (String, String) {
         Op::DeleteJoinToken { hostname, .. } => {
             ("delete join token".into(), format!("of {hostname}"))
         }
+        Op::DrainNode { hostname, .. } => ("drain node".into(), hostname.clone()),
         Op::ApplyAddon { addon, digest, .. } => {
             ("apply addon".into(), format!("{addon} ({digest})"))
         }

@@ -17,6 +17,9 @@
 //! minutes): the caller's pass decides what happens next.
 
 mod addons;
+mod drain;
+
+pub use drain::Drained;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
