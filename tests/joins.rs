@@ -22,7 +22,7 @@ const APPLY: [&str; 6] = [
 ];
 
 /// Keeps only the named clusters of the example fleet.
-fn only(fleet: &Fleet, keep: &[&str]) {
+pub(crate) fn only(fleet: &Fleet, keep: &[&str]) {
     for cluster in ["core", "edge-ams", "ml", "tenant-a"] {
         if !keep.contains(&cluster) {
             fs::remove_file(fleet.path(&format!("fleet/clusters/{cluster}.yaml"))).unwrap();
@@ -30,7 +30,7 @@ fn only(fleet: &Fleet, keep: &[&str]) {
     }
 }
 
-fn statuses(fleet: &Fleet) -> Vec<Status> {
+pub(crate) fn statuses(fleet: &Fleet) -> Vec<Status> {
     let dir = fleet.path("fleet/status");
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
@@ -42,11 +42,11 @@ fn statuses(fleet: &Fleet) -> Vec<Status> {
 
 /// Everything rackform printed, for the leak checks.
 #[derive(Default)]
-struct Transcript(String);
+pub(crate) struct Transcript(pub(crate) String);
 
 impl Transcript {
     /// `rackform apply`, whatever it exits with.
-    fn run(&mut self, fleet: &Fleet, sim: &SimHandle) -> std::process::Output {
+    pub(crate) fn run(&mut self, fleet: &Fleet, sim: &SimHandle) -> std::process::Output {
         // Each plan as a pull-request comment and as JSON first, then the apply with every
         // log line rackform writes.
         for format in ["markdown", "json"] {
@@ -65,7 +65,7 @@ impl Transcript {
     }
 
     /// `rackform apply`, which applied all it could (0) or left work for the next pass (2).
-    fn apply(&mut self, fleet: &Fleet, sim: &SimHandle) -> std::process::Output {
+    pub(crate) fn apply(&mut self, fleet: &Fleet, sim: &SimHandle) -> std::process::Output {
         let output = self.run(fleet, sim);
         assert!(
             matches!(output.status.code(), Some(0 | 2)),
@@ -78,7 +78,12 @@ impl Transcript {
 
     /// Applies until every status says Ready with every declared node Ready and the plan is
     /// empty, at most `passes` times; returns the statuses.
-    fn converge(&mut self, fleet: &Fleet, sim: &SimHandle, passes: usize) -> Vec<Status> {
+    pub(crate) fn converge(
+        &mut self,
+        fleet: &Fleet,
+        sim: &SimHandle,
+        passes: usize,
+    ) -> Vec<Status> {
         let deadline = Instant::now() + Duration::from_secs(120);
         for pass in 1..=passes {
             let output = self.apply(fleet, sim);
@@ -120,7 +125,7 @@ fn kubectl_nodes_ready(fleet: &Fleet, cluster: &str, want: usize) {
     }
 }
 
-fn machines(sim: &SimHandle) -> MachinesView {
+pub(crate) fn machines(sim: &SimHandle) -> MachinesView {
     sim.sim.machines()
 }
 
@@ -200,14 +205,14 @@ fn the_token_scanner_finds_tokens() {
     assert!(bootstrap_tokens_in("sha256:abc.def example.com 1.31.4").is_empty());
 }
 
-fn edit(fleet: &Fleet, cluster: &str, from: &str, to: &str) {
+pub(crate) fn edit(fleet: &Fleet, cluster: &str, from: &str, to: &str) {
     let file = fleet.path(&format!("fleet/clusters/{cluster}.yaml"));
     let text = fs::read_to_string(&file).unwrap();
     assert!(text.contains(from), "{text}");
     fs::write(&file, text.replacen(from, to, 1)).unwrap();
 }
 
-fn device_id(sim: &SimHandle, hostname: &str) -> Option<String> {
+pub(crate) fn device_id(sim: &SimHandle, hostname: &str) -> Option<String> {
     sim.sim
         .devices()
         .into_iter()
@@ -216,7 +221,7 @@ fn device_id(sim: &SimHandle, hostname: &str) -> Option<String> {
 }
 
 /// A Packet device action (`power_off`, `power_on`), as the API documents it.
-fn device_action(sim: &SimHandle, hostname: &str, action: &str) {
+pub(crate) fn device_action(sim: &SimHandle, hostname: &str, action: &str) {
     let id = device_id(sim, hostname).unwrap();
     let url = format!("{}devices/{id}/actions", sim.url());
     let status = sim.runtime.block_on(async {

@@ -15,6 +15,7 @@ mod forge;
 mod hosted;
 mod joins;
 mod kube_api;
+mod lifecycle;
 mod machine;
 mod metal;
 mod pki;

@@ -611,6 +611,16 @@ impl Machines {
     }
 
     /// What each machine did and what each cluster looks like, for `GET /_sim/machines`.
+    /// The audit log of cluster `name`'s API; empty when it has none.
+    pub fn kube_requests(&self, name: &str) -> Vec<super::kube::SeenRequest> {
+        self.clusters
+            .iter()
+            .filter(|c| c.sim.name == name)
+            .filter_map(|c| c.api.as_ref())
+            .flat_map(KubeApi::requests)
+            .collect()
+    }
+
     pub fn view(&self) -> MachinesView {
         let now = self.clock.unix();
         MachinesView {

@@ -725,6 +725,16 @@ impl Sim {
 
     /// What each machine did with its userdata, and each cluster's API, nodes, etcd members
     /// and token ids (also `GET /_sim/machines`).
+    /// The requests cluster `name`'s simulated Kubernetes API answered, oldest first (its
+    /// audit log).
+    pub fn kube_requests(&self, name: &str) -> Vec<kube::SeenRequest> {
+        self.shared
+            .machines
+            .lock()
+            .expect("machines lock poisoned")
+            .kube_requests(name)
+    }
+
     pub fn machines(&self) -> MachinesView {
         self.shared.read(|_, _| ());
         self.shared
