@@ -608,6 +608,8 @@ mod converges_on_the_simulator {
     ) -> Result<usize, String> {
         let options = apply::Options {
             poll: Duration::from_millis(5),
+            // The simulator provisions at once; a wait this long means something is stuck.
+            provision_wait: Duration::from_secs(20),
             ..apply::Options::default()
         };
         let context = apply::Context {

@@ -296,6 +296,8 @@ fn apply_to_model(plan: &Plan, world: &mut World, next_id: &mut u32) {
                     observed.secrets.remove(kind);
                 }
             }
+            // The model has no etcd: a member goes with its device.
+            Op::RemoveEtcdMember { .. } => {}
             // The model has no workload API: these are never planned for it.
             Op::RefreshJoinToken { .. }
             | Op::DeleteJoinToken { .. }

@@ -45,6 +45,7 @@ pub fn describe(op: &Op) -> String {
         }
         Op::DeleteJoinToken { hostname, .. } => format!("delete the join token of {hostname}"),
         Op::DrainNode { hostname, .. } => format!("drain node {hostname}"),
+        Op::RemoveEtcdMember { hostname, .. } => format!("remove the etcd member {hostname}"),
         Op::ApplyAddon { cluster, addon, .. } => format!("apply addon {addon} to {cluster}"),
     }
 }
@@ -169,6 +170,9 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
         }
         Op::DrainNode { cluster, hostname } => {
             return drain_node(context, materials, cluster, hostname).await;
+        }
+        Op::RemoveEtcdMember { cluster, hostname } => {
+            return remove_etcd_member(context, cluster, hostname).await;
         }
         Op::ApplyAddon { cluster, addon, .. } => {
             return apply_addon(context, materials, cluster, addon).await;
@@ -590,6 +594,69 @@ impl Materials {
             .map_err(|e| chain(&e))?;
         Ok((token, Some(client)))
     }
+}
+
+/// Removes `hostname`'s etcd member (kubeadm names a member after its node) through the
+/// etcd v3 API of the cluster's control planes, reached at their addresses on etcd's client
+/// port with a client certificate signed from the etcd CA rackform holds. A device that is
+/// no member is done; a removal that would leave the cluster without quorum waits (the
+/// device stays) for the next pass.
+async fn remove_etcd_member<M: Metal, S: SecretStore + Sync>(
+    context: &Context<'_, M, S>,
+    cluster: &str,
+    hostname: &str,
+) -> Result<Finished> {
+    use crate::etcd::{ClientIdentity, EtcdClient};
+    let existing = existing_pki(context.secrets, cluster).await?;
+    let etcd_ca = existing
+        .etcd
+        .ok_or_else(|| format!("secret {cluster}-etcd is missing"))?;
+    let identity =
+        ClientIdentity::issue(&etcd_ca, OffsetDateTime::now_utc()).map_err(|e| chain(&e))?;
+    let etcd = EtcdClient::new(etcd_ca.cert_pem(), &identity).map_err(|e| chain(&e))?;
+    let project = project_of(context, cluster)?;
+    let query = DeviceQuery::cluster(cluster);
+    let devices = context
+        .metal
+        .list_devices(&project, &query)
+        .await
+        .map_err(|e| chain(&e))?;
+    let seeds: Vec<url::Url> = devices
+        .iter()
+        .filter(|d| matches!(&d.rackform, DeviceTags::Managed(t) if t.pool.as_str() == CONTROL_PLANE_POOL))
+        .filter(|d| d.state == metal::DeviceState::Active)
+        .flat_map(|d| [d.access_ipv4(), d.private_ipv4()])
+        .flatten()
+        .filter_map(|ip| format!("https://{ip}:2379").parse().ok())
+        .collect();
+    let health = match etcd.cluster_health(&seeds).await {
+        Ok(health) => health,
+        Err(error) => {
+            return Ok(Finished::Unfinished(format!(
+                "no etcd member of {cluster} answered ({}); the device stays, the next pass tries again",
+                chain(&error)
+            )));
+        }
+    };
+    let Some(member) = health
+        .members
+        .iter()
+        .find(|m| m.member.name == hostname)
+        .map(|m| m.member.id)
+    else {
+        return Ok(Finished::Done("not an etcd member".into()));
+    };
+    if !health.removal_keeps_quorum(member) {
+        return Ok(Finished::Unfinished(format!(
+            "removing it would leave etcd without quorum ({} of {} voting members healthy); the device stays until the others are",
+            health.healthy_voting(),
+            health.voting()
+        )));
+    }
+    etcd.member_remove(&health.listed_by, member)
+        .await
+        .map_err(|e| chain(&e))?;
+    Ok(Finished::Done(format!("member {member:?} removed")))
 }
 
 /// Cordons the node, evicts its pods each poll until none that must leave is left (a

@@ -120,11 +120,12 @@ pub enum ActionKind {
     RefreshJoinToken,
     DeleteJoinToken,
     DrainNode,
+    RemoveEtcdMember,
     ApplyAddon,
 }
 
 impl ActionKind {
-    const ALL: [ActionKind; 11] = [
+    const ALL: [ActionKind; 12] = [
         Self::CreateSecrets,
         Self::ReserveEndpoint,
         Self::CreateDevice,
@@ -135,6 +136,7 @@ impl ActionKind {
         Self::RefreshJoinToken,
         Self::DeleteJoinToken,
         Self::DrainNode,
+        Self::RemoveEtcdMember,
         Self::ApplyAddon,
     ];
 
@@ -150,6 +152,7 @@ impl ActionKind {
             Op::RefreshJoinToken { .. } => Self::RefreshJoinToken,
             Op::DeleteJoinToken { .. } => Self::DeleteJoinToken,
             Op::DrainNode { .. } => Self::DrainNode,
+            Op::RemoveEtcdMember { .. } => Self::RemoveEtcdMember,
             Op::ApplyAddon { .. } => Self::ApplyAddon,
         }
     }
@@ -166,6 +169,7 @@ impl ActionKind {
             Self::RefreshJoinToken => "refresh_join_token",
             Self::DeleteJoinToken => "delete_join_token",
             Self::DrainNode => "drain_node",
+            Self::RemoveEtcdMember => "remove_etcd_member",
             Self::ApplyAddon => "apply_addon",
         }
     }

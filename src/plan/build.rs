@@ -432,6 +432,7 @@ fn declared(
 
     if !external {
         endpoint(b, observed, &outcome, &base_after);
+        etcd_members_first(b, observed);
     }
     // The API answers after these actions, when the plan has them: the first control
     // plane's create, or the control-plane IP's assignment. Apply waits for it then.
@@ -919,6 +920,42 @@ fn wait_for_api(b: &mut ClusterBuilder, api: &ObservedApi) {
         false
     });
     b.held.extend(waiting);
+}
+
+/// A control-plane device leaves etcd before it is deleted, as Cluster API's control-plane
+/// controller removes the member first, and control planes go one at a time: each removal
+/// waits for the previous control plane's delete, so that apply checks quorum against what
+/// is left (it refuses a removal that would lose it).
+fn etcd_members_first(b: &mut ClusterBuilder, observed: &ObservedCluster) {
+    let control_planes: Vec<(usize, String, Vec<usize>)> = b
+        .actions
+        .iter()
+        .filter_map(|a| match &a.op {
+            Op::DeleteDevice {
+                device, hostname, ..
+            } if observed
+                .devices
+                .iter()
+                .any(|d| &d.id == device && d.pool == CONTROL_PLANE_POOL) =>
+            {
+                Some((a.id, hostname.clone(), a.after.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut previous: Option<usize> = None;
+    for (delete, hostname, mut after) in control_planes {
+        after.extend(previous);
+        let op = Op::RemoveEtcdMember {
+            cluster: b.name.to_owned(),
+            hostname,
+        };
+        let remove = b.push(op, Reason::DeviceLeaving, &after);
+        if let Some(action) = b.actions.iter_mut().find(|a| a.id == delete) {
+            action.after.push(remove);
+        }
+        previous = Some(delete);
+    }
 }
 
 /// Every device this plan deletes whose Node the API lists leaves the cluster first, as

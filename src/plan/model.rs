@@ -85,6 +85,7 @@ impl Plan {
                     | Op::RefreshJoinToken { .. }
                     | Op::DeleteJoinToken { .. }
                     | Op::DrainNode { .. }
+                    | Op::RemoveEtcdMember { .. }
                     | Op::ApplyAddon { .. },
                     _,
                 ) => summary.change += 1,
@@ -239,6 +240,9 @@ pub enum Op {
         hostname: String,
         token: String,
     },
+    /// Remove the device's etcd member through the etcd v3 API, if it is one, unless that
+    /// would lose quorum: before a control-plane device is deleted.
+    RemoveEtcdMember { cluster: String, hostname: String },
     /// Cordon the device's Node, evict its pods through the eviction API (honouring
     /// PodDisruptionBudgets), then delete the Node object: before its device is deleted.
     DrainNode { cluster: String, hostname: String },
@@ -264,6 +268,7 @@ impl Op {
             Op::RefreshJoinToken { .. } => "refresh_join_token",
             Op::DeleteJoinToken { .. } => "delete_join_token",
             Op::DrainNode { .. } => "drain_node",
+            Op::RemoveEtcdMember { .. } => "remove_etcd_member",
             Op::ApplyAddon { .. } => "apply_addon",
         }
     }

@@ -14,6 +14,7 @@ fn sign(op: &Op) -> char {
         | Op::RefreshJoinToken { .. }
         | Op::DeleteJoinToken { .. }
         | Op::DrainNode { .. }
+        | Op::RemoveEtcdMember { .. }
         | Op::ApplyAddon { .. } => '~',
         Op::DeleteDevice { .. } | Op::ReleaseEndpoint { .. } | Op::DeleteSecrets { .. } => '-',
     }
@@ -49,6 +50,7 @@ fn describe(op: &Op) -> (String, String) {
             ("delete join token".into(), format!("of {hostname}"))
         }
         Op::DrainNode { hostname, .. } => ("drain node".into(), hostname.clone()),
+        Op::RemoveEtcdMember { hostname, .. } => ("remove etcd member".into(), hostname.clone()),
         Op::ApplyAddon { addon, digest, .. } => {
             ("apply addon".into(), format!("{addon} ({digest})"))
         }
