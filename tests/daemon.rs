@@ -313,9 +313,12 @@ fn the_loop_applies_a_push_seen_by_the_watcher_and_stops_on_sigterm() {
                 "127.0.0.1:0",
             ],
         )
-        .stderr(std::process::Stdio::null())
+        .env("RACKFORM_LOG", "info")
+        .stderr(fs::File::create(daemon.git.path("daemon.log")).unwrap())
         .spawn()
         .unwrap();
+    // What the daemon logged, for a failure's message.
+    let log = || fs::read_to_string(daemon.git.path("daemon.log")).unwrap_or_default();
     wait_for(|| sim.hostnames().len() == 3, "the first pass");
     wait_for(|| daemon.remote_log().len() == 2, "the first write-back");
 
@@ -323,10 +326,15 @@ fn the_loop_applies_a_push_seen_by_the_watcher_and_stops_on_sigterm() {
         "scale edge up",
         &[("clusters/edge-ams.yaml", "count: 2", "count: 3")],
     );
-    wait_for(
-        || sim.hostnames().len() == 4,
-        "the watcher to trigger a pass",
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sim.hostnames().len() != 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for the watcher to trigger a pass; the daemon logged:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     terminate(&mut child);
 }

@@ -653,10 +653,22 @@ async fn remove_etcd_member<M: Metal, S: SecretStore + Sync>(
             health.voting()
         )));
     }
-    etcd.member_remove(&health.listed_by, member)
-        .await
-        .map_err(|e| chain(&e))?;
-    Ok(Finished::Done(format!("member {member:?} removed")))
+    // Asked of another healthy member: the one removed stops serving as the removal
+    // applies, and may close the connection before it answers.
+    let ask = health
+        .members
+        .iter()
+        .filter(|m| m.member.id != member && m.is_healthy())
+        .find_map(|m| m.endpoint.clone())
+        .unwrap_or_else(|| health.listed_by.clone());
+    match etcd.member_remove(&ask, member).await {
+        Ok(_) => Ok(Finished::Done(format!("member {member:?} removed"))),
+        // It may have taken effect: the next pass lists the members again.
+        Err(error) => Ok(Finished::Unfinished(format!(
+            "removing member {member:?} got no answer ({}); the device stays, the next pass looks again",
+            chain(&error)
+        ))),
+    }
 }
 
 /// Cordons the node, evicts its pods each poll until none that must leave is left (a
