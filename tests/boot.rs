@@ -13,7 +13,7 @@ use rackform::sim::machines::MachinesView;
 use secrecy::ExposeSecret;
 
 use crate::support::fleet::{Fleet, PROJECT, SimHandle};
-use crate::support::{fixture, stderr, stdout, tool, written_pem};
+use crate::support::{NETWORK_PLUGIN, fixture, stderr, stdout, tool, written_pem};
 
 fn client(sim: &SimHandle) -> PacketClient {
     PacketClient::new(ClientConfig {
@@ -206,22 +206,7 @@ impl DocsCluster {
     /// Installs a network plugin: a DaemonSet mounting the hosts' CNI configuration.
     fn install_network_plugin(&self) {
         let cni = self.work.path().join("cni.yaml");
-        fs::write(
-            &cni,
-            "apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: flannel, namespace: kube-system}
-spec:
-  selector: {matchLabels: {app: flannel}}
-  template:
-    metadata: {labels: {app: flannel}}
-    spec:
-      tolerations: [{operator: Exists, effect: NoSchedule}]
-      containers: [{name: flannel, image: flannel/flannel:v0.26.1}]
-      volumes: [{name: cni, hostPath: {path: /etc/cni/net.d}}]
-",
-        )
-        .unwrap();
+        fs::write(&cni, NETWORK_PLUGIN).unwrap();
         self.kubectl(&["apply", "--server-side", "-f", cni.to_str().unwrap()]);
     }
 

@@ -24,7 +24,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use crate::support::fleet::{PROJECT, SimHandle};
-use crate::support::{fixture, stderr, stdout, tool, written_pem};
+use crate::support::{NETWORK_PLUGIN, fixture, stderr, stdout, tool, written_pem};
 
 const ENDPOINT: &str = "https://tenant-a.kamaji.example.com:6443";
 const VERSION: &str = "v1.31.4";
@@ -192,24 +192,8 @@ impl Kubectl {
 
     /// A network plugin: a DaemonSet mounting the hosts' CNI configuration directory.
     fn install_network_plugin(&self) {
-        self.run(
-            &["apply", "--server-side", "-f", "-"],
-            Some(
-                "apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: flannel, namespace: kube-system}
-spec:
-  selector: {matchLabels: {app: flannel}}
-  template:
-    metadata: {labels: {app: flannel}}
-    spec:
-      tolerations: [{operator: Exists, effect: NoSchedule}]
-      containers: [{name: flannel, image: flannel/flannel:v0.26.1}]
-      volumes: [{name: cni, hostPath: {path: /etc/cni/net.d}}]
-",
-            ),
-        )
-        .unwrap();
+        self.run(&["apply", "--server-side", "-f", "-"], Some(NETWORK_PLUGIN))
+            .unwrap();
     }
 }
 

@@ -77,7 +77,25 @@ impl Kubeconfig {
     /// context `<c>-admin@<c>`, server `https://<endpoint>` where `endpoint` is the
     /// control-plane endpoint `host:port`.
     pub fn admin(cluster_name: &str, endpoint: &str, ca: &Ca, client: &ClientCert) -> Self {
-        let user = format!("{cluster_name}-admin");
+        Self::for_user(
+            cluster_name,
+            &format!("{cluster_name}-admin"),
+            endpoint,
+            ca,
+            client,
+        )
+    }
+
+    /// One cluster, one user and their context `<user>@<cluster>`, at `https://<endpoint>`
+    /// (kubeadm names its admin `kubernetes-admin`).
+    pub fn for_user(
+        cluster_name: &str,
+        user: &str,
+        endpoint: &str,
+        ca: &Ca,
+        client: &ClientCert,
+    ) -> Self {
+        let user = user.to_owned();
         let context = format!("{user}@{cluster_name}");
         Self {
             api_version: "v1".to_owned(),

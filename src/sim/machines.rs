@@ -1224,10 +1224,7 @@ fn admin_kubeconfig(
     served_at: SocketAddr,
     now: time::OffsetDateTime,
 ) -> Result<SecretString, String> {
-    use crate::pki::{
-        AuthInfo, ClientSubject, Kubeconfig, KubeconfigCluster, KubeconfigContext, NamedAuthInfo,
-        NamedCluster, NamedContext,
-    };
+    use crate::pki::{ClientSubject, Kubeconfig};
     let client = ca
         .issue_client(
             &ClientSubject {
@@ -1239,37 +1236,13 @@ fn admin_kubeconfig(
             &mut rand::rngs::OsRng,
         )
         .map_err(|e| format!("signing the hosted cluster's admin certificate: {e}"))?;
-    let b64 = &base64::engine::general_purpose::STANDARD;
-    let user = "kubernetes-admin".to_owned();
-    let context = format!("{user}@{name}");
-    let kubeconfig = Kubeconfig {
-        api_version: "v1".to_owned(),
-        kind: "Config".to_owned(),
-        preferences: Default::default(),
-        clusters: vec![NamedCluster {
-            name: name.to_owned(),
-            cluster: KubeconfigCluster {
-                server: format!("https://{served_at}"),
-                certificate_authority_data: b64.encode(ca.cert_pem()),
-            },
-        }],
-        users: vec![NamedAuthInfo {
-            name: user.clone(),
-            user: AuthInfo {
-                client_certificate_data: b64.encode(client.cert_pem()),
-                client_key_data: SecretString::from(b64.encode(client.key_pem().expose_secret())),
-            },
-        }],
-        contexts: vec![NamedContext {
-            name: context.clone(),
-            context: KubeconfigContext {
-                cluster: name.to_owned(),
-                user,
-                namespace: None,
-            },
-        }],
-        current_context: context,
-    };
+    let kubeconfig = Kubeconfig::for_user(
+        name,
+        "kubernetes-admin",
+        &served_at.to_string(),
+        ca,
+        &client,
+    );
     kubeconfig
         .to_yaml()
         .map_err(|e| format!("writing the hosted cluster's admin kubeconfig: {e}"))

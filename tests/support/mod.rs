@@ -64,3 +64,18 @@ pub fn written_pem(userdata: &str, path: &str) -> String {
         .join("\n")
         + "\n"
 }
+
+/// A network plugin as the simulator sees one: a DaemonSet mounting the hosts' CNI
+/// configuration directory (nodes turn Ready once it runs).
+pub const NETWORK_PLUGIN: &str = "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: flannel, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: flannel}}
+  template:
+    metadata: {labels: {app: flannel}}
+    spec:
+      tolerations: [{operator: Exists, effect: NoSchedule}]
+      containers: [{name: flannel, image: flannel/flannel:v0.26.1}]
+      volumes: [{name: cni, hostPath: {path: /etc/cni/net.d}}]
+";
