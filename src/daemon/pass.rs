@@ -220,7 +220,11 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
         if let (Some(commit), Some(observer)) = (pushed, self.observer.as_mut()) {
             observer(PassEvent::Pushed(commit));
         }
-        self.last = Some((pushed.unwrap_or(desired.commit), plan::world_hash(&after)));
+        // The commit this pass planned, not the one it pushed: a write-back rejected by a
+        // human's push is made again on top of it, so the pushed commit may contain a
+        // change no pass has planned yet. The next pass compares against what was planned,
+        // and sees that change (its own status files alone still count as unchanged).
+        self.last = Some((desired.commit, plan::world_hash(&after)));
         Ok(Outcome::Applied {
             commit: desired.commit,
             n_actions: plan.actions().count(),
