@@ -6,7 +6,10 @@
 //! whose taints it tolerates, and each Deployment's replicas as pods of a ReplicaSet on `Ready`
 //! nodes that are not cordoned (pending while there is none). An evicted or deleted pod is made
 //! again on another node, as the ReplicaSet controller and the scheduler would; a node gone takes
-//! its pods with it. Pods are records: no container runs. Sources:
+//! its pods with it, and a pod bound to a Node that no longer exists is deleted, as
+//! kube-controller-manager's `podgc` does (`gcOrphaned`, kubernetes
+//! `pkg/controller/podgc/gc_controller.go`), mirror pods included. Pods are records: no
+//! container runs. Sources:
 //! https://kubernetes.io/docs/reference/setup-tools/kubeadm/implementation-details/ (addons),
 //! https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/ (tolerations the
 //! DaemonSet controller adds), https://kubernetes.io/docs/concepts/scheduling-eviction/taint-and-toleration/.
@@ -249,6 +252,7 @@ pub fn reconcile(api: &KubeApi, nodes: &[NodeState<'_>], stamp: &str) {
         .into_iter()
         .filter_map(|n| Some((n.metadata.name.clone()?, n)))
         .collect();
+    collect_orphaned_pods(api, &stored);
     let pods = api.list::<Pod>(None);
     let mut wanted: Vec<Value> = Vec::new();
     let mut keep: Vec<(String, String)> = Vec::new();
@@ -258,7 +262,11 @@ pub fn reconcile(api: &KubeApi, nodes: &[NodeState<'_>], stamp: &str) {
             continue;
         };
         let template = serde_json::to_value(&ds.spec.template).unwrap_or_default();
-        for node in nodes.iter().filter(|n| !n.gone) {
+        // The DaemonSet controller makes pods for the Node objects there are.
+        for node in nodes
+            .iter()
+            .filter(|n| !n.gone && stored.contains_key(n.name))
+        {
             let taints = stored.get(node.name).map(taints_of).unwrap_or_default();
             // The DaemonSet controller adds tolerations for not-ready, unreachable and
             // unschedulable nodes; the pod's own must cover the rest.
@@ -305,9 +313,9 @@ pub fn reconcile(api: &KubeApi, nodes: &[NodeState<'_>], stamp: &str) {
             .filter_map(|p| {
                 let pod_name = p.metadata.name.clone()?;
                 let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
-                let alive = node
-                    .as_deref()
-                    .is_none_or(|n| nodes.iter().any(|s| s.name == n && !s.gone));
+                let alive = node.as_deref().is_none_or(|n| {
+                    stored.contains_key(n) && nodes.iter().any(|s| s.name == n && !s.gone)
+                });
                 alive.then_some((pod_name, node))
             })
             .take(replicas)
@@ -385,6 +393,32 @@ pub fn reconcile(api: &KubeApi, nodes: &[NodeState<'_>], stamp: &str) {
             tracing::warn!(pod = %name, %error, "Could not write a pod to the simulated API.");
         }
     }
+}
+
+/// kube-controller-manager's `podgc`, its orphaned-pod collection: every pod bound
+/// (`spec.nodeName`) to a Node that no longer exists is deleted (`gcOrphaned`, kubernetes
+/// `pkg/controller/podgc/gc_controller.go`, which marks the pod `Failed` with a
+/// `DisruptionTarget` condition, "PodGC: node no longer exists", and force-deletes it; the
+/// quarantine some releases wait first, `quarantineTime`, is not simulated). Returns the
+/// `namespace/name` of each pod deleted.
+pub fn collect_orphaned_pods(api: &KubeApi, nodes: &BTreeMap<String, Node>) -> Vec<String> {
+    let mut deleted = Vec::new();
+    for pod in api.list::<Pod>(None) {
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+            continue;
+        };
+        if node.is_empty() || nodes.contains_key(node) {
+            continue;
+        }
+        let (Some(name), namespace) = (pod.metadata.name.clone(), namespace_of(&pod.metadata))
+        else {
+            continue;
+        };
+        if api.delete::<Pod>(Some(&namespace), &name).is_some() {
+            deleted.push(format!("{namespace}/{name}"));
+        }
+    }
+    deleted
 }
 
 /// The node a new pod goes to: `Ready`, not cordoned, its taints tolerated, holding the

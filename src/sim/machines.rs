@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node as KubeNode, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node as KubeNode, Pod, Secret};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -46,8 +46,9 @@ use super::etcd::{self as sim_etcd, EtcdMembers, EtcdServer, EtcdServerConfig};
 use super::faults::Faults;
 use super::kube::{Availability, KubeApi, KubeApiConfig};
 use super::machine::{
-    self, ApiDown, BootReport, BootstrapToken, CaIdentity, CaOrigin, DeviceFacts, Fabric, Host,
-    InterfaceAddress, KubeVersion, Outcome, SimCluster, StepStatus,
+    self, ApiDown, BootReport, BootstrapToken, CONTROL_PLANE_COMPONENTS, CaIdentity, CaOrigin,
+    DEFAULT_IMAGE_REPOSITORY, DeviceFacts, Fabric, Host, InterfaceAddress, KubeVersion, Outcome,
+    SimCluster, StepStatus,
 };
 use super::world::World;
 
@@ -213,6 +214,10 @@ struct ClusterRec {
     advertised: Option<(SocketAddr, String)>,
     /// The control plane the simulator hosts, for a cluster no machine runs.
     hosted: Option<HostedRec>,
+    /// What `/version` of its API was last set to report.
+    reported_version: Option<KubeVersion>,
+    /// The mirror pods last written, by name.
+    mirrors: BTreeMap<String, Value>,
 }
 
 /// Every machine and cluster of a simulator.
@@ -302,7 +307,7 @@ impl Machines {
             let address = c.sim.served_at?;
             (hosted.host == host && address.port() == port).then(|| {
                 (
-                    c.sim.version,
+                    c.sim.hosted_api_server.unwrap_or(c.sim.version),
                     HostedControlPlane {
                         address,
                         ca_cert_pem: hosted.ca_pem.clone(),
@@ -356,19 +361,15 @@ impl Machines {
             )
         };
         let api = KubeApi::start(bind(served_at)?, config).map_err(|e| e.to_string())?;
-        let sim = SimCluster::hosted(
+        let mut sim = SimCluster::hosted(
             &name,
             version,
             served_at,
             ca.cert_hash().as_str().to_owned(),
             ca.cert_pem().to_owned(),
         );
-        for object in kubeadm_config_maps(
-            &sim,
-            &format!("{host}:{port}"),
-            &format!("{host}:{port}"),
-            ca.cert_pem(),
-        ) {
+        sim.upload_config(&format!("{host}:{port}"), DEFAULT_IMAGE_REPOSITORY);
+        for object in kubeadm_config_maps(&sim, &format!("{host}:{port}"), ca.cert_pem()) {
             api.put_json(object).map_err(|e| e.to_string())?;
         }
         controllers::install_addons(&api, &version.to_string());
@@ -395,6 +396,8 @@ impl Machines {
                 ca_pem: ca.cert_pem().to_owned(),
                 kubeconfig,
             }),
+            reported_version: Some(version),
+            mirrors: BTreeMap::new(),
         });
         Ok(plane)
     }
@@ -410,6 +413,7 @@ impl Machines {
         self.follow_power(world, now);
         for cluster in &mut self.clusters {
             pull_tokens(cluster);
+            pull_kubeadm_config(cluster);
         }
         self.boot_due(world, now, faults);
         self.serve(world, now, faults);
@@ -575,9 +579,9 @@ impl Machines {
                     }
                 }
             }
-            let Some(api) = &cluster.api else {
+            if cluster.api.is_none() {
                 continue;
-            };
+            }
             let starting = now * 1000 < cluster.made_at * 1000 + faults.api_slow_start_ms as i64;
             let availability = match cluster.sim.api() {
                 Ok(_) if starting => Availability::Unavailable(
@@ -590,6 +594,10 @@ impl Machines {
                 )),
             };
             let serving = availability == Availability::Serving;
+            report_version(cluster);
+            let Some(api) = &cluster.api else {
+                continue;
+            };
             if api.availability() != availability
                 && let Err(error) = api.set_availability(availability)
             {
@@ -682,6 +690,7 @@ impl Machines {
                             device: n.device_id.clone(),
                             control_plane: n.control_plane,
                             kubelet: n.kubelet_version.to_string(),
+                            api_server: n.static_pods.as_ref().map(|p| p.version.to_string()),
                             ready: node_ready(
                                 c,
                                 n,
@@ -771,6 +780,8 @@ pub struct NodeView {
     pub device: String,
     pub control_plane: bool,
     pub kubelet: String,
+    /// On a control plane, the version of its static pods (its kube-apiserver's).
+    pub api_server: Option<String>,
     pub ready: bool,
 }
 
@@ -940,6 +951,8 @@ impl Fabric for WorldFabric<'_> {
             etcd: BTreeMap::new(),
             advertised,
             hosted: None,
+            reported_version: None,
+            mirrors: BTreeMap::new(),
         });
     }
 
@@ -1148,16 +1161,7 @@ fn start_api(
         ..KubeApiConfig::new(cert.clone(), key, &version)
     };
     let api = KubeApi::start(listener, config).map_err(|e| e.to_string())?;
-    let control_plane_endpoint = cluster
-        .sim
-        .control_plane_endpoint
-        .map_or_else(String::new, |e| e.to_string());
-    for object in kubeadm_config_maps(
-        &cluster.sim,
-        &control_plane_endpoint,
-        &endpoint.to_string(),
-        &cert,
-    ) {
+    for object in kubeadm_config_maps(&cluster.sim, &endpoint.to_string(), &cert) {
         api.put_json(object).map_err(|e| e.to_string())?;
     }
     Ok(api)
@@ -1165,7 +1169,8 @@ fn start_api(
 
 /// What kubeadm's `upload-config` and `bootstrap-token` phases store (and what Kamaji stores
 /// through the same kubeadm code, `internal/kubeadm/uploadconfig.go` and `bootstraptoken.go`):
-/// the cluster configuration in `kube-system/kubeadm-config`, the kubelet's in
+/// the cluster configuration in `kube-system/kubeadm-config` (as the machine layer's
+/// `upload-config` left it, [`SimCluster::kubeadm_config`]), the kubelet's in
 /// `kube-system/kubelet-config` (data key `kubelet`), and in `kube-public/cluster-info` the
 /// kubeconfig (CA and `server: https://<server>`) that token discovery reads and the
 /// bootstrap signer signs
@@ -1174,16 +1179,7 @@ fn start_api(
 /// The kubelet configuration holds kubeadm's defaults (`cmd/kubeadm/app/componentconfigs/
 /// kubelet.go`) that do not depend on the cluster's networking, which the simulator does not
 /// keep: `clusterDNS` and `clusterDomain` are left out.
-fn kubeadm_config_maps(
-    sim: &SimCluster,
-    control_plane_endpoint: &str,
-    server: &str,
-    ca_pem: &str,
-) -> [Value; 3] {
-    let configuration = format!(
-        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: {}\nkubernetesVersion: {}\ncontrolPlaneEndpoint: {}\ncertificatesDir: {}\n",
-        sim.name, sim.version, control_plane_endpoint, sim.certificates_dir,
-    );
+fn kubeadm_config_maps(sim: &SimCluster, server: &str, ca_pem: &str) -> Vec<Value> {
     let kubelet = format!(
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nauthentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  x509:\n    clientCAFile: {}/ca.crt\nauthorization:\n  mode: Webhook\ncgroupDriver: systemd\nrotateCertificates: true\nstaticPodPath: /etc/kubernetes/manifests\n",
         sim.certificates_dir,
@@ -1192,12 +1188,15 @@ fn kubeadm_config_maps(
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    certificate-authority-data: {ca_data}\n    server: https://{server}\ncontexts: []\nusers: []\ncurrent-context: \"\"\npreferences: {{}}\n"
     );
-    [
-        json!({
+    let mut maps = Vec::new();
+    if let Some(data) = sim.kubeadm_config() {
+        maps.push(json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
-            "data": {"ClusterConfiguration": configuration},
-        }),
+            "data": data,
+        }));
+    }
+    maps.extend([
         json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "kubelet-config", "namespace": "kube-system"},
@@ -1208,7 +1207,8 @@ fn kubeadm_config_maps(
             "metadata": {"name": "cluster-info", "namespace": "kube-public"},
             "data": {"kubeconfig": kubeconfig},
         }),
-    ]
+    ]);
+    maps
 }
 
 /// The admin kubeconfig of a hosted control plane, as kubeadm's kubeconfig phase writes
@@ -1261,6 +1261,21 @@ fn pull_tokens(cluster: &mut ClusterRec) {
         .filter_map(token_of)
         .collect();
     cluster.sim.replace_tokens(stored);
+}
+
+/// `kube-system/kubeadm-config` in the API is the cluster's configuration: a client that
+/// updates `kubernetesVersion` there (as `kubeadm upgrade apply` and Cluster API's
+/// `KubeadmControlPlane` do before a control plane of the new version is made) changes what
+/// the next `kubeadm join` fetches; one that deletes it makes the next join fail.
+fn pull_kubeadm_config(cluster: &mut ClusterRec) {
+    let Some(api) = &cluster.api else {
+        return;
+    };
+    let stored = api.get::<ConfigMap>(Some("kube-system"), "kubeadm-config");
+    let data = stored.map(|c| c.data.unwrap_or_default());
+    if cluster.sim.kubeadm_config() != data.as_ref() {
+        cluster.sim.set_kubeadm_config(data);
+    }
 }
 
 fn token_of(secret: &Secret) -> Option<BootstrapToken> {
@@ -1363,6 +1378,19 @@ fn push_tokens(cluster: &mut ClusterRec) {
     }
 }
 
+/// `/version` of a cluster's API answers for the kube-apiserver that serves its endpoint
+/// (its node's static pods' version, or the hosted control plane's); while none serves, what
+/// it last reported stays.
+fn report_version(cluster: &mut ClusterRec) {
+    let (Some(api), Some(version)) = (&cluster.api, cluster.sim.served_version()) else {
+        return;
+    };
+    if cluster.reported_version != Some(version) {
+        api.set_version(&version.to_string());
+        cluster.reported_version = Some(version);
+    }
+}
+
 /// Why a Node is not `Ready`: the condition's reason and message, and since when.
 struct NotReady {
     reason: &'static str,
@@ -1398,7 +1426,10 @@ fn node_ready(
     // What the kubelet saw last: now, or when its machine went off.
     let mut seen = now;
     if let Some(off) = machine.and_then(|m| m.off_since) {
-        let unknown_at = off + node_monitor_grace_period(cluster.sim.version);
+        // The node lifecycle controller of the kube-controller-manager next to the API
+        // server that serves, or of the configured version while none does.
+        let controller_manager = cluster.sim.served_version().unwrap_or(cluster.sim.version);
+        let unknown_at = off + node_monitor_grace_period(controller_manager);
         if now >= unknown_at {
             return Err(NotReady {
                 reason: "NodeStatusUnknown",
@@ -1589,6 +1620,7 @@ fn push_nodes(
         })
         .collect();
     cluster.written.extend(written);
+    push_mirror_pods(cluster, machines, config, never_ready_share, now);
     let states: Vec<controllers::NodeState<'_>> = cluster
         .sim
         .nodes
@@ -1602,6 +1634,147 @@ fn push_nodes(
     if let Some(api) = &cluster.api {
         controllers::reconcile(api, &states, &stamp(now));
     }
+}
+
+/// The kubelet of each control-plane node mirrors the static pods it runs into the API
+/// (`pkg/kubelet/pod/mirror_client.go`, `CreateMirrorPod`):
+/// `kube-system/<component>-<node>` for kube-apiserver, kube-controller-manager and
+/// kube-scheduler, as kubeadm's manifests make them (`GetStaticPodSpecs`,
+/// `cmd/kubeadm/app/phases/controlplane/manifests.go`; labels `component` and
+/// `tier: control-plane`, image `<imageRepository>/<component>:<version>`, host network,
+/// `system-node-critical`; the API server's with the
+/// `kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint` annotation), the
+/// `kubernetes.io/config.mirror` annotation and the Node as controlling owner, bound to the
+/// node. A kubelet makes one only while it runs and its Node exists (it needs the Node's
+/// uid); it stays `Running`, and its `Ready` condition turns `False` once the node lifecycle
+/// controller found the kubelet silent (the Node `Unknown`), as for the other pods on a node
+/// that stops. A Node deleted takes its mirror pods with it ([`controllers::reconcile`],
+/// `podgc`).
+fn push_mirror_pods(
+    cluster: &mut ClusterRec,
+    machines: &BTreeMap<String, Machine>,
+    config: &MachineConfig,
+    never_ready_share: f64,
+    now: i64,
+) {
+    let Some(api) = &cluster.api else {
+        return;
+    };
+    let mut writes = Vec::new();
+    for node in cluster.sim.nodes.values() {
+        let Some(pods) = &node.static_pods else {
+            continue;
+        };
+        let Some(owner) = api.get::<KubeNode>(None, &node.name) else {
+            continue;
+        };
+        let machine = machines.get(&node.device_id);
+        let kubelet_runs = !node.device_gone
+            && machine.is_some_and(|m| !m.gone && !m.kubelet_dead && m.off_since.is_none());
+        let joined = cluster.joined.get(&node.name).copied().unwrap_or(now);
+        let started = machine
+            .and_then(|m| m.on_since)
+            .unwrap_or(joined)
+            .max(joined);
+        let (ready, since) =
+            match node_ready(cluster, node, machines, config, never_ready_share, now) {
+                Err(why) if why.reason == "NodeStatusUnknown" => (false, why.since),
+                _ => (true, started),
+            };
+        let uid = owner.metadata.uid.unwrap_or_default();
+        for component in CONTROL_PLANE_COMPONENTS {
+            let object = mirror_pod(component, node, pods, &uid, ready, &rfc3339(since));
+            let name = format!("{component}-{}", node.name);
+            let stored = api.get::<Pod>(Some("kube-system"), &name).is_some();
+            if !stored && !kubelet_runs {
+                continue;
+            }
+            if !stored || cluster.mirrors.get(&name) != Some(&object) {
+                writes.push((name, object));
+            }
+        }
+    }
+    for (name, object) in writes {
+        match api.put_json(object.clone()) {
+            Ok(_) => {
+                cluster.mirrors.insert(name, object);
+            }
+            Err(error) => {
+                tracing::warn!(cluster = %cluster.sim.name, pod = %name, %error, "Could not write a mirror pod to the simulated API.");
+            }
+        }
+    }
+}
+
+/// The mirror pod of `component`'s static pod on `node` (see [`push_mirror_pods`]).
+fn mirror_pod(
+    component: &str,
+    node: &machine::Node,
+    pods: &machine::StaticPods,
+    node_uid: &str,
+    ready: bool,
+    since: &str,
+) -> Value {
+    use sha2::{Digest, Sha256};
+    let image = pods.image(component);
+    // The kubelet's hash of the static pod; a stand-in here, stable for the same manifest.
+    let digest = Sha256::digest(format!("{component}\n{image}\n{}", pods.api_server));
+    let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let mut annotations = json!({
+        "kubernetes.io/config.hash": hash,
+        "kubernetes.io/config.mirror": hash,
+        "kubernetes.io/config.source": "file",
+    });
+    if component == "kube-apiserver" {
+        annotations["kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"] =
+            json!(pods.api_server.to_string());
+    }
+    let status = if ready { "True" } else { "False" };
+    let host_ip = pods.api_server.ip().to_string();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": format!("{component}-{}", node.name),
+            "namespace": "kube-system",
+            "labels": {"component": component, "tier": "control-plane"},
+            "annotations": annotations,
+            "ownerReferences": [{
+                "apiVersion": "v1", "kind": "Node", "name": node.name, "uid": node_uid,
+                "controller": true,
+            }],
+        },
+        "spec": {
+            "nodeName": node.name,
+            "hostNetwork": true,
+            "priorityClassName": "system-node-critical",
+            "containers": [{"name": component, "image": image}],
+        },
+        "status": {
+            "phase": "Running",
+            "hostIP": host_ip,
+            "podIP": host_ip,
+            "conditions": [
+                {"type": "Ready", "status": status, "lastTransitionTime": since},
+                {"type": "ContainersReady", "status": status, "lastTransitionTime": since},
+            ],
+            "containerStatuses": [{
+                "name": component, "image": image, "imageID": "", "ready": ready,
+                "restartCount": 0, "started": true, "state": {"running": {"startedAt": since}},
+            }],
+        },
+    })
+}
+
+/// Unix seconds as RFC 3339.
+fn rfc3339(at: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1641,6 +1814,201 @@ mod tests {
         ] {
             assert!(hosted_endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A cluster record for `sim`, with an API on `127.0.0.1:0` holding what kubeadm's
+    /// upload-config phases store, on a clock stopped at `now`.
+    fn served(sim: SimCluster, now: i64) -> ClusterRec {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(now as u64);
+        let ca = crate::pki::Ca::generate(
+            "test CA",
+            time::OffsetDateTime::from(at),
+            &mut rand::rngs::OsRng,
+        )
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let config = KubeApiConfig {
+            clock: Arc::new(move || at),
+            ..KubeApiConfig::new(
+                ca.cert_pem().to_owned(),
+                ca.key_pem().clone(),
+                &sim.version.to_string(),
+            )
+        };
+        let api = KubeApi::start(listener, config).unwrap();
+        for object in kubeadm_config_maps(&sim, "192.0.2.10:6443", ca.cert_pem()) {
+            api.put_json(object).unwrap();
+        }
+        ClusterRec {
+            joined: sim.nodes.keys().map(|n| (n.clone(), now)).collect(),
+            sim,
+            api: Some(api),
+            api_error: None,
+            written: BTreeMap::new(),
+            network_since: None,
+            made_at: now,
+            made_by: String::new(),
+            etcd: BTreeMap::new(),
+            advertised: None,
+            hosted: None,
+            reported_version: None,
+            mirrors: BTreeMap::new(),
+        }
+    }
+
+    fn running(host: Host, at: i64) -> Machine {
+        Machine {
+            report: BootReport {
+                device_id: host.facts().id.clone(),
+                outcome: Outcome::Failed {
+                    step: String::new(),
+                    reason: String::new(),
+                },
+                steps: Vec::new(),
+            },
+            host,
+            first_boot: at,
+            retry_at: None,
+            gone: false,
+            kubelet_dead: false,
+            off_since: None,
+            on_since: None,
+        }
+    }
+
+    fn pod(cluster: &ClusterRec, name: &str) -> Option<Value> {
+        let api = cluster.api.as_ref().unwrap();
+        api.get::<Pod>(Some("kube-system"), name)
+            .map(|p| serde_json::to_value(p).unwrap())
+    }
+
+    /// Each control plane's kubelet mirrors its static pods into the API with the version
+    /// they were made for: `kubeadm init`'s, then the one a join fetched from
+    /// `kube-system/kubeadm-config` after a client updated it there. `/version` answers for
+    /// the API server serving the endpoint. A node powered off keeps its mirror pods, not
+    /// ready once its Node is `Unknown`; a Node deleted (its device gone) takes them with it.
+    #[tokio::test]
+    async fn control_planes_mirror_their_static_pods() {
+        use super::machine::MemFabric;
+        use super::machine::fixtures::{NOW, boot_docs, docs_cluster, machine};
+
+        let mut fabric = MemFabric::default();
+        let cp0 = docs_cluster(&mut fabric, 31, "v1.31.4");
+        let cp0_id = cp0.facts().id.clone();
+        let mut cluster = served(fabric.cluster("docs").unwrap().clone(), NOW);
+        let mut machines = BTreeMap::from([(cp0_id.clone(), running(cp0, NOW))]);
+        let config = MachineConfig::default();
+        push_nodes(&mut cluster, &machines, &config, 0.0, NOW);
+        report_version(&mut cluster);
+
+        let apiserver = pod(&cluster, "kube-apiserver-docs-cp-0").expect("init's mirror pod");
+        assert_eq!(
+            apiserver["spec"]["containers"][0]["image"],
+            "registry.k8s.io/kube-apiserver:v1.31.4"
+        );
+        assert_eq!(apiserver["spec"]["nodeName"], "docs-cp-0");
+        assert_eq!(
+            apiserver["metadata"]["labels"],
+            json!({"component": "kube-apiserver", "tier": "control-plane"})
+        );
+        let annotations = &apiserver["metadata"]["annotations"];
+        assert!(annotations["kubernetes.io/config.mirror"].is_string());
+        assert_eq!(
+            annotations["kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"],
+            "198.51.100.20:6443"
+        );
+        let api = cluster.api.as_ref().unwrap();
+        let node = api.get::<KubeNode>(None, "docs-cp-0").unwrap();
+        let owner = &apiserver["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "Node");
+        assert_eq!(owner["uid"], json!(node.metadata.uid));
+        assert_eq!(apiserver["status"]["phase"], "Running");
+        assert_eq!(apiserver["status"]["conditions"][0]["status"], "True");
+        for component in ["kube-controller-manager", "kube-scheduler"] {
+            let other = pod(&cluster, &format!("{component}-docs-cp-0")).unwrap();
+            assert_eq!(
+                other["spec"]["containers"][0]["image"],
+                format!("registry.k8s.io/{component}:v1.31.4")
+            );
+        }
+        assert_eq!(api.version(), "v1.31.4");
+
+        // A client sets kubernetesVersion v1.32.0 in kubeadm-config; the next join reads it.
+        let text = cluster.sim.kubeadm_config().unwrap()["ClusterConfiguration"]
+            .replace("v1.31.4", "v1.32.0");
+        api.put_json(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+            "data": {"ClusterConfiguration": text},
+        }))
+        .unwrap();
+        pull_kubeadm_config(&mut cluster);
+        assert_eq!(cluster.sim.version, KubeVersion::new(1, 32, 0));
+        fabric
+            .cluster_mut("docs")
+            .unwrap()
+            .set_kubeadm_config(cluster.sim.kubeadm_config().cloned());
+        let mut cp1 = machine(&mut fabric, 11, "docs-cp-1");
+        let outcome = boot_docs(&mut fabric, &mut cp1, "control-plane-join", 32);
+        assert_eq!(
+            outcome.to_string(),
+            "joined cluster docs as a control-plane node"
+        );
+        let cp1_id = cp1.facts().id.clone();
+        cluster.sim = fabric.cluster("docs").unwrap().clone();
+        cluster.joined.insert("docs-cp-1".to_owned(), NOW);
+        machines.insert(cp1_id.clone(), running(cp1, NOW));
+        push_nodes(&mut cluster, &machines, &config, 0.0, NOW);
+        let joined = pod(&cluster, "kube-apiserver-docs-cp-1").expect("the join's mirror pod");
+        assert_eq!(
+            joined["spec"]["containers"][0]["image"],
+            "registry.k8s.io/kube-apiserver:v1.32.0"
+        );
+        assert_eq!(
+            pod(&cluster, "kube-apiserver-docs-cp-0").unwrap()["spec"]["containers"][0]["image"],
+            "registry.k8s.io/kube-apiserver:v1.31.4"
+        );
+
+        // The endpoint moves to cp-1: /version answers v1.32.0.
+        cluster.sim.served_by = Some(cp1_id);
+        report_version(&mut cluster);
+        assert_eq!(cluster.api.as_ref().unwrap().version(), "v1.32.0");
+
+        // cp-0 powered off: its mirror pods stay, ready until its Node turns Unknown.
+        machines.get_mut(&cp0_id).unwrap().off_since = Some(NOW + 10);
+        push_nodes(&mut cluster, &machines, &config, 0.0, NOW + 20);
+        let off = pod(&cluster, "kube-apiserver-docs-cp-0").unwrap();
+        assert_eq!(off["status"]["conditions"][0]["status"], "True");
+        push_nodes(&mut cluster, &machines, &config, 0.0, NOW + 10 + 50);
+        let off = pod(&cluster, "kube-apiserver-docs-cp-0").unwrap();
+        assert_eq!(off["status"]["phase"], "Running");
+        assert_eq!(off["status"]["conditions"][0]["status"], "False");
+
+        // Its device deleted and its Node deleted: podgc deletes its mirror pods.
+        machines.get_mut(&cp0_id).unwrap().gone = true;
+        cluster.sim.device_deleted(&cp0_id);
+        let api = cluster.api.as_ref().unwrap();
+        api.delete::<KubeNode>(None, "docs-cp-0").unwrap();
+        push_nodes(&mut cluster, &machines, &config, 0.0, NOW + 70);
+        for component in CONTROL_PLANE_COMPONENTS {
+            assert!(pod(&cluster, &format!("{component}-docs-cp-0")).is_none());
+            assert!(pod(&cluster, &format!("{component}-docs-cp-1")).is_some());
+        }
+
+        // A Node deleted while its kubelet runs registers again, and so do its mirror pods'
+        // owner references.
+        let api = cluster.api.as_ref().unwrap();
+        api.delete::<KubeNode>(None, "docs-cp-1").unwrap();
+        push_nodes(&mut cluster, &machines, &config, 0.0, NOW + 80);
+        let api = cluster.api.as_ref().unwrap();
+        let node = api.get::<KubeNode>(None, "docs-cp-1").unwrap();
+        let mirror = pod(&cluster, "kube-apiserver-docs-cp-1").unwrap();
+        assert_eq!(
+            mirror["metadata"]["ownerReferences"][0]["uid"],
+            json!(node.metadata.uid)
+        );
     }
 
     /// kube-controller-manager's default `--node-monitor-grace-period`: 40 s, 50 s from 1.32.

@@ -189,6 +189,15 @@ impl KubeApi {
         *self.shared.version.lock().expect("version lock poisoned") = git_version.to_owned();
     }
 
+    /// The `gitVersion` `/version` reports.
+    pub fn version(&self) -> String {
+        self.shared
+            .version
+            .lock()
+            .expect("version lock poisoned")
+            .clone()
+    }
+
     pub fn availability(&self) -> Availability {
         self.shared
             .availability

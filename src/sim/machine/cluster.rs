@@ -1,7 +1,8 @@
 //! The simulated workload clusters and the fabric that connects machines to them.
 //!
 //! Owns [`SimCluster`] (what `kubeadm init` made: name, version, CA identities, where its
-//! API is served, bootstrap-token secrets, nodes, etcd members), [`Fabric`] (what the
+//! API is served, bootstrap-token secrets, nodes and the static pods of each control plane,
+//! etcd members, the `kube-system/kubeadm-config` ConfigMap joins read), [`Fabric`] (what the
 //! machine layer asks of the world around a machine: is an address routed to this device,
 //! which cluster answers at an endpoint) and [`MemFabric`], an in-memory fabric for tests.
 //!
@@ -235,6 +236,73 @@ pub struct Node {
     /// The device is gone: the kubelet no longer reports, the Node object stays (nothing
     /// here deletes Nodes; a cloud controller manager would).
     pub device_gone: bool,
+    /// On a control-plane node, the static pods kubeadm wrote into
+    /// `/etc/kubernetes/manifests`; `None` on a worker.
+    pub static_pods: Option<StaticPods>,
+}
+
+/// The image registry kubeadm pulls control-plane images from unless `imageRepository` says
+/// otherwise (kubeadm-config.v1beta4, `ClusterConfiguration.imageRepository`).
+pub const DEFAULT_IMAGE_REPOSITORY: &str = "registry.k8s.io";
+
+/// The components kubeadm runs as static pods from the cluster's own images
+/// (`ControlPlaneComponents` in `cmd/kubeadm/app/constants/constants.go`); etcd's image
+/// follows its own versions and is not modelled.
+pub const CONTROL_PLANE_COMPONENTS: [&str; 3] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// The static pods of one control-plane node, as kubeadm's `GetStaticPodSpecs`
+/// (`cmd/kubeadm/app/phases/controlplane/manifests.go`) makes them from the
+/// `ClusterConfiguration` it has: `kubeadm init`'s own, or the one a `kubeadm join
+/// --control-plane` fetched from `kube-system/kubeadm-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticPods {
+    /// `kubernetesVersion`: the version of this node's kube-apiserver, kube-controller-manager
+    /// and kube-scheduler.
+    pub version: KubeVersion,
+    /// `imageRepository`.
+    pub image_repository: String,
+    /// Where its kube-apiserver listens: the advertise address and bind port
+    /// (`localAPIEndpoint`), the value of the mirror pod's
+    /// `kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint` annotation.
+    pub api_server: SocketAddr,
+}
+
+impl StaticPods {
+    /// The image of `component`: `<imageRepository>/<component>:<kubernetesVersion>`
+    /// (`images.GetKubernetesImage`, `cmd/kubeadm/app/images/images.go`; the tag is the
+    /// version with characters outside `[-a-zA-Z0-9_.]` made `_`, which `v1.N.P` has none of).
+    pub fn image(&self, component: &str) -> String {
+        format!("{}/{component}:{}", self.image_repository, self.version)
+    }
+}
+
+/// What a join takes from the `ClusterConfiguration` it fetched from the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedConfiguration {
+    /// `kubernetesVersion`: the version of the static pods a new control plane gets.
+    pub kubernetes_version: KubeVersion,
+    /// `imageRepository` (kubeadm's default when unset).
+    pub image_repository: String,
+}
+
+/// The `ClusterConfiguration` kubeadm's `upload-config` phase stores in
+/// `kube-system/kubeadm-config` (data key `ClusterConfiguration`): the fields the simulator
+/// keeps (https://kubernetes.io/docs/reference/setup-tools/kubeadm/implementation-details/,
+/// "Save the kubeadm ClusterConfiguration in a ConfigMap for later reference").
+pub fn cluster_configuration(
+    name: &str,
+    version: KubeVersion,
+    control_plane_endpoint: &str,
+    certificates_dir: &str,
+    image_repository: &str,
+) -> String {
+    format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: {name}\nkubernetesVersion: {version}\ncontrolPlaneEndpoint: {control_plane_endpoint}\ncertificatesDir: {certificates_dir}\nimageRepository: {image_repository}\n"
+    )
 }
 
 /// An etcd member.
@@ -254,8 +322,13 @@ pub struct EtcdMember {
 pub struct SimCluster {
     /// `ClusterConfiguration.clusterName` (kubeadm's default `kubernetes`).
     pub name: String,
-    /// The control plane's version.
+    /// `kubernetesVersion` of the `ClusterConfiguration` in `kube-system/kubeadm-config`: the
+    /// version the next control plane to join is made for. It follows the ConfigMap
+    /// ([`SimCluster::set_kubeadm_config`]); each control plane's own version is its
+    /// [`Node::static_pods`].
     pub version: KubeVersion,
+    /// The version of an API server no node of this cluster runs (a hosted control plane's).
+    pub hosted_api_server: Option<KubeVersion>,
     /// `ClusterConfiguration.controlPlaneEndpoint`, with the bind port when it had none.
     pub control_plane_endpoint: Option<SocketAddr>,
     /// Where the API actually answers; `None` when nothing serves it.
@@ -272,6 +345,9 @@ pub struct SimCluster {
     /// etcd runs outside the cluster (`etcd.external`): no members are modelled.
     pub external_etcd: bool,
     tokens: BTreeMap<String, BootstrapToken>,
+    /// The `data` of `kube-system/kubeadm-config` as the cluster's API holds it; `None` when
+    /// the ConfigMap is not there.
+    kubeadm_config: Option<BTreeMap<String, String>>,
     pub nodes: BTreeMap<String, Node>,
     pub etcd_members: Vec<EtcdMember>,
 }
@@ -310,9 +386,10 @@ impl SimCluster {
         service_account: CaIdentity,
         external_etcd: bool,
     ) -> Self {
-        Self {
+        let mut cluster = Self {
             name,
             version,
+            hosted_api_server: None,
             control_plane_endpoint,
             served_at: None,
             served_by: None,
@@ -323,9 +400,114 @@ impl SimCluster {
             service_account,
             external_etcd,
             tokens: BTreeMap::new(),
+            kubeadm_config: None,
             nodes: BTreeMap::new(),
             etcd_members: Vec::new(),
+        };
+        let endpoint = control_plane_endpoint.map_or_else(String::new, |e| e.to_string());
+        cluster.upload_config(&endpoint, DEFAULT_IMAGE_REPOSITORY);
+        cluster
+    }
+
+    /// kubeadm's `upload-config` phase: stores the cluster's `ClusterConfiguration` (its
+    /// name, version, certificates directory, `controlPlaneEndpoint` as written and
+    /// `imageRepository`) in `kube-system/kubeadm-config`.
+    pub fn upload_config(&mut self, control_plane_endpoint: &str, image_repository: &str) {
+        let text = cluster_configuration(
+            &self.name,
+            self.version,
+            control_plane_endpoint,
+            &self.certificates_dir,
+            image_repository,
+        );
+        self.kubeadm_config = Some(BTreeMap::from([("ClusterConfiguration".to_owned(), text)]));
+    }
+
+    /// The `data` of `kube-system/kubeadm-config`; `None` when there is no such ConfigMap.
+    pub fn kubeadm_config(&self) -> Option<&BTreeMap<String, String>> {
+        self.kubeadm_config.as_ref()
+    }
+
+    /// Replaces `kube-system/kubeadm-config` with what the cluster's API holds now (`None`:
+    /// deleted), as a client that updates `kubernetesVersion` there (`kubeadm upgrade apply`,
+    /// Cluster API's `UpdateKubernetesVersionInKubeadmConfigMap`) leaves it. [`Self::version`]
+    /// follows a `kubernetesVersion` that reads as a version.
+    pub fn set_kubeadm_config(&mut self, data: Option<BTreeMap<String, String>>) {
+        self.kubeadm_config = data;
+        if let Ok(fetched) = self.fetch_cluster_configuration() {
+            self.version = fetched.kubernetes_version;
         }
+    }
+
+    /// What `kubeadm join` reads of the cluster's configuration (`FetchInitConfigurationFromCluster`
+    /// in `cmd/kubeadm/app/util/config/cluster.go`): the ConfigMap `kube-system/kubeadm-config`,
+    /// its `ClusterConfiguration` key decoded as a kubeadm `ClusterConfiguration`, and its
+    /// `kubernetesVersion` normalised (`NormalizeKubernetesVersion`,
+    /// `cmd/kubeadm/app/util/config/common.go`).
+    ///
+    /// # Errors
+    ///
+    /// kubeadm's words, lower case: the ConfigMap or its key missing, a document that does
+    /// not decode, a `kubernetesVersion` that is not a version.
+    pub fn fetch_cluster_configuration(&self) -> Result<FetchedConfiguration, String> {
+        let data = self
+            .kubeadm_config
+            .as_ref()
+            .ok_or("failed to get config map: configmaps \"kubeadm-config\" not found")?;
+        let text = data.get("ClusterConfiguration").ok_or(
+            "unexpected error when reading kubeadm-config ConfigMap: ClusterConfiguration key value pair missing",
+        )?;
+        let decode = |why: String| format!("failed to decode cluster configuration data: {why}");
+        let document: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| decode(e.to_string()))?;
+        let field = |key: &str| document.get(key).and_then(serde_yaml::Value::as_str);
+        let api_version = field("apiVersion").unwrap_or_default();
+        let kind = field("kind").unwrap_or_default();
+        if kind != "ClusterConfiguration"
+            || !matches!(
+                api_version,
+                "kubeadm.k8s.io/v1beta3" | "kubeadm.k8s.io/v1beta4"
+            )
+        {
+            return Err(decode(format!(
+                "no kind {kind:?} is registered for version {api_version:?}"
+            )));
+        }
+        let version = match document.get("kubernetesVersion") {
+            None | Some(serde_yaml::Value::Null) => String::new(),
+            Some(serde_yaml::Value::String(text)) => text.clone(),
+            Some(other) => {
+                return Err(decode(format!(
+                    "kubernetesVersion: expected a string, found {other:?}"
+                )));
+            }
+        };
+        let kubernetes_version = KubeVersion::parse(&version).ok_or_else(|| {
+            format!(
+                "version {version:?} doesn't match patterns for neither semantic version nor labels (stable, latest, ...)"
+            )
+        })?;
+        let image_repository = field("imageRepository")
+            .filter(|r| !r.is_empty())
+            .unwrap_or(DEFAULT_IMAGE_REPOSITORY)
+            .to_owned();
+        Ok(FetchedConfiguration {
+            kubernetes_version,
+            image_repository,
+        })
+    }
+
+    /// The version of the kube-apiserver that answers at the cluster's endpoint: that of the
+    /// static pods of the node serving it, or the hosted control plane's. `None` while no
+    /// node serves it.
+    pub fn served_version(&self) -> Option<KubeVersion> {
+        let Some(device) = self.served_by.as_deref() else {
+            return self.served_at.and(self.hosted_api_server);
+        };
+        self.nodes
+            .values()
+            .filter(|n| n.device_id == device && !n.device_gone)
+            .find_map(|n| n.static_pods.as_ref().map(|p| p.version))
     }
 
     /// The bootstrap-token secrets in `kube-system`.
@@ -374,6 +556,7 @@ impl SimCluster {
             true,
         );
         cluster.served_at = Some(served_at);
+        cluster.hosted_api_server = Some(version);
         cluster
     }
 

@@ -20,8 +20,8 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use super::{
     Outcome,
     cluster::{
-        BootstrapToken, CaIdentity, CaOrigin, DEFAULT_NODE_TOKEN_GROUP, Fabric, KubeVersion, Node,
-        SimCluster, Taint, hex, parse_token,
+        BootstrapToken, CaIdentity, CaOrigin, DEFAULT_IMAGE_REPOSITORY, DEFAULT_NODE_TOKEN_GROUP,
+        Fabric, KubeVersion, Node, SimCluster, StaticPods, Taint, hex, parse_token,
     },
     host::Host,
     shell::Shell,
@@ -640,6 +640,7 @@ struct ClusterSettings {
     certificates_dir: String,
     external_etcd: bool,
     encryption: Option<String>,
+    image_repository: Option<String>,
 }
 
 fn cluster_settings(value: Option<&Value>) -> ClusterSettings {
@@ -653,6 +654,7 @@ fn cluster_settings(value: Option<&Value>) -> ClusterSettings {
             .and_then(|v| v.get("etcd")?.get("external"))
             .is_some_and(|e| !e.is_null()),
         encryption: get(&["encryptionAlgorithm"]),
+        image_repository: get(&["imageRepository"]).filter(|r| !r.is_empty()),
     }
 }
 
@@ -1166,6 +1168,9 @@ fn init(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
     if let Some(d) = flags.get("cert-dir") {
         cluster.certificates_dir = d.to_owned();
     }
+    if let Some(r) = flags.get("image-repository") {
+        cluster.image_repository = Some(r.to_owned());
+    }
     let node = node_registration(init_doc.as_ref().and_then(|d| d.get("nodeRegistration")));
     let mut ignore = node.ignore_preflight.clone();
     ignore.extend(
@@ -1258,6 +1263,10 @@ fn init(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
     }
 
     // Certificates.
+    let image_repository = cluster
+        .image_repository
+        .clone()
+        .unwrap_or_else(|| DEFAULT_IMAGE_REPOSITORY.to_owned());
     let dir = cluster.certificates_dir.trim_end_matches('/').to_owned();
     let ca = ca_pair(shell.host, &dir, "ca", "cluster ca")?;
     let etcd_ca = if cluster.external_etcd {
@@ -1267,18 +1276,12 @@ fn init(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
     };
     let front_proxy_ca = ca_pair(shell.host, &dir, "front-proxy-ca", "front-proxy ca")?;
     let sa = service_account(shell.host, &dir)?;
-    for manifest in [
-        "etcd",
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-    ] {
-        shell.host.put(
-            &format!("/etc/kubernetes/manifests/{manifest}.yaml"),
-            format!("(static pod manifest for {manifest})\n").into_bytes(),
-            0o600,
-        );
-    }
+    let static_pods = StaticPods {
+        version,
+        image_repository,
+        api_server: SocketAddr::new(advertise, bind_port),
+    };
+    write_manifests(shell.host, &static_pods, !cluster.external_etcd);
     for conf in [
         "admin.conf",
         "super-admin.conf",
@@ -1308,6 +1311,10 @@ fn init(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
         front_proxy_ca,
         sa,
         cluster.external_etcd,
+    );
+    new.upload_config(
+        &control_plane_endpoint.map_or_else(String::new, |e| e.to_string()),
+        &static_pods.image_repository,
     );
     if !cluster.external_etcd {
         new.add_member(
@@ -1362,6 +1369,7 @@ fn init(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
             control_plane: true,
             provider_id,
             device_gone: false,
+            static_pods: Some(static_pods),
         },
     );
     let cluster_name = new.name.clone();
@@ -1404,6 +1412,29 @@ fn token_specs(init_doc: Option<&Value>, flags: &Flags) -> Result<Vec<TokenSpec>
             }
         })
         .collect())
+}
+
+/// The static pod manifests kubeadm writes into `/etc/kubernetes/manifests` (etcd's only with
+/// local etcd); the kubelet runs them and mirrors them into the API.
+fn write_manifests(host: &mut Host, pods: &StaticPods, local_etcd: bool) {
+    if local_etcd {
+        host.put(
+            "/etc/kubernetes/manifests/etcd.yaml",
+            b"(static pod manifest for etcd)\n".to_vec(),
+            0o600,
+        );
+    }
+    for component in super::cluster::CONTROL_PLANE_COMPONENTS {
+        host.put(
+            &format!("/etc/kubernetes/manifests/{component}.yaml"),
+            format!(
+                "(static pod manifest for {component}, image {})\n",
+                pods.image(component)
+            )
+            .into_bytes(),
+            0o600,
+        );
+    }
 }
 
 fn record_warnings(shell: &mut Shell<'_>, warnings: Vec<String>) {
@@ -1797,6 +1828,23 @@ fn join(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
             }
         }
     }
+    // Preflight reads the cluster's configuration from `kube-system/kubeadm-config`, for a
+    // worker as for a control plane (`joinData.InitCfg` in `cmd/kubeadm/app/cmd/join.go`,
+    // `FetchInitConfigurationFromCluster`), and normalises its `kubernetesVersion`: one more
+    // than a minor older than kubeadm is refused (`NormalizeKubernetesVersion`,
+    // `MinimumControlPlaneVersion` = kubeadm's minor minus one).
+    let fetch = |e: String| format!("unable to fetch the kubeadm-config ConfigMap: {e}");
+    let fetched = cluster.fetch_cluster_configuration().map_err(fetch)?;
+    let configured = fetched.kubernetes_version;
+    if configured.major < kubeadm.major
+        || configured.major == kubeadm.major && configured.minor + 1 < kubeadm.minor
+    {
+        return Err(fetch(format!(
+            "this version of kubeadm only supports deploying clusters with the control plane version >= v{}.{}.0. current version: {configured}",
+            kubeadm.major,
+            kubeadm.minor.saturating_sub(1)
+        )));
+    }
     // TLS bootstrap.
     let tls_token = spec
         .tls_token
@@ -1806,10 +1854,41 @@ fn join(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
         .ok_or("discovery.tlsBootstrapToken: required with file discovery when the kubeconfig has no token")?;
     check_token(cluster, &tls_token, now, "authentication")
         .map_err(|e| format!("tls bootstrap: {e}"))?;
-    // Version skew: kubeadm checks it in preflight for control planes; the version skew policy
-    // forbids a kubelet newer than the api server for every node.
-    if let Some(skew) = skew_check(host, cluster.version) {
-        return Err(skew);
+    // Version skew. kubeadm compares no control-plane version on a join: its preflight
+    // `KubeletVersion` check gets none (`JoinNodeChecks` passes "" to `addCommonChecks`), and
+    // a joining control plane skips the init checks that would (`InitNodeChecks` adds them
+    // only when `!isSecondaryControlPlane`), all in `cmd/kubeadm/app/preflight/checks.go`.
+    // The simulator applies the version skew policy to a worker: its kubelet may not be newer
+    // than the kube-apiserver it reaches, the one serving the endpoint
+    // (https://kubernetes.io/releases/version-skew-policy/#kubelet). A control plane's kubelet
+    // registers through the endpoint too, while the old API servers still serve it during an
+    // upgrade by replacement, so there the rule is left to what runs on the node: its static
+    // pods are made for the configured version, and a kubelet newer than them is recorded.
+    let kubelet_version = host
+        .package("kubelet")
+        .and_then(KubeVersion::parse)
+        .expect("checked in preflight");
+    if spec.control_plane.is_none() {
+        let api_server = cluster.served_version().unwrap_or(cluster.version);
+        if let Some(skew) = skew_check(host, api_server) {
+            return Err(skew);
+        }
+    } else {
+        // `InitNodeChecks` for a joining control plane: `KubernetesVersionCheck` warns when
+        // the configured version is newer than kubeadm.
+        if configured.major > kubeadm.major
+            || configured.major == kubeadm.major && configured.minor > kubeadm.minor
+        {
+            warnings.push(format!(
+                "preflight KubernetesVersion: kubernetes version is greater than kubeadm version. please consider to upgrade kubeadm. kubernetes version: {configured}. kubeadm version: {}.{}.x",
+                kubeadm.major, kubeadm.minor
+            ));
+        }
+        if skew_check(host, configured).is_some() {
+            warnings.push(format!(
+                "the kubelet version {kubelet_version} is higher than this control plane's version {configured} (kubernetesVersion in kube-system/kubeadm-config): not a supported version skew, which kubeadm join does not check"
+            ));
+        }
     }
     if let Some(existing) = cluster.nodes.get(&name)
         && existing.device_id != device
@@ -1819,13 +1898,10 @@ fn join(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
             "a node with name {name:?} and status \"Ready\" already exists in the cluster; delete it or change the name of this node"
         ));
     }
-    let kubelet_version = host
-        .package("kubelet")
-        .and_then(KubeVersion::parse)
-        .expect("checked in preflight");
     let mut taints = spec.node.taints.clone().unwrap_or_default();
     let control_plane = spec.control_plane.is_some();
-    if let Some((advertise, _bind_port, certificate_key)) = &spec.control_plane {
+    let mut static_pods = None;
+    if let Some((advertise, bind_port, certificate_key)) = &spec.control_plane {
         if cluster.control_plane_endpoint.is_none() {
             return Err("unable to add a new control plane instance to a cluster that doesn't have a stable controlPlaneEndpoint address".to_owned());
         }
@@ -1925,6 +2001,15 @@ fn join(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
         }
         labels.insert(CONTROL_PLANE_LABEL.to_owned(), String::new());
         labels.insert(EXCLUDE_LB_LABEL.to_owned(), String::new());
+        // The `control-plane-prepare` phase writes the static pod manifests from the fetched
+        // configuration (`GetStaticPodSpecs`, `cmd/kubeadm/app/phases/controlplane/manifests.go`).
+        let pods = StaticPods {
+            version: configured,
+            image_repository: fetched.image_repository.clone(),
+            api_server: SocketAddr::new(advertise, *bind_port),
+        };
+        write_manifests(host, &pods, !cluster.external_etcd);
+        static_pods = Some(pods);
     }
     cluster.nodes.insert(
         name.clone(),
@@ -1937,6 +2022,7 @@ fn join(shell: &mut Shell<'_>, kubeadm: KubeVersion, args: &[String]) -> Result<
             control_plane,
             provider_id,
             device_gone: false,
+            static_pods,
         },
     );
     let cluster_name = cluster.name.clone();
@@ -1993,6 +2079,274 @@ mod tests {
             Err("dial tcp: lookup tenant-b.kamaji.example.com: no such host".to_owned())
         );
         assert!(endpoint("tenant-a.kamaji.example.com:6443", 6443).is_err());
+    }
+
+    use super::super::{
+        BootReport, MemFabric, Outcome, StepStatus,
+        fixtures::{DOCS_EIP, NOW, boot_docs, docs, docs_cluster, machine},
+    };
+
+    fn failure(outcome: &Outcome) -> &str {
+        match outcome {
+            Outcome::Failed { reason, .. } => reason,
+            other => panic!("expected a failure, got {other}"),
+        }
+    }
+
+    fn warnings(report: &BootReport) -> Vec<String> {
+        report
+            .steps
+            .iter()
+            .filter_map(|s| match &s.status {
+                StepStatus::Ran { note: Some(n) } if n.starts_with("warning: ") => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn joined(outcome: &Outcome, control_plane: bool) -> bool {
+        matches!(outcome, Outcome::Joined { cluster, control_plane: cp } if cluster == "docs" && *cp == control_plane)
+    }
+
+    /// `kubeadm init` makes its static pods for its own `kubernetesVersion`, stores that
+    /// configuration in `kube-system/kubeadm-config`, and its API server serves the endpoint.
+    #[test]
+    fn init_runs_static_pods_of_the_configured_version() {
+        let mut fabric = MemFabric::default();
+        let cp0 = docs_cluster(&mut fabric, 31, "v1.31.4");
+        let cluster = fabric.cluster("docs").unwrap();
+        let pods = cluster.nodes["docs-cp-0"].static_pods.clone().unwrap();
+        assert_eq!(pods.version, KubeVersion::new(1, 31, 4));
+        assert_eq!(
+            pods.image("kube-apiserver"),
+            "registry.k8s.io/kube-apiserver:v1.31.4"
+        );
+        assert_eq!(pods.api_server, "198.51.100.20:6443".parse().unwrap());
+        assert_eq!(cluster.served_version(), Some(KubeVersion::new(1, 31, 4)));
+        let fetched = cluster.fetch_cluster_configuration().unwrap();
+        assert_eq!(fetched.kubernetes_version, KubeVersion::new(1, 31, 4));
+        let text = &cluster.kubeadm_config().unwrap()["ClusterConfiguration"];
+        assert!(
+            text.contains("controlPlaneEndpoint: 192.0.2.10:6443"),
+            "{text}"
+        );
+        let manifest = cp0
+            .file("/etc/kubernetes/manifests/kube-apiserver.yaml")
+            .and_then(|f| f.text())
+            .unwrap();
+        assert!(
+            manifest.contains("registry.k8s.io/kube-apiserver:v1.31.4"),
+            "{manifest}"
+        );
+    }
+
+    /// A control plane of a newer version joins with the configuration it fetches from
+    /// `kube-system/kubeadm-config`: while that still says v1.31, kubeadm 1.32 makes v1.31
+    /// static pods next to its v1.32 kubelet. Its preflight does not compare the two on a
+    /// join (`JoinNodeChecks` gives `KubeletVersionCheck` no version, and a joining control
+    /// plane skips the init checks that would): the join succeeds, the skew is recorded.
+    #[test]
+    fn a_control_plane_joins_with_the_version_kubeadm_config_names() {
+        let mut fabric = MemFabric::default();
+        docs_cluster(&mut fabric, 31, "v1.31.4");
+        let mut cp1 = machine(&mut fabric, 11, "docs-cp-1");
+        let report = super::super::boot(
+            &mut cp1,
+            docs("control-plane-join", 32, "").as_bytes(),
+            &mut fabric,
+            NOW + 60,
+        );
+        assert!(joined(&report.outcome, true), "{:#?}", report.steps);
+        let cluster = fabric.cluster("docs").unwrap();
+        let node = &cluster.nodes["docs-cp-1"];
+        assert_eq!(node.kubelet_version, KubeVersion::new(1, 32, 0));
+        let pods = node.static_pods.clone().unwrap();
+        assert_eq!(pods.version, KubeVersion::new(1, 31, 4));
+        assert_eq!(
+            pods.image("kube-apiserver"),
+            "registry.k8s.io/kube-apiserver:v1.31.4"
+        );
+        let warnings = warnings(&report);
+        assert!(
+            warnings.iter().any(|w| w.contains(
+                "the kubelet version v1.32.0 is higher than this control plane's version v1.31.4"
+            )),
+            "{warnings:?}"
+        );
+    }
+
+    /// Once `kubernetesVersion` in the ConfigMap says v1.32 (what `kubeadm upgrade apply` and
+    /// Cluster API write before the first new control plane), the joining control plane runs
+    /// v1.32; the cluster's version follows the ConfigMap.
+    #[test]
+    fn a_control_plane_joins_at_the_version_written_to_kubeadm_config() {
+        let mut fabric = MemFabric::default();
+        docs_cluster(&mut fabric, 31, "v1.31.4");
+        let cluster = fabric.cluster_mut("docs").unwrap();
+        let data = cluster.kubeadm_config().unwrap().clone();
+        let upgraded = data
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.replace("kubernetesVersion: v1.31.4", "kubernetesVersion: v1.32.0"),
+                )
+            })
+            .collect();
+        cluster.set_kubeadm_config(Some(upgraded));
+        assert_eq!(cluster.version, KubeVersion::new(1, 32, 0));
+        assert_eq!(
+            cluster.served_version(),
+            Some(KubeVersion::new(1, 31, 4)),
+            "the API server serving the endpoint is still cp-0's"
+        );
+
+        let mut cp1 = machine(&mut fabric, 11, "docs-cp-1");
+        let outcome = boot_docs(&mut fabric, &mut cp1, "control-plane-join", 32);
+        assert!(joined(&outcome, true), "{outcome}");
+        let pods = fabric.cluster("docs").unwrap().nodes["docs-cp-1"]
+            .static_pods
+            .clone()
+            .unwrap();
+        assert_eq!(pods.version, KubeVersion::new(1, 32, 0));
+        assert_eq!(
+            pods.image("kube-apiserver"),
+            "registry.k8s.io/kube-apiserver:v1.32.0"
+        );
+        let manifest = cp1
+            .file("/etc/kubernetes/manifests/kube-apiserver.yaml")
+            .and_then(|f| f.text())
+            .unwrap();
+        assert!(manifest.contains("kube-apiserver:v1.32.0"), "{manifest}");
+    }
+
+    /// The version skew policy for a worker: its kubelet may not be newer than the API server
+    /// it reaches, the one serving the endpoint, whatever kubeadm-config says.
+    #[test]
+    fn a_worker_may_not_be_newer_than_the_api_server_it_reaches() {
+        let mut fabric = MemFabric::default();
+        docs_cluster(&mut fabric, 31, "v1.31.4");
+        let mut worker = machine(&mut fabric, 20, "docs-worker-0");
+        let outcome = boot_docs(&mut fabric, &mut worker, "worker", 32);
+        assert_eq!(
+            failure(&outcome),
+            "join: the kubelet version v1.32.0 is higher than the control plane version v1.31.4: not a supported version skew"
+        );
+
+        // kubeadm-config says v1.32 and a v1.32 control plane joined, but cp-0 (v1.31) still
+        // serves the endpoint: the worker still reaches a v1.31 API server.
+        let cluster = fabric.cluster_mut("docs").unwrap();
+        let upgraded = cluster
+            .kubeadm_config()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.replace("v1.31.4", "v1.32.0")))
+            .collect();
+        cluster.set_kubeadm_config(Some(upgraded));
+        let mut cp1 = machine(&mut fabric, 11, "docs-cp-1");
+        assert!(joined(
+            &boot_docs(&mut fabric, &mut cp1, "control-plane-join", 32),
+            true
+        ));
+        let mut worker = machine(&mut fabric, 21, "docs-worker-1");
+        let outcome = boot_docs(&mut fabric, &mut worker, "worker", 32);
+        assert!(failure(&outcome).contains("v1.31.4: not a supported version skew"));
+
+        // The endpoint moves to cp-1 (its elastic IP assigned there): the worker joins.
+        let cp1_id = cp1.facts().id.clone();
+        fabric.route(DOCS_EIP.parse().unwrap(), &cp1_id);
+        let cluster = fabric.cluster_mut("docs").unwrap();
+        cluster.served_by = Some(cp1_id);
+        assert_eq!(cluster.served_version(), Some(KubeVersion::new(1, 32, 0)));
+        let mut worker = machine(&mut fabric, 22, "docs-worker-2");
+        let outcome = boot_docs(&mut fabric, &mut worker, "worker", 32);
+        assert!(joined(&outcome, false), "{outcome}");
+    }
+
+    /// A join reads `kube-system/kubeadm-config` in its preflight, a worker's too: missing,
+    /// without its `ClusterConfiguration` key, or not a kubeadm document, the join fails as
+    /// `FetchInitConfigurationFromCluster` does.
+    #[test]
+    fn a_join_fails_without_a_readable_kubeadm_config() {
+        let cases: [(Option<BTreeMap<String, String>>, &str); 4] = [
+            (
+                None,
+                "join: unable to fetch the kubeadm-config ConfigMap: failed to get config map: configmaps \"kubeadm-config\" not found",
+            ),
+            (
+                Some(BTreeMap::new()),
+                "join: unable to fetch the kubeadm-config ConfigMap: unexpected error when reading kubeadm-config ConfigMap: ClusterConfiguration key value pair missing",
+            ),
+            (
+                Some(BTreeMap::from([(
+                    "ClusterConfiguration".to_owned(),
+                    "apiVersion: v1\nkind: ConfigMap\n".to_owned(),
+                )])),
+                "join: unable to fetch the kubeadm-config ConfigMap: failed to decode cluster configuration data: no kind \"ConfigMap\" is registered for version \"v1\"",
+            ),
+            (
+                Some(BTreeMap::from([(
+                    "ClusterConfiguration".to_owned(),
+                    "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: v1.31\n".to_owned(),
+                )])),
+                "join: unable to fetch the kubeadm-config ConfigMap: version \"v1.31\" doesn't match patterns for neither semantic version nor labels (stable, latest, ...)",
+            ),
+        ];
+        for (n, (data, want)) in cases.into_iter().enumerate() {
+            let mut fabric = MemFabric::default();
+            docs_cluster(&mut fabric, 31, "v1.31.4");
+            fabric.cluster_mut("docs").unwrap().set_kubeadm_config(data);
+            let n = u8::try_from(n).unwrap();
+            let mut worker = machine(&mut fabric, 20 + n, "docs-worker-0");
+            assert_eq!(
+                failure(&boot_docs(&mut fabric, &mut worker, "worker", 31)),
+                want
+            );
+            let mut cp = machine(&mut fabric, 30 + n, "docs-cp-1");
+            assert_eq!(
+                failure(&boot_docs(&mut fabric, &mut cp, "control-plane-join", 31)),
+                want
+            );
+            assert_eq!(fabric.cluster("docs").unwrap().nodes.len(), 1);
+        }
+    }
+
+    /// kubeadm's own version against the fetched `kubernetesVersion`: more than one minor
+    /// older is refused (`NormalizeKubernetesVersion`, any join); newer than kubeadm warns
+    /// (`KubernetesVersionCheck`, a joining control plane).
+    #[test]
+    fn kubeadm_checks_its_version_against_the_fetched_one() {
+        let mut fabric = MemFabric::default();
+        docs_cluster(&mut fabric, 31, "v1.31.4");
+        let mut worker = machine(&mut fabric, 20, "docs-worker-0");
+        assert_eq!(
+            failure(&boot_docs(&mut fabric, &mut worker, "worker", 33)),
+            "join: unable to fetch the kubeadm-config ConfigMap: this version of kubeadm only supports deploying clusters with the control plane version >= v1.32.0. current version: v1.31.4"
+        );
+
+        let cluster = fabric.cluster_mut("docs").unwrap();
+        let newer = cluster
+            .kubeadm_config()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.replace("v1.31.4", "v1.32.1")))
+            .collect();
+        cluster.set_kubeadm_config(Some(newer));
+        let mut cp1 = machine(&mut fabric, 11, "docs-cp-1");
+        let report = super::super::boot(
+            &mut cp1,
+            docs("control-plane-join", 31, "").as_bytes(),
+            &mut fabric,
+            NOW + 60,
+        );
+        assert!(joined(&report.outcome, true), "{:#?}", report.steps);
+        let warnings = warnings(&report);
+        assert!(
+            warnings.iter().any(|w| w.contains(
+                "kubernetes version is greater than kubeadm version. please consider to upgrade kubeadm. kubernetes version: v1.32.1. kubeadm version: 1.31.x"
+            )),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! created with, as cloud-init and kubeadm would, against a fabric of simulated clusters.
 //!
 //! Owns [`boot`] and its [`BootReport`], the simulated machine ([`Host`]), the clusters
-//! kubeadm makes ([`SimCluster`]) and the [`Fabric`] trait through which a machine sees the
-//! world (which addresses the provider routes to it, which cluster answers at an endpoint).
+//! kubeadm makes ([`SimCluster`], with each control plane's [`StaticPods`]) and the
+//! [`Fabric`] trait through which a machine sees the world (which addresses the provider
+//! routes to it, which cluster answers at an endpoint).
 //!
 //! What it reads is only the artefacts: the user-data bytes, the files they write at their
 //! paths, the commands as written. It never uses rackform's own types, so a mistake rackform
@@ -43,6 +44,8 @@
 mod cloudinit;
 mod cluster;
 mod commands;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod gzip;
 mod host;
 mod jinja;
@@ -52,8 +55,9 @@ mod shell;
 use std::{fmt, net::SocketAddr};
 
 pub use cluster::{
-    ApiDown, BootstrapToken, CaIdentity, CaOrigin, DEFAULT_NODE_TOKEN_GROUP, EtcdMember, Fabric,
-    KubeVersion, MemFabric, Node, SimCluster, Taint,
+    ApiDown, BootstrapToken, CONTROL_PLANE_COMPONENTS, CaIdentity, CaOrigin,
+    DEFAULT_IMAGE_REPOSITORY, DEFAULT_NODE_TOKEN_GROUP, EtcdMember, Fabric, FetchedConfiguration,
+    KubeVersion, MemFabric, Node, SimCluster, StaticPods, Taint, cluster_configuration,
 };
 pub use host::{DeviceFacts, File, Host, InterfaceAddress, Step, StepStatus, redact};
 
