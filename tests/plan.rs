@@ -192,6 +192,7 @@ fn world_strategy(n_clusters: usize) -> impl Strategy<Value = World> {
                     state,
                     reservation: None,
                     created_at: Some(NOW - 60),
+                    active_since: None,
                 });
             }
             // Workers that run had a control plane to join: a world whose control plane is
@@ -217,6 +218,7 @@ fn world_strategy(n_clusters: usize) -> impl Strategy<Value = World> {
                     state: DeviceState::Active,
                     reservation: None,
                     created_at: Some(NOW - 60),
+                    active_since: None,
                 });
             }
             // A cluster with devices has its key material (else it is blocked, by rule 5).
@@ -266,6 +268,7 @@ fn apply_to_model(plan: &Plan, world: &mut World, next_id: &mut u32) {
                         state: DeviceState::Provisioning,
                         reservation: new.reservation.clone(),
                         created_at: Some(NOW),
+                        active_since: None,
                     });
             }
             Op::AssignEndpoint { cluster, hostname } => {
@@ -302,6 +305,7 @@ fn apply_to_model(plan: &Plan, world: &mut World, next_id: &mut u32) {
             Op::RefreshJoinToken { .. }
             | Op::DeleteJoinToken { .. }
             | Op::DrainNode { .. }
+            | Op::SetKubernetesVersion { .. }
             | Op::ApplyAddon { .. } => {
                 unreachable!("planned without an observed API: {action:?}")
             }

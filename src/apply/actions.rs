@@ -46,6 +46,9 @@ pub fn describe(op: &Op) -> String {
         Op::DeleteJoinToken { hostname, .. } => format!("delete the join token of {hostname}"),
         Op::DrainNode { hostname, .. } => format!("drain node {hostname}"),
         Op::RemoveEtcdMember { hostname, .. } => format!("remove the etcd member {hostname}"),
+        Op::SetKubernetesVersion { cluster, version } => {
+            format!("set the kubernetesVersion of {cluster} to {version}")
+        }
         Op::ApplyAddon { cluster, addon, .. } => format!("apply addon {addon} to {cluster}"),
     }
 }
@@ -168,11 +171,23 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
                 .map_err(|e| chain(&e))?;
             Ok("deleted".into())
         }
-        Op::DrainNode { cluster, hostname } => {
-            return drain_node(context, materials, cluster, hostname).await;
+        Op::DrainNode {
+            cluster,
+            hostname,
+            proceed,
+        } => {
+            return drain_node(context, materials, cluster, hostname, *proceed).await;
         }
         Op::RemoveEtcdMember { cluster, hostname } => {
             return remove_etcd_member(context, cluster, hostname).await;
+        }
+        Op::SetKubernetesVersion { cluster, version } => {
+            let client = materials.api(context, cluster).await?;
+            client
+                .set_configured_version(version)
+                .await
+                .map_err(|e| chain(&e))?;
+            Ok(format!("kube-system/kubeadm-config names {version}"))
         }
         Op::ApplyAddon { cluster, addon, .. } => {
             return apply_addon(context, materials, cluster, addon).await;
@@ -680,12 +695,20 @@ async fn drain_node<M: Metal, S: SecretStore + Sync>(
     materials: &Materials,
     cluster: &str,
     hostname: &str,
+    proceed: bool,
 ) -> Result<Finished> {
     let client = materials.api(context, cluster).await?;
-    client.cordon(hostname).await.map_err(|e| chain(&e))?;
+    client
+        .cordon(hostname, OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| chain(&e))?;
     let deadline = tokio::time::Instant::now() + context.options.provision_wait;
     loop {
-        match client.evict_pods(hostname).await.map_err(|e| chain(&e))? {
+        match client
+            .evict_pods(hostname, proceed)
+            .await
+            .map_err(|e| chain(&e))?
+        {
             crate::workload::Drained::Empty => break,
             crate::workload::Drained::Waiting(left) => {
                 if tokio::time::Instant::now() >= deadline {
@@ -700,9 +723,11 @@ async fn drain_node<M: Metal, S: SecretStore + Sync>(
         }
     }
     client.delete_node(hostname).await.map_err(|e| chain(&e))?;
-    Ok(Finished::Done(
-        "cordoned, pods evicted, Node deleted".into(),
-    ))
+    Ok(Finished::Done(if proceed {
+        "cordoned, evictions asked, Node deleted without waiting for its pods".into()
+    } else {
+        "cordoned, pods evicted, Node deleted".into()
+    }))
 }
 
 async fn apply_addon<M: Metal, S: SecretStore + Sync>(

@@ -158,6 +158,7 @@ pub fn converged_world(fleet: &Fleet) -> World {
                 state: DeviceState::Active,
                 reservation: None,
                 created_at: Some(1_790_000_000),
+                active_since: Some(1_790_000_600),
             });
         }
         observed.secrets = SecretKind::ALL

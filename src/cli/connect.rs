@@ -91,8 +91,8 @@ impl Declared {
     pub fn from_dir(repo: &std::path::Path) -> Result<Declared> {
         let files = DirFiles::open(repo)
             .with_context(|| format!("opening fleet repository {}", repo.display()))?;
-        let fleet = spec::load(&files);
-        let statuses = read_statuses(&files, &fleet);
+        let mut fleet = spec::load(&files);
+        let statuses = read_statuses(&files, &mut fleet);
         Ok(Declared {
             fleet,
             statuses,
@@ -224,8 +224,15 @@ impl Session {
 
 /// The status files of the repository behind `files` (in the status directory `fleet`'s
 /// settings name), by cluster; unreadable ones are skipped with a warning (they are
-/// rackform's own output and are rewritten after the next apply).
-pub fn read_statuses(files: &impl RepoFiles, fleet: &Fleet) -> BTreeMap<String, Status> {
+/// rackform's own output and are rewritten after the next apply). Clusters declared at a
+/// version kubeadm cannot reach from the one their status records are refused in `fleet`.
+pub fn read_statuses(files: &impl RepoFiles, fleet: &mut Fleet) -> BTreeMap<String, Status> {
+    let statuses = statuses_of(files, fleet);
+    fleet.refuse_version_skips(&status::running_versions(&statuses));
+    statuses
+}
+
+fn statuses_of(files: &impl RepoFiles, fleet: &Fleet) -> BTreeMap<String, Status> {
     let Some(settings) = &fleet.settings else {
         return BTreeMap::new();
     };

@@ -69,20 +69,20 @@ fn trees<'r>(
     let head_tree = tree(head)?;
     let (fleet, statuses) = match base {
         None => {
-            let fleet = spec::load(&head_tree);
-            let statuses = read_statuses(&head_tree, &fleet);
+            let mut fleet = spec::load(&head_tree);
+            let statuses = read_statuses(&head_tree, &mut fleet);
             (fleet, statuses)
         }
         Some(base) => {
             let base_tree = tree(base)?;
-            let fleet = spec::load(&SettingsOverlay {
+            let mut fleet = spec::load(&SettingsOverlay {
                 settings: &base_tree,
                 rest: &head_tree,
             });
             // Status files are rackform's record of what it applied, kept on the base
             // branch; a branch cannot lower the recorded deletion protection of a cluster
             // it removes.
-            let statuses = read_statuses(&base_tree, &fleet);
+            let statuses = read_statuses(&base_tree, &mut fleet);
             (fleet, statuses)
         }
     };

@@ -33,10 +33,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (root, only) = locate(&args.repo)?;
     let files = DirFiles::open(&root)
         .with_context(|| format!("opening fleet repository {}", root.display()))?;
-    let fleet = match &only {
+    let mut fleet = match &only {
         Some(file) => spec::load_file(&files, file),
         None => spec::load(&files),
     };
+    // A version kubeadm cannot upgrade to from the one the cluster runs is refused here,
+    // before it reaches a plan.
+    super::connect::read_statuses(&files, &mut fleet);
     let prefix = root.to_string_lossy();
     match args.format {
         Format::Text if fleet.is_valid() => print!("{}", diagnostics::text(&fleet, &prefix)),

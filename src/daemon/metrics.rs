@@ -121,11 +121,12 @@ pub enum ActionKind {
     DeleteJoinToken,
     DrainNode,
     RemoveEtcdMember,
+    SetKubernetesVersion,
     ApplyAddon,
 }
 
 impl ActionKind {
-    const ALL: [ActionKind; 12] = [
+    const ALL: [ActionKind; 13] = [
         Self::CreateSecrets,
         Self::ReserveEndpoint,
         Self::CreateDevice,
@@ -137,6 +138,7 @@ impl ActionKind {
         Self::DeleteJoinToken,
         Self::DrainNode,
         Self::RemoveEtcdMember,
+        Self::SetKubernetesVersion,
         Self::ApplyAddon,
     ];
 
@@ -153,6 +155,7 @@ impl ActionKind {
             Op::DeleteJoinToken { .. } => Self::DeleteJoinToken,
             Op::DrainNode { .. } => Self::DrainNode,
             Op::RemoveEtcdMember { .. } => Self::RemoveEtcdMember,
+            Op::SetKubernetesVersion { .. } => Self::SetKubernetesVersion,
             Op::ApplyAddon { .. } => Self::ApplyAddon,
         }
     }
@@ -170,6 +173,7 @@ impl ActionKind {
             Self::DeleteJoinToken => "delete_join_token",
             Self::DrainNode => "drain_node",
             Self::RemoveEtcdMember => "remove_etcd_member",
+            Self::SetKubernetesVersion => "set_kubernetes_version",
             Self::ApplyAddon => "apply_addon",
         }
     }

@@ -244,7 +244,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
                 .fetch(&branch)
                 .with_context(|| format!("fetching branch {branch}"))?;
             let tree = checkout.tree(commit)?;
-            let fleet = spec::load(&tree);
+            let mut fleet = spec::load(&tree);
             let mut statuses = BTreeMap::new();
             let mut kubeconfigs = BTreeMap::new();
             if let Some(settings) = &fleet.settings {
@@ -262,6 +262,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
                     kubeconfigs.insert(path, text);
                 }
             }
+            fleet.refuse_version_skips(&status::running_versions(&statuses));
             Ok(Desired {
                 commit,
                 fleet,

@@ -143,9 +143,20 @@ pub async fn world(
             world.clusters.entry(name.to_owned()).or_default().secrets = inventory.owners();
         }
     }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for (name, observed) in &mut world.clusters {
-        if let Some(previous) = previous.get(name) {
+        let previous = previous.get(name);
+        if let Some(previous) = previous {
             previous.recall(observed);
+        }
+        // Since when each active device has been seen active: as its status file recorded,
+        // else from now on (Packet keeps no time of the state change).
+        for device in &mut observed.devices {
+            device.active_since = (device.state == DeviceState::Active).then(|| {
+                previous
+                    .and_then(|p| p.active_since.get(&device.id).copied())
+                    .unwrap_or(now)
+            });
         }
         observed
             .devices
@@ -181,6 +192,7 @@ fn observed_device(device: &metal::Device) -> ObservedDevice {
         state: state(&device.state),
         reservation: device.hardware_reservation.as_ref().map(|r| r.to_string()),
         created_at: device.created_unix(),
+        active_since: None,
     }
 }
 
@@ -208,6 +220,10 @@ pub struct Previous {
     pub hostnames: BTreeSet<String>,
     /// The fleet file the cluster was last applied from.
     pub file: Option<String>,
+    /// Device id → since when it has been seen active (Unix seconds).
+    pub active_since: BTreeMap<String, i64>,
+    /// The version the cluster ran.
+    pub kubernetes_version: Option<String>,
 }
 
 impl Previous {
@@ -216,6 +232,7 @@ impl Previous {
         observed.deletion_protection = self.deletion_protection;
         observed.last_known = self.hostnames.clone();
         observed.declared_in = self.file.clone();
+        observed.last_version = self.kubernetes_version.clone();
     }
 }
 
@@ -227,12 +244,19 @@ pub fn previous_from_status(
         .iter()
         .map(|(name, status)| {
             let hostnames = status.devices.iter().map(|d| d.hostname.clone()).collect();
+            let active_since = status
+                .devices
+                .iter()
+                .filter_map(|d| Some((d.id.clone(), d.active_since?)))
+                .collect();
             (
                 name.clone(),
                 Previous {
                     deletion_protection: status.deletion_protection,
                     hostnames,
                     file: status.file.clone(),
+                    active_since,
+                    kubernetes_version: status.kubernetes_version.clone(),
                 },
             )
         })

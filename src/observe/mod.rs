@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::spec::KubernetesVersion;
+
 /// Everything rackform found, by cluster name (the `rackform:cluster` tag of devices, the
 /// `cluster.x-k8s.io/cluster-name` label of secrets).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -58,6 +60,9 @@ pub struct ObservedCluster {
     /// broken file now declares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared_in: Option<String>,
+    /// The version the cluster ran when its status was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_version: Option<String>,
     /// What the cluster's own Kubernetes API said; `None` when it was not asked (offline
     /// planning, a world read from a file, a cluster rackform cannot reach yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,11 +94,40 @@ pub struct ObservedApi {
     /// The addons applied last, name → digest (ConfigMap `kube-system/rackform-addons`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub addons: BTreeMap<String, String>,
+    /// `kubernetesVersion` of the `ClusterConfiguration` in `kube-system/kubeadm-config`:
+    /// the version a control plane joining now is made for (`kubeadm join` reads it there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configured_version: Option<String>,
+    /// The version of each API server: per control-plane node from its `kube-apiserver`
+    /// mirror pod's image, as Cluster API's control-plane controller reads them; for a
+    /// hosted control plane, which has no such pods, what `/version` answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_servers: Vec<ObservedApiServer>,
+}
+
+/// One API server and its version (`v1.31.4`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObservedApiServer {
+    /// The control-plane node it runs on; `None` for a hosted control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub version: String,
 }
 
 impl ObservedApi {
     pub fn node(&self, name: &str) -> Option<&ObservedNode> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The oldest API server's version: no kubelet may be newer (the version skew policy,
+    /// https://kubernetes.io/releases/version-skew-policy/#kubelet); `None` when none was
+    /// read.
+    pub fn oldest_api_server(&self) -> Option<KubernetesVersion> {
+        self.api_servers
+            .iter()
+            .filter_map(|s| KubernetesVersion::parse(&s.version))
+            .min()
     }
 }
 
@@ -110,6 +144,10 @@ pub struct ObservedNode {
     /// `status.nodeInfo.kubeletVersion`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubelet_version: Option<String>,
+    /// Unix seconds of when rackform began draining it (its `rackform.dev/drain-started`
+    /// annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_since: Option<i64>,
 }
 
 /// A bootstrap token rackform stored for one device: its id (the public half) and expiry.
@@ -146,6 +184,10 @@ pub struct ObservedDevice {
     /// Unix seconds.
     #[serde(default)]
     pub created_at: Option<i64>,
+    /// Since when the device has been seen `active` (Unix seconds): as rackform's status
+    /// file recorded it, else the observation that first saw it so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_since: Option<i64>,
 }
 
 /// A device's provisioning state, as far as planning cares.

@@ -5,12 +5,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha256};
 
 use super::model::*;
+use super::health;
 use super::template;
+use super::upgrade;
 use crate::observe::{
     DeviceState, ObservedApi, ObservedCluster, ObservedDevice, SecretKind, SecretOwner, World,
     missing_secrets,
 };
-use crate::spec::{CONTROL_PLANE_POOL, Claim, Cluster, ControlPlane, Fleet, Reservations};
+use crate::spec::{
+    CONTROL_PLANE_POOL, Claim, Cluster, ControlPlane, DrainTimeoutPolicy, Fleet, Reservations,
+};
 
 /// How long the node of the control-plane IP's holder may be NotReady before the IP moves
 /// to a control plane whose node is Ready: longer than kube-controller-manager's node monitor
@@ -150,11 +154,11 @@ fn delete_guard(plan: &Plan, world: &World, fleet: &Fleet) -> Option<DeleteRefus
 }
 
 /// Collects one cluster's actions, numbering them from the plan-wide counter.
-struct ClusterBuilder<'a> {
-    name: &'a str,
+pub(super) struct ClusterBuilder<'a> {
+    pub(super) name: &'a str,
     next_id: &'a mut usize,
-    now: i64,
-    actions: Vec<Action>,
+    pub(super) now: i64,
+    pub(super) actions: Vec<Action>,
     waiting: Vec<String>,
     held: Vec<String>,
     orphans: Vec<String>,
@@ -177,7 +181,7 @@ impl<'a> ClusterBuilder<'a> {
         }
     }
 
-    fn push(&mut self, op: Op, reason: Reason, after: &[usize]) -> usize {
+    pub(super) fn push(&mut self, op: Op, reason: Reason, after: &[usize]) -> usize {
         let id = *self.next_id;
         *self.next_id += 1;
         let mut after = after.to_vec();
@@ -201,7 +205,12 @@ impl<'a> ClusterBuilder<'a> {
         self.push(op, reason, after)
     }
 
-    fn problem(&mut self, problem: impl Into<String>) {
+    /// Something planned later, and why, for the status's `waiting`.
+    pub(super) fn waits(&mut self, what: impl Into<String>) {
+        self.held.push(what.into());
+    }
+
+    pub(super) fn problem(&mut self, problem: impl Into<String>) {
         self.problems.push(problem.into());
     }
 
@@ -215,6 +224,48 @@ impl<'a> ClusterBuilder<'a> {
             ),
             _ => format!("{} ({state})", device.hostname),
         });
+    }
+
+    /// Leaves out of the plan the creates `seeds` names, the deletes that were to make room
+    /// for them (an unavailability pair deletes first), and everything waiting for either;
+    /// each create left out is listed in `held` with `why` it waits. A later pass plans
+    /// them again.
+    pub(super) fn hold(&mut self, seeds: &BTreeSet<usize>, why: impl Fn(&NewDevice) -> String) {
+        let mut held = seeds.clone();
+        for action in self.actions.iter().filter(|a| seeds.contains(&a.id)) {
+            let Op::CreateDevice(new) = &action.op else {
+                continue;
+            };
+            held.extend(action.after.iter().copied().filter(|id| {
+                self.actions.iter().any(|a| {
+                    a.id == *id
+                        && matches!(&a.reason, Reason::Replaced { by, .. } if *by == new.hostname)
+                })
+            }));
+        }
+        // Until nothing more is held: an action may wait for one pushed after it.
+        loop {
+            let before = held.len();
+            for action in &self.actions {
+                if action.after.iter().any(|id| held.contains(id)) {
+                    held.insert(action.id);
+                }
+            }
+            if held.len() == before {
+                break;
+            }
+        }
+        let mut waits = Vec::new();
+        self.actions.retain(|action| {
+            if !held.contains(&action.id) {
+                return true;
+            }
+            if let Op::CreateDevice(new) = &action.op {
+                waits.push(why(new));
+            }
+            false
+        });
+        self.held.extend(waits);
     }
 
     /// Orders actions so each follows those it waits for, and finishes.
@@ -271,7 +322,7 @@ fn in_dependency_order(mut actions: Vec<Action>) -> Vec<Action> {
     ordered
 }
 
-fn duration(seconds: i64) -> String {
+pub(super) fn duration(seconds: i64) -> String {
     match seconds {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m", s / 60),
@@ -387,8 +438,25 @@ fn declared(
 
     let mut outcome = Outcome::default();
     let mut worker_after = base_after.clone();
+    let api = observed.api.as_ref();
+    let health = &cluster.health_check;
     if let ControlPlane::Managed(nodes) = &cluster.control_plane {
         let devices = by_pool.remove(CONTROL_PLANE_POOL).unwrap_or_default();
+        let live: Vec<&ObservedDevice> =
+            devices.iter().copied().filter(|d| d.state.is_live()).collect();
+        let judged = health::judge(health, &live, api, b.now);
+        let joining = live
+            .iter()
+            .find(|d| d.state.is_pending() && !judged.iter().any(|u| u.device.id == d.id))
+            .map(|d| d.hostname.clone());
+        let unhealthy = health::remediate(
+            b,
+            health,
+            CONTROL_PLANE_POOL,
+            nodes.count,
+            judged,
+            joining.as_deref(),
+        );
         let role = if devices.iter().any(|d| d.state.is_live()) {
             PoolRole::ControlPlaneJoin
         } else {
@@ -406,6 +474,7 @@ fn declared(
             surge: 1,
             unavailable: 0,
             vanished: vanished(b.name, CONTROL_PLANE_POOL, observed),
+            unhealthy,
         };
         outcome = pool(b, cluster, &target, devices, &base_after);
         if let Some(init) = outcome.init {
@@ -414,6 +483,11 @@ fn declared(
     }
     for spec in &cluster.pools {
         let devices = by_pool.remove(spec.name.as_str()).unwrap_or_default();
+        let live: Vec<&ObservedDevice> =
+            devices.iter().copied().filter(|d| d.state.is_live()).collect();
+        let judged = health::judge(health, &live, api, b.now);
+        let unhealthy =
+            health::remediate(b, health, spec.name.as_str(), spec.count, judged, None);
         let target = PoolTarget {
             name: spec.name.as_str(),
             want: spec.count,
@@ -425,11 +499,22 @@ fn declared(
             surge: cluster.rollout.max_surge,
             unavailable: cluster.rollout.max_unavailable,
             vanished: vanished(b.name, spec.name.as_str(), observed),
+            unhealthy,
         };
         let pool_outcome = pool(b, cluster, &target, devices, &worker_after);
         outcome.deleted.extend(pool_outcome.deleted);
     }
 
+    if let Some(api) = observed.api.as_ref().filter(|a| a.ready) {
+        if let Some(refusal) = upgrade::refused(cluster, api) {
+            b.problem(refusal);
+            return ClusterChange::Blocked;
+        }
+        upgrade::control_planes_first(b, cluster, observed, api);
+        outcome
+            .deleted
+            .retain(|_, delete| b.actions.iter().any(|a| a.id == *delete));
+    }
     if !external {
         endpoint(b, observed, &outcome, &base_after);
         etcd_members_first(b, observed);
@@ -448,7 +533,7 @@ fn declared(
         }
         if api.ready {
             join_tokens(b, api, observed);
-            drain_before_deletes(b, api);
+            drain_before_deletes(b, cluster, observed, api);
         }
     }
     addons(b, cluster, observed.api.as_ref(), api_after);
@@ -478,6 +563,8 @@ struct PoolTarget<'a> {
     unavailable: u32,
     /// Hostnames of this pool the last apply recorded that exist no more.
     vanished: Vec<String>,
+    /// Live devices to replace as unhealthy, and why.
+    unhealthy: Vec<(&'a ObservedDevice, ReplaceWhy)>,
 }
 
 /// Hostnames of `pool` the last apply recorded that are not observed now: deleted outside
@@ -610,17 +697,23 @@ fn pool(
         reservations: ReservationPicker::new(target.reservations, &devices),
         outcome: Outcome::default(),
     };
-    let failed = highest_first(
+    // Failed devices are replaced first, then unhealthy ones: neither counts toward the pool.
+    let sick = |d: &ObservedDevice| target.unhealthy.iter().any(|(u, _)| u.id == d.id);
+    let failed: Vec<(&ObservedDevice, ReplaceWhy)> = highest_first(
         devices
             .iter()
             .copied()
             .filter(|d| d.state == DeviceState::Failed)
             .collect(),
-    );
+    )
+    .into_iter()
+    .map(|d| (d, ReplaceWhy::Failed))
+    .chain(target.unhealthy.iter().copied())
+    .collect();
     let live: Vec<&ObservedDevice> = devices
         .iter()
         .copied()
-        .filter(|d| d.state.is_live())
+        .filter(|d| d.state.is_live() && !sick(d))
         .collect();
     for device in live.iter().filter(|d| d.state.is_pending()) {
         b.wait_for(device);
@@ -642,9 +735,9 @@ fn pool(
     while count < want {
         let replaced = failed_left.next();
         let reason = match replaced {
-            Some(device) => Reason::Replaces {
+            Some((device, why)) => Reason::Replaces {
                 hostname: device.hostname.clone(),
-                why: ReplaceWhy::Failed,
+                why,
             },
             None => match vanished.next() {
                 Some(hostname) => Reason::DeletedOutside {
@@ -660,21 +753,17 @@ fn pool(
         let Some((id, hostname)) = run.create(b, reason, after, None) else {
             break;
         };
-        if let Some(device) = replaced {
-            run.delete(
-                b,
-                device,
-                Reason::Replaced {
-                    by: hostname,
-                    why: ReplaceWhy::Failed,
-                },
-                &[id],
-            );
+        if let Some((device, why)) = replaced {
+            run.delete(b, device, Reason::Replaced { by: hostname, why }, &[id]);
         }
         count += 1;
     }
-    for device in failed_left {
-        run.delete(b, device, Reason::DeviceFailed, &[]);
+    for (device, why) in failed_left {
+        let reason = match why {
+            ReplaceWhy::Failed => Reason::DeviceFailed,
+            why => Reason::Unhealthy { why },
+        };
+        run.delete(b, device, reason, &[]);
     }
 
     // Above the count: outdated devices go first, while enough stay active; then the
@@ -894,32 +983,24 @@ fn endpoint(
 /// create that is not the cluster's first control plane, and what waits for it, is left for
 /// a pass that finds the API ready, as the Packet provider retried every 15 seconds.
 fn wait_for_api(b: &mut ClusterBuilder, api: &ObservedApi) {
-    let mut held: BTreeSet<usize> = BTreeSet::new();
-    for action in &b.actions {
-        let joins = matches!(&action.op, Op::CreateDevice(new) if new.role != Role::Init);
-        if joins || action.after.iter().any(|id| held.contains(id)) {
-            held.insert(action.id);
-        }
-    }
+    let joins: BTreeSet<usize> = b
+        .actions
+        .iter()
+        .filter(|a| matches!(&a.op, Op::CreateDevice(new) if new.role != Role::Init))
+        .map(|a| a.id)
+        .collect();
     let why = api
         .problem
         .as_deref()
-        .unwrap_or("its API does not answer ready");
+        .unwrap_or("its API does not answer ready")
+        .to_owned();
     let name = b.name.to_owned();
-    let mut waiting = Vec::new();
-    b.actions.retain(|action| {
-        if !held.contains(&action.id) {
-            return true;
-        }
-        if let Op::CreateDevice(new) = &action.op {
-            waiting.push(format!(
-                "{}: waiting for the control plane of {name} ({why})",
-                new.hostname
-            ));
-        }
-        false
+    b.hold(&joins, |new| {
+        format!(
+            "{}: waiting for the control plane of {name} ({why})",
+            new.hostname
+        )
     });
-    b.held.extend(waiting);
 }
 
 /// A control-plane device leaves etcd before it is deleted, as Cluster API's control-plane
@@ -961,7 +1042,17 @@ fn etcd_members_first(b: &mut ClusterBuilder, observed: &ObservedCluster) {
 /// Every device this plan deletes whose Node the API lists leaves the cluster first, as
 /// Cluster API's machine controller drains before it deletes: the drain waits for what the
 /// delete waited for (a replacement's create), and the delete waits for the drain.
-fn drain_before_deletes(b: &mut ClusterBuilder, api: &ObservedApi) {
+///
+/// A node NotReady for [`NOT_READY_MOVE_AFTER`] is unreachable: its pods cannot terminate,
+/// so they are not waited for. A drain that began longer ago than its pool's `drainTimeout`
+/// proceeds without them when `onDrainTimeout` is `Proceed`, and is reported waiting when it
+/// is `Wait`.
+fn drain_before_deletes(
+    b: &mut ClusterBuilder,
+    cluster: &Cluster,
+    observed: &ObservedCluster,
+    api: &ObservedApi,
+) {
     let deletes: Vec<(usize, String, Vec<usize>)> = b
         .actions
         .iter()
@@ -973,11 +1064,47 @@ fn drain_before_deletes(b: &mut ClusterBuilder, api: &ObservedApi) {
         })
         .collect();
     for (delete, hostname, after) in deletes {
+        let node = api.node(&hostname).expect("filtered on its node");
+        let pool = observed
+            .devices
+            .iter()
+            .find(|d| d.hostname == hostname)
+            .map(|d| d.pool.as_str());
+        let timeout = match pool {
+            Some(CONTROL_PLANE_POOL) => cluster.rollout.drain_timeout,
+            Some(pool) => cluster
+                .pools
+                .iter()
+                .find(|p| p.name.as_str() == pool)
+                .and_then(|p| p.drain_timeout),
+            None => None,
+        };
+        let draining = node.draining_since.map(|since| b.now - since);
+        let unreachable =
+            !node.ready && node.since.is_some_and(|s| b.now - s >= NOT_READY_MOVE_AFTER);
+        let (proceed, reason) = match (timeout, draining) {
+            _ if unreachable => (true, Reason::NodeUnreachable),
+            (Some(timeout), Some(after)) if after > timeout => {
+                match cluster.rollout.on_drain_timeout {
+                    DrainTimeoutPolicy::Proceed => (true, Reason::DrainTimedOut { after }),
+                    DrainTimeoutPolicy::Wait => {
+                        b.held.push(format!(
+                            "{hostname}: draining for {}, longer than drainTimeout {}; rackform keeps draining, as onDrainTimeout is Wait",
+                            duration(after),
+                            duration(timeout)
+                        ));
+                        (false, Reason::DeviceLeaving)
+                    }
+                }
+            }
+            _ => (false, Reason::DeviceLeaving),
+        };
         let op = Op::DrainNode {
             cluster: b.name.to_owned(),
             hostname,
+            proceed,
         };
-        let drain = b.push(op, Reason::DeviceLeaving, &after);
+        let drain = b.push(op, reason, &after);
         if let Some(action) = b.actions.iter_mut().find(|a| a.id == delete) {
             action.after.push(drain);
         }

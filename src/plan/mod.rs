@@ -6,8 +6,10 @@
 //! the design is enforced here; `apply` only executes what a plan says.
 
 mod build;
+mod health;
 mod model;
 mod template;
+mod upgrade;
 
 pub use build::{Inputs, build, world_hash};
 pub use model::*;

@@ -86,6 +86,7 @@ impl Plan {
                     | Op::DeleteJoinToken { .. }
                     | Op::DrainNode { .. }
                     | Op::RemoveEtcdMember { .. }
+                    | Op::SetKubernetesVersion { .. }
                     | Op::ApplyAddon { .. },
                     _,
                 ) => summary.change += 1,
@@ -245,7 +246,19 @@ pub enum Op {
     RemoveEtcdMember { cluster: String, hostname: String },
     /// Cordon the device's Node, evict its pods through the eviction API (honouring
     /// PodDisruptionBudgets), then delete the Node object: before its device is deleted.
-    DrainNode { cluster: String, hostname: String },
+    DrainNode {
+        cluster: String,
+        hostname: String,
+        /// Ask once for every eviction and delete the Node without waiting for its pods to
+        /// leave: the node is unreachable (its pods cannot terminate), or the drain outlasted
+        /// its `drainTimeout` and `onDrainTimeout` is `Proceed`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        proceed: bool,
+    },
+    /// Set `kubernetesVersion` in kubeadm's `ClusterConfiguration`
+    /// (`kube-system/kubeadm-config`), as `kubeadm upgrade apply` does: before the first
+    /// control plane of a new version joins, which reads it there.
+    SetKubernetesVersion { cluster: String, version: String },
     /// Server-side apply an addon's manifests to the cluster's API, then record its digest.
     ApplyAddon {
         cluster: String,
@@ -269,6 +282,7 @@ impl Op {
             Op::DeleteJoinToken { .. } => "delete_join_token",
             Op::DrainNode { .. } => "drain_node",
             Op::RemoveEtcdMember { .. } => "remove_etcd_member",
+            Op::SetKubernetesVersion { .. } => "set_kubernetes_version",
             Op::ApplyAddon { .. } => "apply_addon",
         }
     }
@@ -360,10 +374,20 @@ pub enum Reason {
     DeviceGone,
     /// The device is deleted next: its node leaves the cluster first.
     DeviceLeaving,
+    /// As `DeviceLeaving`, without waiting for its pods: its node is NotReady.
+    NodeUnreachable,
+    /// As `DeviceLeaving`, without waiting for its pods: the drain began `after` seconds
+    /// ago, more than `drainTimeout`, and `onDrainTimeout` is `Proceed`.
+    DrainTimedOut { after: i64 },
+    /// The device is unhealthy (see `why`); no replacement is needed at this count.
+    Unhealthy { why: ReplaceWhy },
     /// The addon is not applied to the cluster yet.
     AddonMissing,
     /// The addon's manifests changed in Git since they were applied.
     AddonChanged,
+    /// The declared Kubernetes version differs from the one the cluster configuration
+    /// names.
+    VersionChanged { from: String, to: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -371,6 +395,12 @@ pub enum Reason {
 pub enum ReplaceWhy {
     TemplateChanged,
     Failed,
+    /// Active for longer than `healthCheck.nodeStartupTimeout` without a Ready node.
+    NeverReady,
+    /// Its node has been NotReady for longer than `healthCheck.unhealthyTimeout`.
+    NotReady,
+    /// Still provisioning after `healthCheck.provisionTimeout`.
+    StuckProvisioning,
 }
 
 impl fmt::Display for Reason {
@@ -411,8 +441,20 @@ impl fmt::Display for Reason {
             Reason::NodeJoined => write!(f, "node joined"),
             Reason::DeviceGone => write!(f, "device gone"),
             Reason::DeviceLeaving => write!(f, "its device is deleted next"),
+            Reason::NodeUnreachable => {
+                write!(f, "its device is deleted next; its node is NotReady, so its pods are not waited for")
+            }
+            Reason::DrainTimedOut { after } => write!(
+                f,
+                "its device is deleted next; draining began {} ago, longer than drainTimeout, and onDrainTimeout is Proceed",
+                super::build::duration(*after)
+            ),
+            Reason::Unhealthy { why } => write!(f, "unhealthy: {why}"),
             Reason::AddonMissing => write!(f, "addon not applied yet"),
             Reason::AddonChanged => write!(f, "addon changed in Git"),
+            Reason::VersionChanged { from, to } => {
+                write!(f, "upgrade from {from} to {to}: control planes join at {to}")
+            }
         }
     }
 }
@@ -422,6 +464,9 @@ impl fmt::Display for ReplaceWhy {
         match self {
             ReplaceWhy::TemplateChanged => write!(f, "template changed"),
             ReplaceWhy::Failed => write!(f, "failed"),
+            ReplaceWhy::NeverReady => write!(f, "its node never became Ready"),
+            ReplaceWhy::NotReady => write!(f, "its node is NotReady"),
+            ReplaceWhy::StuckProvisioning => write!(f, "stuck provisioning"),
         }
     }
 }

@@ -15,6 +15,7 @@ fn sign(op: &Op) -> char {
         | Op::DeleteJoinToken { .. }
         | Op::DrainNode { .. }
         | Op::RemoveEtcdMember { .. }
+        | Op::SetKubernetesVersion { .. }
         | Op::ApplyAddon { .. } => '~',
         Op::DeleteDevice { .. } | Op::ReleaseEndpoint { .. } | Op::DeleteSecrets { .. } => '-',
     }
@@ -51,6 +52,10 @@ fn describe(op: &Op) -> (String, String) {
         }
         Op::DrainNode { hostname, .. } => ("drain node".into(), hostname.clone()),
         Op::RemoveEtcdMember { hostname, .. } => ("remove etcd member".into(), hostname.clone()),
+        Op::SetKubernetesVersion { version, .. } => (
+            "set kubernetesVersion".into(),
+            format!("{version} in kube-system/kubeadm-config"),
+        ),
         Op::ApplyAddon { addon, digest, .. } => {
             ("apply addon".into(), format!("{addon} ({digest})"))
         }

@@ -26,6 +26,10 @@ pub struct Status {
     pub last_applied_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The Kubernetes version the cluster runs: its oldest API server's when last seen.
+    /// `rackform validate` refuses a declaration more than one minor version ahead of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
     /// Nodes joined and Ready out of the devices declared, as the cluster's API says; absent
     /// when its API could not be asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,6 +61,10 @@ pub struct DeviceStatus {
     pub id: String,
     pub pool: String,
     pub state: DeviceState,
+    /// Since when the device has been seen active (RFC 3339): its node's startup time is
+    /// counted from then.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339")]
+    pub active_since: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +139,7 @@ pub fn of(
             id: d.id.clone(),
             pool: d.pool.clone(),
             state: d.state,
+            active_since: d.active_since,
         })
         .collect();
     devices.sort_by(|a, b| a.hostname.cmp(&b.hostname));
@@ -141,12 +150,57 @@ pub fn of(
         file,
         last_applied_commit: commit.map(str::to_owned),
         endpoint: after.endpoint.as_ref().map(|e| e.address.clone()),
+        kubernetes_version: after
+            .api
+            .as_ref()
+            .and_then(|api| api.oldest_api_server())
+            .map(|v| v.to_string())
+            .or_else(|| after.last_version.clone()),
         nodes,
         devices,
         waiting: plan.held.clone(),
         problems: plan.problems.clone(),
         errors,
     }
+}
+
+/// Unix seconds written as RFC 3339 times, for people reading the file.
+mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    pub fn serialize<S: Serializer>(value: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        let text = value
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+            .and_then(|t| t.format(&Rfc3339).ok());
+        match text {
+            Some(text) => s.serialize_str(&text),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        OffsetDateTime::parse(&text, &Rfc3339)
+            .map(|t| Some(t.unix_timestamp()))
+            .map_err(|e| D::Error::custom(format!("{text:?} is not an RFC 3339 time: {e}")))
+    }
+}
+
+/// The version each cluster runs, as its status file records it.
+pub fn running_versions(
+    statuses: &std::collections::BTreeMap<String, Status>,
+) -> std::collections::BTreeMap<String, crate::spec::KubernetesVersion> {
+    statuses
+        .iter()
+        .filter_map(|(name, status)| {
+            let version = crate::spec::KubernetesVersion::parse(status.kubernetes_version.as_deref()?)?;
+            Some((name.clone(), version))
+        })
+        .collect()
 }
 
 pub fn render(status: &Status) -> String {

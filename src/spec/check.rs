@@ -169,6 +169,54 @@ pub const MIN_MINOR: u32 = 28;
 pub const MAX_MINOR: u32 = 36;
 
 /// A CIDR with no host bits set.
+/// A duration written as Go and Kubernetes write them, in hours, minutes and seconds
+/// (`90s`, `10m`, `1h30m`), from one second to a week; in seconds.
+pub fn duration(value: &str) -> Result<i64, String> {
+    let bad = || format!("`{value}` is not a duration like `90s`, `10m` or `1h30m`");
+    let mut total: i64 = 0;
+    let mut rest = value;
+    let mut last_unit = u8::MAX;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 6 {
+            return Err(bad());
+        }
+        let number: i64 = rest[..digits].parse().map_err(|_| bad())?;
+        let (unit, scale) = match rest.as_bytes().get(digits) {
+            Some(b'h') => (0, 3600),
+            Some(b'm') => (1, 60),
+            Some(b's') => (2, 1),
+            _ => return Err(bad()),
+        };
+        // Each unit once, largest first.
+        if last_unit != u8::MAX && unit <= last_unit {
+            return Err(bad());
+        }
+        last_unit = unit;
+        total += number * scale;
+        rest = &rest[digits + 1..];
+    }
+    match total {
+        0 if value.is_empty() => Err(bad()),
+        0 => Err(format!("`{value}` is no time at all; give at least 1s")),
+        t if t > 7 * 24 * 3600 => Err(format!("`{value}` is more than a week (168h)")),
+        t => Ok(t),
+    }
+}
+
+/// A percentage from 0 to 100, written `40%`.
+pub fn percent(value: &str) -> Result<u32, String> {
+    let bad = || format!("`{value}` is not a number or a percentage like `40%`");
+    let digits = value.strip_suffix('%').ok_or_else(bad)?;
+    if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match digits.parse::<u32>() {
+        Ok(p) if p <= 100 => Ok(p),
+        _ => Err(format!("`{value}` is more than 100%")),
+    }
+}
+
 pub fn cidr(value: &str) -> Result<IpNet, String> {
     let net: IpNet = value
         .parse()

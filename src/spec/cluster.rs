@@ -92,6 +92,9 @@ pub struct Cluster {
     pub file: String,
     pub project: String,
     pub kubernetes_version: KubernetesVersion,
+    /// Where `kubernetesVersion` is written in the cluster's file, for diagnostics about it.
+    #[serde(skip)]
+    pub kubernetes_version_at: Option<super::Span>,
     pub placement: Placement,
     pub control_plane: ControlPlane,
     pub pools: Vec<Pool>,
@@ -99,6 +102,7 @@ pub struct Cluster {
     pub ssh_keys: Vec<String>,
     pub deletion_protection: bool,
     pub rollout: Rollout,
+    pub health_check: HealthCheck,
     /// Planned and reported, never applied.
     pub suspend: bool,
     /// What is applied to the cluster's API once it answers, in the order the cluster lists
@@ -126,6 +130,20 @@ impl Cluster {
 pub struct KubernetesVersion {
     pub minor: u32,
     pub patch: u32,
+}
+
+impl KubernetesVersion {
+    /// Reads a version as Kubernetes reports it (`v1.31.4`, `1.31.4`, `v1.31.4+build`);
+    /// `None` for anything else or a major version other than 1.
+    pub fn parse(text: &str) -> Option<KubernetesVersion> {
+        let digits = text.strip_prefix('v').unwrap_or(text);
+        let core = digits.split(['+', '-']).next()?;
+        let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+        match (parts.next()??, parts.next()??, parts.next()??, parts.next()) {
+            (1, minor, patch, None) => Some(KubernetesVersion { minor, patch }),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for KubernetesVersion {
@@ -171,6 +189,8 @@ pub struct Pool {
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     pub reservations: Reservations,
+    /// Seconds draining one of its nodes may take (its own, else `rollout.drainTimeout`).
+    pub drain_timeout: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -195,6 +215,48 @@ pub struct Network {
 pub struct Rollout {
     pub max_surge: u32,
     pub max_unavailable: u32,
+    /// Seconds a drain may take before `on_drain_timeout` applies; `None`: no limit.
+    pub drain_timeout: Option<i64>,
+    pub on_drain_timeout: DrainTimeoutPolicy,
+}
+
+pub use super::document::{DrainTimeoutPolicy, Remediation};
+
+/// When a device counts as unhealthy (all times in seconds), as Cluster API's
+/// MachineHealthCheck judges machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    pub node_startup_timeout: i64,
+    pub unhealthy_timeout: i64,
+    pub provision_timeout: i64,
+    pub max_unhealthy: MaxUnhealthy,
+    pub remediation: Remediation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MaxUnhealthy {
+    Count(u32),
+    Percent(u32),
+}
+
+impl MaxUnhealthy {
+    /// How many of `total` devices may be unhealthy: a percentage rounds down, as Cluster
+    /// API scales `maxUnhealthy` (`GetScaledValueFromIntOrPercent(…, total, false)`).
+    pub fn of(self, total: u32) -> u32 {
+        match self {
+            MaxUnhealthy::Count(n) => n,
+            MaxUnhealthy::Percent(p) => total * p / 100,
+        }
+    }
+}
+
+impl fmt::Display for MaxUnhealthy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxUnhealthy::Count(n) => write!(f, "{n}"),
+            MaxUnhealthy::Percent(p) => write!(f, "{p}%"),
+        }
+    }
 }
 
 /// An addon as a cluster gets it: Kubernetes objects from the fleet repository, applied with

@@ -132,6 +132,7 @@ pub struct Defaults {
     pub ssh_keys: Vec<String>,
     pub deletion_protection: Option<bool>,
     pub rollout: Option<RolloutSpec>,
+    pub health_check: Option<HealthCheckSpec>,
     /// Addons, by name, that every cluster gets unless it lists its own `spec.addons`.
     /// Default: none.
     pub addons: Option<Vec<String>>,
@@ -185,6 +186,7 @@ pub struct ClusterSpec {
     /// Never delete this cluster, even when its file is removed and pruning is on.
     pub deletion_protection: Option<bool>,
     pub rollout: Option<RolloutSpec>,
+    pub health_check: Option<HealthCheckSpec>,
     /// Keep observing and planning this cluster, but apply nothing to it (as Cluster API's
     /// `paused`).
     #[serde(default)]
@@ -238,6 +240,9 @@ pub struct PoolSpec {
     #[serde(default)]
     pub taints: Vec<Taint>,
     pub hardware_reservations: Option<HardwareReservations>,
+    /// How long draining one of this pool's nodes may take before `rollout.onDrainTimeout`
+    /// applies, replacing `rollout.drainTimeout` for this pool.
+    pub drain_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -334,4 +339,53 @@ pub struct RolloutSpec {
     pub max_surge: Option<u32>,
     /// Devices of a pool that may be missing during a replacement. Default 0.
     pub max_unavailable: Option<u32>,
+    /// How long draining a node before its device is deleted may take (`90s`, `10m`,
+    /// `1h30m`). Default: no limit, as Cluster API's `nodeDrainTimeout`.
+    pub drain_timeout: Option<String>,
+    /// What happens once a drain has taken longer than `drainTimeout`: `Proceed` deletes the
+    /// Node and its device with the pods a disruption budget kept there (as Cluster API
+    /// does); `Wait` keeps draining and says so in the status. Default `Proceed`.
+    pub on_drain_timeout: Option<DrainTimeoutPolicy>,
+}
+
+/// What happens once a drain has taken longer than `drainTimeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DrainTimeoutPolicy {
+    Proceed,
+    Wait,
+}
+
+/// When a device counts as unhealthy and is replaced, as Cluster API's MachineHealthCheck
+/// judges machines. Durations are written `90s`, `10m`, `1h30m`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheckSpec {
+    /// How long a device may be active without a Ready node. Default `10m`, Cluster API's
+    /// `nodeStartupTimeout`.
+    pub node_startup_timeout: Option<String>,
+    /// How long a node that started may be NotReady or Unknown. Default `5m`.
+    pub unhealthy_timeout: Option<String>,
+    /// How long a device may stay queued or provisioning on Packet. Default `30m`.
+    pub provision_timeout: Option<String>,
+    /// While more of a pool's devices than this are unhealthy at once, none is replaced
+    /// and the status says why: a number, or a percentage of the pool's count (`40%`,
+    /// rounded down). Default `40%`.
+    pub max_unhealthy: Option<MaxUnhealthySpec>,
+    /// `Replace` unhealthy devices (through the normal rollout path, control planes one at
+    /// a time), or only `Report` them in the status. Default `Replace`.
+    pub remediation: Option<Remediation>,
+}
+
+/// A number of devices, or a percentage (`"40%"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum MaxUnhealthySpec {
+    Count(u32),
+    Percent(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Remediation {
+    Replace,
+    Report,
 }

@@ -169,6 +169,56 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Refuses each cluster whose declared Kubernetes version kubeadm cannot reach from the
+    /// version it runs (`running`, by cluster, as its status file records): more than one
+    /// minor version up, or a minor version down. Such a cluster becomes broken (nothing is
+    /// applied to it and it is never deleted) with a diagnostic at its `kubernetesVersion`.
+    pub fn refuse_version_skips(&mut self, running: &BTreeMap<String, KubernetesVersion>) {
+        let (kept, refused): (Vec<Cluster>, Vec<Cluster>) =
+            std::mem::take(&mut self.clusters).into_iter().partition(|cluster| {
+                running
+                    .get(cluster.name.as_str())
+                    .is_none_or(|now| version_step(*now, cluster.kubernetes_version).is_none())
+            });
+        self.clusters = kept;
+        for cluster in refused {
+            let now = running[cluster.name.as_str()];
+            let why = version_step(now, cluster.kubernetes_version).expect("refused");
+            let own = cluster.kubernetes_version_at.is_some();
+            self.diagnostics.push(Diagnostic {
+                file: cluster.file.clone(),
+                span: cluster.kubernetes_version_at,
+                field: Some("spec.kubernetesVersion".into()),
+                message: format!(
+                    "spec.kubernetesVersion{}: {why}",
+                    if own { "" } else { " (from rackform.yaml defaults)" }
+                ),
+            });
+            self.broken.push(BrokenCluster {
+                file: cluster.file,
+                name: Some(cluster.name.to_string()),
+            });
+        }
+    }
+}
+
+/// Why kubeadm cannot take a cluster running `now` to `want`; `None` when it can.
+fn version_step(now: KubernetesVersion, want: KubernetesVersion) -> Option<String> {
+    if want.minor > now.minor + 1 {
+        Some(format!(
+            "{want} skips a minor version: the cluster runs {now} and kubeadm upgrades one minor version at a time; declare v1.{}.x first and let it roll out",
+            now.minor + 1
+        ))
+    } else if want.minor < now.minor {
+        Some(format!(
+            "{want} is older than the {now} the cluster runs: kubeadm does not downgrade a cluster"
+        ))
+    } else {
+        None
+    }
+}
+
 /// Reads and checks the fleet repository behind `files`, collecting every problem.
 pub fn load(files: &impl RepoFiles) -> Fleet {
     load_selected(files, None)

@@ -11,12 +11,13 @@ use super::addons::{Addons, Loaded};
 use super::check;
 use super::cluster::{
     Addon, CONTROL_PLANE_POOL, Cluster, ClusterName, ControlPlane, ControlPlaneNodes,
-    KubernetesVersion, Network, Paths, Placement, Pool, PoolName, Reservations, Rollout, Settings,
+    DrainTimeoutPolicy, HealthCheck, KubernetesVersion, MaxUnhealthy, Network, Paths, Placement,
+    Pool, PoolName, Remediation, Reservations, Rollout, Settings,
 };
 use super::diag::Diagnostic;
 use super::document::{
-    ClusterDocument, ControlPlaneSpec, Defaults, FleetDocument, HardwareReservations, NetworkSpec,
-    PoolSpec, RolloutSpec,
+    ClusterDocument, ControlPlaneSpec, Defaults, FleetDocument, HardwareReservations,
+    HealthCheckSpec, MaxUnhealthySpec, NetworkSpec, PoolSpec, RolloutSpec,
 };
 use super::yaml::{SpanIndex, child, item};
 
@@ -201,6 +202,9 @@ fn defaults(defaults: &Defaults, addons: &Addons, check: &mut FileCheck) {
     if let Some(rollout) = &defaults.rollout {
         merged_rollout(Some(rollout), None, "defaults.rollout", check);
     }
+    if let Some(health) = &defaults.health_check {
+        merged_health_check(Some(health), None, "defaults.healthCheck", check);
+    }
     if let Some(names) = &defaults.addons {
         addon_names(names, "defaults.addons", addons, check);
     }
@@ -353,6 +357,17 @@ fn merged_rollout(
     let rollout = Rollout {
         max_surge: pick(|r| r.max_surge, 1),
         max_unavailable: pick(|r| r.max_unavailable, 0),
+        drain_timeout: merged_value(
+            own.and_then(|r| r.drain_timeout.as_deref()),
+            default.and_then(|r| r.drain_timeout.as_deref()),
+            &child(path, "drainTimeout"),
+            check,
+            check::duration,
+        ),
+        on_drain_timeout: own
+            .and_then(|r| r.on_drain_timeout)
+            .or_else(|| default.and_then(|r| r.on_drain_timeout))
+            .unwrap_or(DrainTimeoutPolicy::Proceed),
     };
     if rollout.max_surge == 0 && rollout.max_unavailable == 0 {
         check.error(
@@ -370,6 +385,93 @@ fn merged_rollout(
         );
     }
     rollout
+}
+
+/// A cluster's own value, checked where it is written, else the default's (checked where
+/// `rackform.yaml` is).
+fn merged_value<T>(
+    own: Option<&str>,
+    default: Option<&str>,
+    path: &str,
+    check: &mut FileCheck,
+    rule: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    match (own, default) {
+        (Some(value), _) => check.check(path, value, rule),
+        (None, Some(value)) => rule(value).ok(),
+        (None, None) => None,
+    }
+}
+
+// Cluster API's MachineHealthCheck defaults `nodeStartupTimeout` to 10 minutes
+// (api/v1beta1/machinehealthcheck_types.go, `DefaultNodeStartupTimeout`); it has no default
+// for unhealthy conditions, and the Cluster API book's examples wait 300 s on `Ready`
+// `False` or `Unknown` and allow `maxUnhealthy: 40%`, which rackform takes as defaults.
+// Packet provisioned most plans within 10 minutes; 30 leaves room for a slow one.
+const NODE_STARTUP_TIMEOUT: i64 = 10 * 60;
+const UNHEALTHY_TIMEOUT: i64 = 5 * 60;
+const PROVISION_TIMEOUT: i64 = 30 * 60;
+const MAX_UNHEALTHY_PERCENT: u32 = 40;
+
+fn merged_health_check(
+    own: Option<&HealthCheckSpec>,
+    default: Option<&HealthCheckSpec>,
+    path: &str,
+    check: &mut FileCheck,
+) -> HealthCheck {
+    let mut timeout = |f: fn(&HealthCheckSpec) -> Option<&str>, field: &str, fallback: i64| {
+        merged_value(
+            own.and_then(f),
+            default.and_then(f),
+            &child(path, field),
+            check,
+            check::duration,
+        )
+        .unwrap_or(fallback)
+    };
+    let node_startup_timeout = timeout(
+        |h| h.node_startup_timeout.as_deref(),
+        "nodeStartupTimeout",
+        NODE_STARTUP_TIMEOUT,
+    );
+    let unhealthy_timeout = timeout(
+        |h| h.unhealthy_timeout.as_deref(),
+        "unhealthyTimeout",
+        UNHEALTHY_TIMEOUT,
+    );
+    let provision_timeout = timeout(
+        |h| h.provision_timeout.as_deref(),
+        "provisionTimeout",
+        PROVISION_TIMEOUT,
+    );
+    let max_path = child(path, "maxUnhealthy");
+    let max = |spec: &MaxUnhealthySpec, check: Option<&mut FileCheck>| match spec {
+        MaxUnhealthySpec::Count(n) => Some(MaxUnhealthy::Count(*n)),
+        MaxUnhealthySpec::Percent(text) => match check {
+            Some(check) => check.check(&max_path, text, check::percent),
+            None => check::percent(text).ok(),
+        }
+        .map(MaxUnhealthy::Percent),
+    };
+    let max_unhealthy = match (
+        own.and_then(|h| h.max_unhealthy.as_ref()),
+        default.and_then(|h| h.max_unhealthy.as_ref()),
+    ) {
+        (Some(spec), _) => max(spec, Some(check)),
+        (None, Some(spec)) => max(spec, None),
+        (None, None) => None,
+    }
+    .unwrap_or(MaxUnhealthy::Percent(MAX_UNHEALTHY_PERCENT));
+    HealthCheck {
+        node_startup_timeout,
+        unhealthy_timeout,
+        provision_timeout,
+        max_unhealthy,
+        remediation: own
+            .and_then(|h| h.remediation)
+            .or_else(|| default.and_then(|h| h.remediation))
+            .unwrap_or(Remediation::Replace),
+    }
 }
 
 /// Resolves one cluster against the fleet's defaults.
@@ -446,12 +548,21 @@ pub fn cluster(
     };
 
     let control_plane = control_plane(&spec.control_plane, &defaults, fleet.is_some(), check);
-    let pools = pools(&spec.pools, &defaults, fleet.is_some(), check);
+    let mut pools = pools(&spec.pools, &defaults, fleet.is_some(), check);
 
     let rollout = merged_rollout(
         spec.rollout.as_ref(),
         defaults.rollout.as_ref(),
         "spec.rollout",
+        check,
+    );
+    for pool in &mut pools {
+        pool.drain_timeout = pool.drain_timeout.or(rollout.drain_timeout);
+    }
+    let health_check = merged_health_check(
+        spec.health_check.as_ref(),
+        defaults.health_check.as_ref(),
+        "spec.healthCheck",
         check,
     );
     let network = network(spec.network.as_ref(), defaults.network.as_ref(), check);
@@ -491,6 +602,7 @@ pub fn cluster(
         file: check.file.to_owned(),
         project,
         kubernetes_version,
+        kubernetes_version_at: check.index.value("spec.kubernetesVersion"),
         placement,
         control_plane,
         pools,
@@ -501,6 +613,7 @@ pub fn cluster(
             .or(defaults.deletion_protection)
             .unwrap_or(false),
         rollout,
+        health_check,
         suspend: spec.suspend || fleet.is_some_and(|(settings, _)| settings.suspend),
         addons,
     })
@@ -709,6 +822,9 @@ fn pools(
                 labels: spec.labels.clone(),
                 taints: spec.taints.clone(),
                 reservations,
+                drain_timeout: spec.drain_timeout.as_deref().and_then(|timeout| {
+                    check.check(&child(&path, "drainTimeout"), timeout, check::duration)
+                }),
             });
         }
     }

@@ -23,14 +23,37 @@ pub enum Drained {
     Waiting(Vec<String>),
 }
 
+/// The annotation that records when rackform began draining a Node (RFC 3339), so that a
+/// drain's `drainTimeout` counts across passes and restarts.
+pub const DRAIN_STARTED: &str = "rackform.dev/drain-started";
+
 impl WorkloadClient {
-    /// Marks Node `name` unschedulable; a node already gone is fine.
+    /// Marks Node `name` unschedulable and records when its drain began (unless an earlier
+    /// pass did); a node already gone is fine.
     ///
     /// # Errors
     /// When the API does not answer or refuses.
-    pub async fn cordon(&self, name: &str) -> Result<()> {
-        let patch = serde_json::json!({ "spec": { "unschedulable": true } });
-        match Api::<Node>::all(self.client.clone())
+    pub async fn cordon(&self, name: &str, now: time::OffsetDateTime) -> Result<()> {
+        let nodes = Api::<Node>::all(self.client.clone());
+        let started = match nodes.get_opt(name).await {
+            Ok(Some(node)) => node
+                .metadata
+                .annotations
+                .and_then(|mut a| a.remove(DRAIN_STARTED)),
+            Ok(None) => return Ok(()),
+            Err(source) => {
+                return Err(self.request_failed(&format!("reading Node {name}"))(source));
+            }
+        };
+        let started = started.unwrap_or_else(|| {
+            now.format(&time::format_description::well_known::Rfc3339)
+                .expect("a time formats")
+        });
+        let patch = serde_json::json!({
+            "metadata": { "annotations": { DRAIN_STARTED: started } },
+            "spec": { "unschedulable": true },
+        });
+        match nodes
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
@@ -43,12 +66,14 @@ impl WorkloadClient {
     }
 
     /// Asks the eviction API once for every pod on Node `name` that must leave, and says
-    /// which are left.
+    /// which are left. With `proceed`, none is waited for: those already terminating and
+    /// those a disruption budget keeps are not counted, as Cluster API skips the pods of an
+    /// unreachable node and gives up a drain after its `nodeDrainTimeout`.
     ///
     /// # Errors
     /// When the API does not answer or refuses an eviction for another reason than a
     /// disruption budget.
-    pub async fn evict_pods(&self, name: &str) -> Result<Drained> {
+    pub async fn evict_pods(&self, name: &str, proceed: bool) -> Result<Drained> {
         let pods = Api::<Pod>::all(self.client.clone())
             .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
             .await
@@ -64,11 +89,14 @@ impl WorkloadClient {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
             match api.evict(pod_name, &EvictParams::default()).await {
                 // Accepted: the pod terminates; it is gone from the next list.
-                Ok(_) => left.push(format!("{namespace}/{pod_name}")),
+                Ok(_) if !proceed => left.push(format!("{namespace}/{pod_name}")),
+                Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.is_not_found() => {}
                 // 429: its disruption budget allows no eviction now; try again later.
                 Err(kube::Error::Api(status)) if status.code == 429 => {
-                    left.push(format!("{namespace}/{pod_name}"));
+                    if !proceed {
+                        left.push(format!("{namespace}/{pod_name}"));
+                    }
                 }
                 Err(source) => {
                     return Err(self.request_failed(&format!(

@@ -7,8 +7,8 @@
 //! API keeps one ([`Access`]).
 //!
 //! Owns [`WorkloadClient`]: what rackform reads there (`/readyz`, Nodes, its join tokens,
-//! the addons it applied: [`WorkloadClient::observe`]) and writes there (join tokens,
-//! addons). kubeadm registers the tokens of its `InitConfiguration` only when it makes the
+//! the addons it applied, the versions: [`WorkloadClient::observe`]) and writes there (join
+//! tokens, addons, drains, the configured version). kubeadm registers the tokens of its `InitConfiguration` only when it makes the
 //! cluster, so every later device's token is stored by rackform as the
 //! `kube-system/bootstrap-token-<id>` Secret kubeadm's `token create` would write, labelled
 //! with the device it is for, right before the device is ordered, as the Packet provider
@@ -18,8 +18,10 @@
 
 mod addons;
 mod drain;
+mod versions;
 
 pub use drain::Drained;
+pub use versions::KUBEADM_CONFIG;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -80,6 +82,12 @@ pub enum Error {
         token_id: String,
         #[source]
         source: kube::Error,
+    },
+    #[error("{what} at {endpoint}: {why}; a human must look")]
+    Refused {
+        what: String,
+        endpoint: String,
+        why: String,
     },
     #[error("{what} at {endpoint}; the next pass tries again")]
     Request {
@@ -223,8 +231,8 @@ impl WorkloadClient {
         Api::namespaced(self.client.clone(), "kube-system")
     }
 
-    /// What the API says now: `/readyz`, then (when ready) Nodes, rackform's join tokens and
-    /// the addons applied, within [`OBSERVE_TIMEOUT`]. Never fails: what went wrong is the
+    /// What the API says now: `/readyz`, then (when ready) Nodes, rackform's join tokens,
+    /// the addons applied and the versions configured and run, within [`OBSERVE_TIMEOUT`]. Never fails: what went wrong is the
     /// answer's `problem`.
     pub async fn observe(&self) -> ObservedApi {
         match tokio::time::timeout(OBSERVE_TIMEOUT, self.try_observe()).await {
@@ -284,6 +292,8 @@ impl WorkloadClient {
             nodes,
             join_tokens,
             addons: addons.and_then(|c| c.data).unwrap_or_default(),
+            configured_version: self.configured_version().await?,
+            api_servers: self.api_servers().await?,
         })
     }
 
@@ -409,6 +419,12 @@ fn observed_node(node: &Node) -> Option<ObservedNode> {
         kubelet_version: status
             .and_then(|s| s.node_info.as_ref())
             .map(|i| i.kubelet_version.clone()),
+        draining_since: node
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(drain::DRAIN_STARTED))
+            .and_then(|t| unix(t)),
     })
 }
 

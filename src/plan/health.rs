@@ -1,0 +1,150 @@
+//! Node health, judged as Cluster API's MachineHealthCheck judges machines
+//! (https://cluster-api.sigs.k8s.io/tasks/automated-machine-management/healthchecking): a
+//! device still provisioning after `provisionTimeout`, active for longer than
+//! `nodeStartupTimeout` without a Ready node, or whose node has been NotReady for longer
+//! than `unhealthyTimeout`, is unhealthy. Unhealthy devices are replaced through the normal
+//! rollout path (a replacement is created, then the unhealthy device drained and deleted),
+//! control planes one at a time; while more of a pool than `maxUnhealthy` is unhealthy at
+//! once, nothing of it is replaced and the plan says why, as Cluster API stops remediation
+//! (kubernetes-sigs/cluster-api#5451 asked for that to be visible).
+
+use super::build::{ClusterBuilder, duration};
+use super::model::ReplaceWhy;
+use crate::observe::{DeviceState, ObservedApi, ObservedDevice};
+use crate::spec::{HealthCheck, Remediation};
+
+/// An unhealthy device, why, and what was seen, for people.
+pub(super) struct Unhealthy<'a> {
+    pub device: &'a ObservedDevice,
+    pub why: ReplaceWhy,
+    pub seen: String,
+}
+
+/// The unhealthy devices among `devices` (one pool's, live). Nodes are judged only from an
+/// API that answered ready: a control plane that does not answer says nothing about them.
+pub(super) fn judge<'a>(
+    check: &HealthCheck,
+    devices: &[&'a ObservedDevice],
+    api: Option<&ObservedApi>,
+    now: i64,
+) -> Vec<Unhealthy<'a>> {
+    let api = api.filter(|a| a.ready);
+    let mut unhealthy = Vec::new();
+    for &device in devices {
+        let verdict = if device.state.is_pending() {
+            device
+                .created_at
+                .map(|created| now - created)
+                .filter(|age| *age > check.provision_timeout)
+                .map(|age| {
+                    (
+                        ReplaceWhy::StuckProvisioning,
+                        format!(
+                            "{:?} for {}, longer than provisionTimeout {}",
+                            device.state,
+                            duration(age),
+                            duration(check.provision_timeout)
+                        )
+                        .to_lowercase(),
+                    )
+                })
+        } else if let Some(api) = api {
+            node_verdict(check, device, api, now)
+        } else {
+            None
+        };
+        if let Some((why, seen)) = verdict {
+            unhealthy.push(Unhealthy { device, why, seen });
+        }
+    }
+    unhealthy
+}
+
+fn node_verdict(
+    check: &HealthCheck,
+    device: &ObservedDevice,
+    api: &ObservedApi,
+    now: i64,
+) -> Option<(ReplaceWhy, String)> {
+    let node = api.node(&device.hostname);
+    if node.is_some_and(|n| n.ready) {
+        return None;
+    }
+    let active_for = device.active_since.map(|since| now - since);
+    let started = active_for.is_some_and(|a| a > check.node_startup_timeout);
+    match node {
+        None if device.state == DeviceState::Active && started => Some((
+            ReplaceWhy::NeverReady,
+            format!(
+                "active for {} without a node, longer than nodeStartupTimeout {}",
+                duration(active_for.unwrap_or_default()),
+                duration(check.node_startup_timeout)
+            ),
+        )),
+        None => None,
+        Some(node) => {
+            let not_ready_for = node.since.map(|since| now - since)?;
+            // A node still starting is judged by nodeStartupTimeout; one powered off is no
+            // longer active, and its node's NotReady time alone counts.
+            let judged = started || device.state != DeviceState::Active;
+            (judged && not_ready_for > check.unhealthy_timeout).then(|| {
+                (
+                    ReplaceWhy::NotReady,
+                    format!(
+                        "node NotReady for {}, longer than unhealthyTimeout {}",
+                        duration(not_ready_for),
+                        duration(check.unhealthy_timeout)
+                    ),
+                )
+            })
+        }
+    }
+}
+
+/// Which unhealthy devices of a pool of `want` devices are replaced now: none while more
+/// than `maxUnhealthy` are unhealthy or remediation is `Report` (the plan says so), and at
+/// most one control plane at a time, none while another control plane is still joining.
+pub(super) fn remediate<'a>(
+    b: &mut ClusterBuilder,
+    check: &HealthCheck,
+    pool: &str,
+    want: u32,
+    unhealthy: Vec<Unhealthy<'a>>,
+    control_plane_joining: Option<&str>,
+) -> Vec<(&'a ObservedDevice, ReplaceWhy)> {
+    if unhealthy.is_empty() {
+        return Vec::new();
+    }
+    let list = unhealthy
+        .iter()
+        .map(|u| format!("{} ({})", u.device.hostname, u.seen))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let max = check.max_unhealthy.of(want);
+    if unhealthy.len() as u32 > max {
+        b.problem(format!(
+            "remediation stopped in {pool}: {} of its {want} devices are unhealthy, more than maxUnhealthy {} ({max}) allows, so none is replaced until a human looks: {list}",
+            unhealthy.len(),
+            check.max_unhealthy
+        ));
+        return Vec::new();
+    }
+    if check.remediation == Remediation::Report {
+        b.problem(format!(
+            "unhealthy in {pool}, left for a human as healthCheck.remediation is Report: {list}"
+        ));
+        return Vec::new();
+    }
+    let mut chosen: Vec<(&ObservedDevice, ReplaceWhy)> =
+        unhealthy.iter().map(|u| (u.device, u.why)).collect();
+    if control_plane_joining.is_some() || pool == crate::spec::CONTROL_PLANE_POOL {
+        if let Some(joining) = control_plane_joining {
+            b.waits(format!(
+                "{list}: replaced once {joining} has joined (control planes are replaced one at a time)"
+            ));
+            return Vec::new();
+        }
+        chosen.truncate(1);
+    }
+    chosen
+}
