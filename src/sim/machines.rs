@@ -6,8 +6,11 @@
 //! stays until removed); each cluster's Kubernetes API ([`kube`](super::kube)) is served at its
 //! control-plane endpoint while a control-plane node that has the address on an interface is
 //! the device the provider routes it to, answers 503 while etcd has lost quorum, and holds the
-//! Nodes and bootstrap-token Secrets the machines made. It decides nothing about Packet
-//! resources and reads nothing but the world and the machines.
+//! Nodes, the control planes' mirror pods and the bootstrap-token Secrets the machines made.
+//! What clients write there flows back: token Secrets and `kube-system/kubeadm-config` are
+//! what the next `kubeadm join` finds, and `/version` answers for the control plane serving
+//! the endpoint. It decides nothing about Packet resources and reads nothing but the world,
+//! the machines and the clusters' APIs.
 //!
 //! Timing, from kubeadm's documented defaults: `kubeadm init` waits for its API up to
 //! `timeouts.controlPlaneComponentHealthCheck` (4 minutes) and `kubeadm join` retries

@@ -3,7 +3,9 @@
 //!
 //! Owns the reading of kubeadm's configuration documents (`kubeadm.k8s.io/v1beta3` and
 //! `v1beta4`, with `KubeletConfiguration` and `KubeProxyConfiguration` passed through), the
-//! command-line forms of `init` and `join`, and their checks. Decoding follows kubeadm's
+//! command-line forms of `init` and `join`, and their checks; a join reads the cluster's
+//! `ClusterConfiguration` from `kube-system/kubeadm-config` as kubeadm fetches it, and a
+//! control plane's static pods are of the version found there. Decoding follows kubeadm's
 //! non-strict mode for `init` and `join`: unknown fields are warnings, a value of the wrong
 //! type (a v1beta3 `extraArgs` map in a v1beta4 document) is an error.
 //! docs/simulator.md cites the document behind every check.
