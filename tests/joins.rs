@@ -87,6 +87,9 @@ impl Transcript {
         let deadline = Instant::now() + Duration::from_secs(120);
         for pass in 1..=passes {
             let output = self.apply(fleet, sim);
+            if std::env::var_os("RACKFORM_TEST_TRACE").is_some() {
+                eprintln!("pass {pass}:\n{}", stdout(&output));
+            }
             let statuses = statuses(fleet);
             let ready = statuses
                 .iter()

@@ -5,6 +5,8 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
+use rackform::spec::KubernetesVersion;
+
 use crate::joins::{Transcript, device_id, edit, only};
 use crate::support::fleet::{Fleet, SimHandle};
 use crate::support::{stderr, stdout, tool};
@@ -148,4 +150,177 @@ fn a_scale_down_drains_within_the_budget_then_deletes_the_node_then_the_device()
     let eviction = at("/eviction");
     let delete = at("DELETE /api/v1/nodes/edge-ams-edge-1");
     assert!(cordon < eviction && eviction < delete, "{log:#?}");
+}
+
+/// What a watcher of the simulated machines saw of one cluster while an upgrade ran.
+#[derive(Default)]
+struct Upgrade {
+    /// Moments at which a kubelet was newer (minor) than an API server running then.
+    skew: Vec<String>,
+    /// Nodes in the order their first sight at the new version came.
+    upgraded: Vec<(String, bool)>,
+    /// The most control-plane nodes live at once.
+    most_control_planes: usize,
+    polls: usize,
+}
+
+/// Reads the simulator's machines every 20 ms until `stop`, as a watcher of the cluster
+/// would see it: live Nodes (their device not gone), their kubelets, and the API servers of
+/// the live control planes.
+fn watch_upgrade(
+    sim: &SimHandle,
+    cluster: &str,
+    to: KubernetesVersion,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Upgrade {
+    let mut seen = Upgrade::default();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let view = sim.sim.machines();
+        seen.polls += 1;
+        if let Some(c) = view.clusters.iter().find(|c| c.name == cluster) {
+            let gone = |device: &str| {
+                view.machines
+                    .iter()
+                    .any(|m| m.device == device && (m.gone || m.powered_off))
+            };
+            let live: Vec<_> = c.nodes.iter().filter(|n| !gone(&n.device)).collect();
+            let oldest = live
+                .iter()
+                .filter_map(|n| KubernetesVersion::parse(n.api_server.as_deref()?))
+                .min();
+            for node in &live {
+                let kubelet = KubernetesVersion::parse(&node.kubelet).unwrap();
+                if let Some(oldest) = oldest
+                    && !node.control_plane
+                    && kubelet.minor > oldest.minor
+                {
+                    seen.skew.push(format!(
+                        "{} runs {kubelet}, an API server {oldest}",
+                        node.name
+                    ));
+                }
+                if kubelet == to && !seen.upgraded.iter().any(|(n, _)| *n == node.name) {
+                    seen.upgraded.push((node.name.clone(), node.control_plane));
+                }
+            }
+            let control_planes = live.iter().filter(|n| n.control_plane).count();
+            seen.most_control_planes = seen.most_control_planes.max(control_planes);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    seen
+}
+
+/// `core` of the example fleet upgraded from v1.31 to v1.32 by replacement: the cluster
+/// configuration names v1.32 before a control plane of it joins (the simulated `kubeadm
+/// join` refuses a kubelet newer than it), the control planes go first, one at a time, then
+/// the workers, and no kubelet is ever newer than a running API server. A watcher reads
+/// the machines throughout; the real `kubectl` reads the API servers' mirror pods at the end.
+/// A declaration that then skips a minor version is refused by `rackform validate`.
+#[test]
+fn an_upgrade_goes_control_planes_first_and_no_kubelet_is_ever_newer_than_its_api_server() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let fleet = Fleet::new();
+    only(&fleet, &["core"]);
+    let mut transcript = Transcript::default();
+    transcript.converge(&fleet, &sim, 8);
+
+    let to = KubernetesVersion::parse("v1.32.0").unwrap();
+    edit(
+        &fleet,
+        "core",
+        "kubernetesVersion: v1.31.4",
+        "kubernetesVersion: v1.32.0",
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (statuses, seen) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| watch_upgrade(&sim, "core", to, &stop));
+        let statuses = transcript.converge(&fleet, &sim, 40);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (statuses, watcher.join().unwrap())
+    });
+    eprintln!("{} polls", seen.polls);
+    assert!(seen.skew.is_empty(), "{:#?}", seen.skew);
+    assert_eq!(seen.upgraded.len(), 12, "{:?}", seen.upgraded);
+    let first_worker = seen.upgraded.iter().position(|(_, cp)| !cp).unwrap();
+    assert_eq!(first_worker, 3, "control planes first: {:?}", seen.upgraded);
+    assert!(seen.most_control_planes <= 4, "one control plane at a time");
+    assert_eq!(statuses[0].kubernetes_version.as_deref(), Some("v1.32.0"));
+    let plans = transcript.0.clone();
+    assert!(
+        plans.contains("set kubernetesVersion"),
+        "the cluster configuration was updated"
+    );
+
+    // Every node and API server runs v1.32, as the real kubectl reads them.
+    let kubeconfig = fleet.path("core.kubeconfig");
+    fs::write(&kubeconfig, &fleet.secret("core-kubeconfig")["value"]).unwrap();
+    let get = |args: &[&str]| {
+        let output = tool("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .args(["--request-timeout", "10s", "--no-headers"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let kubelets = get(&[
+        "get",
+        "nodes",
+        "-o",
+        "custom-columns=V:.status.nodeInfo.kubeletVersion",
+    ]);
+    assert_eq!(
+        kubelets.lines().filter(|l| l.trim() == "v1.32.0").count(),
+        12,
+        "{kubelets}"
+    );
+    let images = get(&[
+        "get",
+        "pods",
+        "-n",
+        "kube-system",
+        "-l",
+        "component=kube-apiserver",
+        "-o",
+        "custom-columns=I:.spec.containers[0].image",
+    ]);
+    assert_eq!(images.lines().count(), 3, "{images}");
+    assert!(
+        images.lines().all(|l| l.trim().ends_with(":v1.32.0")),
+        "{images}"
+    );
+    let config = get(&[
+        "get",
+        "configmap",
+        "-n",
+        "kube-system",
+        "kubeadm-config",
+        "-o",
+        "jsonpath={.data.ClusterConfiguration}",
+    ]);
+    assert!(config.contains("kubernetesVersion: v1.32.0"), "{config}");
+
+    // v1.34 skips v1.33: refused where it is written, and nothing is applied.
+    edit(
+        &fleet,
+        "core",
+        "kubernetesVersion: v1.32.0",
+        "kubernetesVersion: v1.34.1",
+    );
+    let output = tool(env!("CARGO_BIN_EXE_rackform"))
+        .args(["validate"])
+        .arg(fleet.path("fleet"))
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "clusters/core.yaml:8:22: spec.kubernetesVersion: v1.34.1 skips a minor version"
+        ),
+        "{text}"
+    );
 }

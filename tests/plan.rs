@@ -305,6 +305,7 @@ fn apply_to_model(plan: &Plan, world: &mut World, next_id: &mut u32) {
             Op::RefreshJoinToken { .. }
             | Op::DeleteJoinToken { .. }
             | Op::DrainNode { .. }
+            | Op::DeleteNode { .. }
             | Op::SetKubernetesVersion { .. }
             | Op::ApplyAddon { .. } => {
                 unreachable!("planned without an observed API: {action:?}")

@@ -46,6 +46,7 @@ pub fn describe(op: &Op) -> String {
         Op::DeleteJoinToken { hostname, .. } => format!("delete the join token of {hostname}"),
         Op::DrainNode { hostname, .. } => format!("drain node {hostname}"),
         Op::RemoveEtcdMember { hostname, .. } => format!("remove the etcd member {hostname}"),
+        Op::DeleteNode { hostname, .. } => format!("delete node {hostname}"),
         Op::SetKubernetesVersion { cluster, version } => {
             format!("set the kubernetesVersion of {cluster} to {version}")
         }
@@ -180,6 +181,11 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
         }
         Op::RemoveEtcdMember { cluster, hostname } => {
             return remove_etcd_member(context, cluster, hostname).await;
+        }
+        Op::DeleteNode { cluster, hostname } => {
+            let client = materials.api(context, cluster).await?;
+            client.delete_node(hostname).await.map_err(|e| chain(&e))?;
+            Ok("deleted".into())
         }
         Op::SetKubernetesVersion { cluster, version } => {
             let client = materials.api(context, cluster).await?;

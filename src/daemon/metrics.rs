@@ -121,12 +121,13 @@ pub enum ActionKind {
     DeleteJoinToken,
     DrainNode,
     RemoveEtcdMember,
+    DeleteNode,
     SetKubernetesVersion,
     ApplyAddon,
 }
 
 impl ActionKind {
-    const ALL: [ActionKind; 13] = [
+    const ALL: [ActionKind; 14] = [
         Self::CreateSecrets,
         Self::ReserveEndpoint,
         Self::CreateDevice,
@@ -138,6 +139,7 @@ impl ActionKind {
         Self::DeleteJoinToken,
         Self::DrainNode,
         Self::RemoveEtcdMember,
+        Self::DeleteNode,
         Self::SetKubernetesVersion,
         Self::ApplyAddon,
     ];
@@ -155,6 +157,7 @@ impl ActionKind {
             Op::DeleteJoinToken { .. } => Self::DeleteJoinToken,
             Op::DrainNode { .. } => Self::DrainNode,
             Op::RemoveEtcdMember { .. } => Self::RemoveEtcdMember,
+            Op::DeleteNode { .. } => Self::DeleteNode,
             Op::SetKubernetesVersion { .. } => Self::SetKubernetesVersion,
             Op::ApplyAddon { .. } => Self::ApplyAddon,
         }
@@ -173,6 +176,7 @@ impl ActionKind {
             Self::DeleteJoinToken => "delete_join_token",
             Self::DrainNode => "drain_node",
             Self::RemoveEtcdMember => "remove_etcd_member",
+            Self::DeleteNode => "delete_node",
             Self::SetKubernetesVersion => "set_kubernetes_version",
             Self::ApplyAddon => "apply_addon",
         }

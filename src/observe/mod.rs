@@ -120,12 +120,17 @@ impl ObservedApi {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    /// The oldest API server's version: no kubelet may be newer (the version skew policy,
-    /// https://kubernetes.io/releases/version-skew-policy/#kubelet); `None` when none was
-    /// read.
+    /// The oldest running API server's version: no kubelet may be newer (the version skew
+    /// policy, https://kubernetes.io/releases/version-skew-policy/#kubelet); `None` when
+    /// none was read. A mirror pod whose Node is gone or NotReady runs nothing.
     pub fn oldest_api_server(&self) -> Option<KubernetesVersion> {
         self.api_servers
             .iter()
+            .filter(|s| {
+                s.node
+                    .as_deref()
+                    .is_none_or(|n| self.node(n).is_some_and(|n| n.ready))
+            })
             .filter_map(|s| KubernetesVersion::parse(&s.version))
             .min()
     }

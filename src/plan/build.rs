@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use super::model::*;
 use super::health;
+use super::model::*;
 use super::template;
 use super::upgrade;
 use crate::observe::{
@@ -442,8 +442,11 @@ fn declared(
     let health = &cluster.health_check;
     if let ControlPlane::Managed(nodes) = &cluster.control_plane {
         let devices = by_pool.remove(CONTROL_PLANE_POOL).unwrap_or_default();
-        let live: Vec<&ObservedDevice> =
-            devices.iter().copied().filter(|d| d.state.is_live()).collect();
+        let live: Vec<&ObservedDevice> = devices
+            .iter()
+            .copied()
+            .filter(|d| d.state.is_live())
+            .collect();
         let judged = health::judge(health, &live, api, b.now);
         let joining = live
             .iter()
@@ -483,11 +486,13 @@ fn declared(
     }
     for spec in &cluster.pools {
         let devices = by_pool.remove(spec.name.as_str()).unwrap_or_default();
-        let live: Vec<&ObservedDevice> =
-            devices.iter().copied().filter(|d| d.state.is_live()).collect();
+        let live: Vec<&ObservedDevice> = devices
+            .iter()
+            .copied()
+            .filter(|d| d.state.is_live())
+            .collect();
         let judged = health::judge(health, &live, api, b.now);
-        let unhealthy =
-            health::remediate(b, health, spec.name.as_str(), spec.count, judged, None);
+        let unhealthy = health::remediate(b, health, spec.name.as_str(), spec.count, judged, None);
         let target = PoolTarget {
             name: spec.name.as_str(),
             want: spec.count,
@@ -534,9 +539,11 @@ fn declared(
         if api.ready {
             join_tokens(b, api, observed);
             drain_before_deletes(b, cluster, observed, api);
+            stale_nodes(b, cluster, observed, api);
         }
     }
     addons(b, cluster, observed.api.as_ref(), api_after);
+    after_the_endpoint_moves(b);
     if exists {
         ClusterChange::Update
     } else {
@@ -798,6 +805,10 @@ fn pool(
         let Some(&device) = outdated.first() else {
             break;
         };
+        // Every reservation in use: the unavailability budget, if any, replaces in place.
+        if target.unavailable > 0 && !run.reservations.has_free() {
+            break;
+        }
         let reason = Reason::Replaces {
             hostname: device.hostname.clone(),
             why: ReplaceWhy::TemplateChanged,
@@ -859,6 +870,14 @@ impl<'a> ReservationPicker<'a> {
             .filter_map(|d| d.reservation.clone())
             .collect();
         ReservationPicker { reservations, used }
+    }
+
+    /// Whether a new device could have a reservation without one being freed first.
+    fn has_free(&self) -> bool {
+        match self.reservations {
+            Reservations::None | Reservations::NextAvailable => true,
+            Reservations::Ids(ids) => ids.iter().any(|id| !self.used.contains(id)),
+        }
     }
 
     /// `Some(None)`: on demand; `Some(Some(id))`: this reservation; `None`: none is free.
@@ -1080,8 +1099,10 @@ fn drain_before_deletes(
             None => None,
         };
         let draining = node.draining_since.map(|since| b.now - since);
-        let unreachable =
-            !node.ready && node.since.is_some_and(|s| b.now - s >= NOT_READY_MOVE_AFTER);
+        let unreachable = !node.ready
+            && node
+                .since
+                .is_some_and(|s| b.now - s >= NOT_READY_MOVE_AFTER);
         let (proceed, reason) = match (timeout, draining) {
             _ if unreachable => (true, Reason::NodeUnreachable),
             (Some(timeout), Some(after)) if after > timeout => {
@@ -1107,6 +1128,81 @@ fn drain_before_deletes(
         let drain = b.push(op, reason, &after);
         if let Some(action) = b.actions.iter_mut().find(|a| a.id == delete) {
             action.after.push(drain);
+        }
+    }
+}
+
+/// The Nodes of rackform's devices that are gone are deleted, so that none outlives its
+/// device by more than a pass: a kubelet registers its Node again when it is deleted while
+/// the kubelet still runs (between a drain and the device's delete; Cluster API deletes
+/// the Node after the machine for that reason), and a device deleted outside rackform
+/// leaves its Node behind. A device of the same name created in this plan waits for it.
+fn stale_nodes(
+    b: &mut ClusterBuilder,
+    cluster: &Cluster,
+    observed: &ObservedCluster,
+    api: &ObservedApi,
+) {
+    let prefix = format!("{}-", cluster.name);
+    let pools: BTreeSet<&str> = cluster
+        .pools
+        .iter()
+        .map(|p| p.name.as_str())
+        .chain([CONTROL_PLANE_POOL])
+        .collect();
+    for node in &api.nodes {
+        let named_ours = node
+            .name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.rsplit_once('-'))
+            .is_some_and(|(pool, n)| pools.contains(pool) && n.parse::<u32>().is_ok());
+        let device_left = observed
+            .devices
+            .iter()
+            .any(|d| d.hostname == node.name && d.state != DeviceState::Deprovisioning);
+        let drained = b
+            .actions
+            .iter()
+            .any(|a| matches!(&a.op, Op::DrainNode { hostname, .. } if *hostname == node.name));
+        if !named_ours || device_left || drained {
+            continue;
+        }
+        let op = Op::DeleteNode {
+            cluster: b.name.to_owned(),
+            hostname: node.name.clone(),
+        };
+        let delete = b.push(op, Reason::DeviceGone, &[]);
+        for action in &mut b.actions {
+            if matches!(&action.op, Op::CreateDevice(new) if new.hostname == node.name) {
+                action.after.push(delete);
+            }
+        }
+    }
+}
+
+/// The cluster's API answers at the control-plane IP: what this plan asks of it waits for
+/// the IP's assignment when the plan moves it, or it would talk to an API on its way away.
+fn after_the_endpoint_moves(b: &mut ClusterBuilder) {
+    let Some(assign) = b
+        .actions
+        .iter()
+        .find(|a| matches!(a.op, Op::AssignEndpoint { .. }))
+        .map(|a| a.id)
+    else {
+        return;
+    };
+    for action in &mut b.actions {
+        let asks_the_api = matches!(
+            action.op,
+            Op::RefreshJoinToken { .. }
+                | Op::DeleteJoinToken { .. }
+                | Op::DrainNode { .. }
+                | Op::DeleteNode { .. }
+                | Op::SetKubernetesVersion { .. }
+                | Op::ApplyAddon { .. }
+        );
+        if asks_the_api && !action.after.contains(&assign) {
+            action.after.push(assign);
         }
     }
 }

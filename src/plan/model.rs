@@ -86,6 +86,7 @@ impl Plan {
                     | Op::DeleteJoinToken { .. }
                     | Op::DrainNode { .. }
                     | Op::RemoveEtcdMember { .. }
+                    | Op::DeleteNode { .. }
                     | Op::SetKubernetesVersion { .. }
                     | Op::ApplyAddon { .. },
                     _,
@@ -255,6 +256,9 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         proceed: bool,
     },
+    /// Delete the Node object of a device that is gone (its kubelet registered it again
+    /// after its drain, or the device was deleted outside rackform).
+    DeleteNode { cluster: String, hostname: String },
     /// Set `kubernetesVersion` in kubeadm's `ClusterConfiguration`
     /// (`kube-system/kubeadm-config`), as `kubeadm upgrade apply` does: before the first
     /// control plane of a new version joins, which reads it there.
@@ -282,6 +286,7 @@ impl Op {
             Op::DeleteJoinToken { .. } => "delete_join_token",
             Op::DrainNode { .. } => "drain_node",
             Op::RemoveEtcdMember { .. } => "remove_etcd_member",
+            Op::DeleteNode { .. } => "delete_node",
             Op::SetKubernetesVersion { .. } => "set_kubernetes_version",
             Op::ApplyAddon { .. } => "apply_addon",
         }
@@ -378,16 +383,23 @@ pub enum Reason {
     NodeUnreachable,
     /// As `DeviceLeaving`, without waiting for its pods: the drain began `after` seconds
     /// ago, more than `drainTimeout`, and `onDrainTimeout` is `Proceed`.
-    DrainTimedOut { after: i64 },
+    DrainTimedOut {
+        after: i64,
+    },
     /// The device is unhealthy (see `why`); no replacement is needed at this count.
-    Unhealthy { why: ReplaceWhy },
+    Unhealthy {
+        why: ReplaceWhy,
+    },
     /// The addon is not applied to the cluster yet.
     AddonMissing,
     /// The addon's manifests changed in Git since they were applied.
     AddonChanged,
     /// The declared Kubernetes version differs from the one the cluster configuration
     /// names.
-    VersionChanged { from: String, to: String },
+    VersionChanged {
+        from: String,
+        to: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -442,7 +454,10 @@ impl fmt::Display for Reason {
             Reason::DeviceGone => write!(f, "device gone"),
             Reason::DeviceLeaving => write!(f, "its device is deleted next"),
             Reason::NodeUnreachable => {
-                write!(f, "its device is deleted next; its node is NotReady, so its pods are not waited for")
+                write!(
+                    f,
+                    "its device is deleted next; its node is NotReady, so its pods are not waited for"
+                )
             }
             Reason::DrainTimedOut { after } => write!(
                 f,
@@ -453,7 +468,10 @@ impl fmt::Display for Reason {
             Reason::AddonMissing => write!(f, "addon not applied yet"),
             Reason::AddonChanged => write!(f, "addon changed in Git"),
             Reason::VersionChanged { from, to } => {
-                write!(f, "upgrade from {from} to {to}: control planes join at {to}")
+                write!(
+                    f,
+                    "upgrade from {from} to {to}: control planes join at {to}"
+                )
             }
         }
     }

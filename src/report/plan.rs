@@ -15,6 +15,7 @@ fn sign(op: &Op) -> char {
         | Op::DeleteJoinToken { .. }
         | Op::DrainNode { .. }
         | Op::RemoveEtcdMember { .. }
+        | Op::DeleteNode { .. }
         | Op::SetKubernetesVersion { .. }
         | Op::ApplyAddon { .. } => '~',
         Op::DeleteDevice { .. } | Op::ReleaseEndpoint { .. } | Op::DeleteSecrets { .. } => '-',
@@ -52,6 +53,7 @@ fn describe(op: &Op) -> (String, String) {
         }
         Op::DrainNode { hostname, .. } => ("drain node".into(), hostname.clone()),
         Op::RemoveEtcdMember { hostname, .. } => ("remove etcd member".into(), hostname.clone()),
+        Op::DeleteNode { hostname, .. } => ("delete node".into(), hostname.clone()),
         Op::SetKubernetesVersion { version, .. } => (
             "set kubernetesVersion".into(),
             format!("{version} in kube-system/kubeadm-config"),

@@ -197,7 +197,8 @@ pub fn running_versions(
     statuses
         .iter()
         .filter_map(|(name, status)| {
-            let version = crate::spec::KubernetesVersion::parse(status.kubernetes_version.as_deref()?)?;
+            let version =
+                crate::spec::KubernetesVersion::parse(status.kubernetes_version.as_deref()?)?;
             Some((name.clone(), version))
         })
         .collect()

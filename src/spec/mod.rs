@@ -175,8 +175,9 @@ impl Fleet {
     /// minor version up, or a minor version down. Such a cluster becomes broken (nothing is
     /// applied to it and it is never deleted) with a diagnostic at its `kubernetesVersion`.
     pub fn refuse_version_skips(&mut self, running: &BTreeMap<String, KubernetesVersion>) {
-        let (kept, refused): (Vec<Cluster>, Vec<Cluster>) =
-            std::mem::take(&mut self.clusters).into_iter().partition(|cluster| {
+        let (kept, refused): (Vec<Cluster>, Vec<Cluster>) = std::mem::take(&mut self.clusters)
+            .into_iter()
+            .partition(|cluster| {
                 running
                     .get(cluster.name.as_str())
                     .is_none_or(|now| version_step(*now, cluster.kubernetes_version).is_none())
@@ -192,7 +193,11 @@ impl Fleet {
                 field: Some("spec.kubernetesVersion".into()),
                 message: format!(
                     "spec.kubernetesVersion{}: {why}",
-                    if own { "" } else { " (from rackform.yaml defaults)" }
+                    if own {
+                        ""
+                    } else {
+                        " (from rackform.yaml defaults)"
+                    }
                 ),
             });
             self.broken.push(BrokenCluster {

@@ -142,7 +142,10 @@ mod tests {
         .unwrap();
         let mapping = cluster_configuration(&config).unwrap();
         assert_eq!(mapping.get("kubernetesVersion").unwrap(), "v1.31.4");
-        assert_eq!(mapping.get("controlPlaneEndpoint").unwrap(), "10.0.0.1:6443");
+        assert_eq!(
+            mapping.get("controlPlaneEndpoint").unwrap(),
+            "10.0.0.1:6443"
+        );
         let broken: ConfigMap = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "kubeadm-config"},
             "data": {"ClusterConfiguration": "- a list"},
