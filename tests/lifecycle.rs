@@ -324,3 +324,85 @@ fn an_upgrade_goes_control_planes_first_and_no_kubelet_is_ever_newer_than_its_ap
         "{text}"
     );
 }
+
+/// Applies every half second until the plan `rackform apply` printed contains `what`
+/// (twenty passes at most); returns that output.
+fn apply_until(transcript: &mut Transcript, fleet: &Fleet, sim: &SimHandle, what: &str) -> String {
+    for _ in 0..20 {
+        let output = transcript.apply(fleet, sim);
+        let text = stdout(&output);
+        if std::env::var_os("RACKFORM_TEST_TRACE").is_some() {
+            eprintln!("{text}");
+        }
+        if text.contains(what) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("no plan said {what:?}:\n{}", transcript.0);
+}
+
+/// A node whose kubelet dies right after it joins never becomes Ready: once its device has
+/// been active for `nodeStartupTimeout` and its node NotReady for `unhealthyTimeout`, it is
+/// replaced (the new device first, then the old one drained and deleted). With more of the
+/// pool unhealthy than `maxUnhealthy` allows, nothing is replaced and the status says why.
+#[test]
+fn an_unhealthy_node_is_replaced_and_remediation_stops_above_max_unhealthy() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let fleet = Fleet::new();
+    only(&fleet, &["edge-ams"]);
+    edit(
+        &fleet,
+        "edge-ams",
+        "  pools:\n",
+        "  healthCheck:\n    nodeStartupTimeout: 2s\n    unhealthyTimeout: 1s\n    maxUnhealthy: 1\n  pools:\n",
+    );
+    let mut transcript = Transcript::default();
+    transcript.converge(&fleet, &sim, 8);
+
+    let mut faults = sim.sim.faults();
+    faults.kubelet_dies_after_join = 1;
+    sim.sim.set_faults(faults.clone());
+    edit(&fleet, "edge-ams", "count: 2", "count: 3");
+    let text = apply_until(
+        &mut transcript,
+        &fleet,
+        &sim,
+        "create device edge-ams-edge-2",
+    );
+    assert!(text.contains("node joined"), "{text}");
+    let text = apply_until(
+        &mut transcript,
+        &fleet,
+        &sim,
+        "replaces edge-ams-edge-2 (its node is NotReady)",
+    );
+    assert!(text.contains("drain node edge-ams-edge-2"), "{text}");
+    let statuses = transcript.converge(&fleet, &sim, 8);
+    assert_eq!(statuses[0].nodes.unwrap().ready, 4);
+    assert!(device_id(&sim, "edge-ams-edge-2").is_none());
+    assert!(device_id(&sim, "edge-ams-edge-3").is_some());
+
+    // Two of five unhealthy, more than maxUnhealthy 1: none is replaced, and the status
+    // says so.
+    faults.kubelet_dies_after_join = 2;
+    sim.sim.set_faults(faults);
+    edit(&fleet, "edge-ams", "count: 3", "count: 5");
+    let text = apply_until(
+        &mut transcript,
+        &fleet,
+        &sim,
+        "remediation stopped in edge: 2 of its 5 devices are unhealthy, more than maxUnhealthy 1 (1) allows",
+    );
+    assert!(!text.contains("NotReady)"), "nothing replaced: {text}");
+    let status = crate::joins::statuses(&fleet).remove(0);
+    assert!(
+        status
+            .problems
+            .iter()
+            .any(|p| p.contains("remediation stopped in edge")),
+        "{status:?}"
+    );
+    assert!(device_id(&sim, "edge-ams-edge-2").is_some());
+    assert!(device_id(&sim, "edge-ams-edge-4").is_some());
+}

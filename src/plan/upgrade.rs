@@ -3,8 +3,8 @@
 //! next; worker pools after them; never a kubelet newer than the oldest API server (the
 //! version skew policy, https://kubernetes.io/releases/version-skew-policy/#kubelet); and the
 //! cluster configuration set to the new version before a control plane of it joins, since
-//! `kubeadm join --control-plane` reads the version there and refuses a kubelet newer than
-//! it.
+//! `kubeadm join --control-plane` makes its API server of the version it reads there (a
+//! forgotten update would leave the new control planes running the old API server).
 
 use std::collections::BTreeSet;
 

@@ -1527,7 +1527,12 @@ fn push_nodes(
             && machines
                 .get(&node.device_id)
                 .is_some_and(|m| !m.gone && !m.kubelet_dead && m.off_since.is_none());
-        let registered = cluster.written.contains_key(&node.name);
+        // This machine's kubelet registered it (a device of the same name before it may
+        // have).
+        let registered = cluster
+            .written
+            .get(&node.name)
+            .is_some_and(|w| w["status"]["nodeInfo"]["systemUUID"] == node.device_id.as_str());
         if (node.device_gone || !kubelet_runs && registered)
             && api.get::<KubeNode>(None, &node.name).is_none()
         {

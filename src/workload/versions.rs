@@ -3,8 +3,8 @@
 //!
 //! Reads the `ClusterConfiguration` kubeadm keeps in `kube-system/kubeadm-config` (its
 //! `kubernetesVersion` is what a control plane joining now is made for: `kubeadm join
-//! --control-plane` fetches that configuration from the cluster and checks the kubelet
-//! against it) and each API server's version from its `kube-apiserver` mirror pod, the
+//! --control-plane` fetches that configuration from the cluster and writes its static pods
+//! for that version, whatever its own kubelet's) and each API server's version from its `kube-apiserver` mirror pod, the
 //! way Cluster API's control-plane controller judges its machines (a hosted control plane
 //! has no such pods: `/version` answers for it).
 //!
