@@ -152,6 +152,93 @@ fn a_scale_down_drains_within_the_budget_then_deletes_the_node_then_the_device()
     assert!(cordon < eviction && eviction < delete, "{log:#?}");
 }
 
+/// What a client asking a cluster's API over and over saw.
+#[derive(Debug, Default)]
+struct Availability {
+    asked: usize,
+    failed: Vec<String>,
+}
+
+/// Asks `cluster`'s `/readyz` with the real kubectl, through the admin kubeconfig at its
+/// control-plane IP, every 50 ms until `stop`.
+fn poll_api(fleet: &Fleet, cluster: &str, stop: &std::sync::atomic::AtomicBool) -> Availability {
+    let kubeconfig = fleet.path(&format!("{cluster}-poller.kubeconfig"));
+    fs::write(
+        &kubeconfig,
+        &fleet.secret(&format!("{cluster}-kubeconfig"))["value"],
+    )
+    .unwrap();
+    let mut seen = Availability::default();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let output = tool("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "--raw", "/readyz", "--request-timeout", "5s"])
+            .output()
+            .unwrap();
+        seen.asked += 1;
+        if !output.status.success() || stdout(&output).trim() != "ok" {
+            seen.failed
+                .push(format!("{}{}", stdout(&output), stderr(&output)));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    seen
+}
+
+/// `core`'s control plane scaled from three to one and back to three while a client asks
+/// its API throughout: each control plane leaves etcd before its device goes, one at a
+/// time, and none of the client's requests fails.
+#[test]
+fn three_control_planes_to_one_and_back_keep_the_api_answering() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let fleet = Fleet::new();
+    only(&fleet, &["core"]);
+    let mut transcript = Transcript::default();
+    transcript.converge(&fleet, &sim, 8);
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|scope| {
+        let poller = scope.spawn(|| poll_api(&fleet, "core", &stop));
+        let members = |sim: &SimHandle| {
+            let view = sim.sim.machines();
+            let core = view.clusters.iter().find(|c| c.name == "core").unwrap();
+            core.etcd_members.iter().filter(|m| m.alive).count()
+        };
+        edit(
+            &fleet,
+            "core",
+            "  controlPlane:\n    count: 3",
+            "  controlPlane:\n    count: 1",
+        );
+        transcript.converge(&fleet, &sim, 8);
+        assert_eq!(members(&sim), 1);
+        edit(
+            &fleet,
+            "core",
+            "  controlPlane:\n    count: 1",
+            "  controlPlane:\n    count: 3",
+        );
+        transcript.converge(&fleet, &sim, 8);
+        assert_eq!(members(&sim), 3);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        poller.join().unwrap()
+    });
+    eprintln!("{} requests, {} failed", seen.asked, seen.failed.len());
+    assert!(seen.asked >= 10, "{seen:?}");
+    assert!(seen.failed.is_empty(), "{:#?}", seen.failed);
+    assert!(
+        transcript
+            .0
+            .contains("remove the etcd member core-control-plane-2")
+    );
+    assert!(
+        transcript
+            .0
+            .contains("remove the etcd member core-control-plane-1")
+    );
+}
+
 /// What a watcher of the simulated machines saw of one cluster while an upgrade ran.
 #[derive(Default)]
 struct Upgrade {
@@ -233,13 +320,20 @@ fn an_upgrade_goes_control_planes_first_and_no_kubelet_is_ever_newer_than_its_ap
         "kubernetesVersion: v1.32.0",
     );
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let (statuses, seen) = std::thread::scope(|scope| {
+    let (statuses, seen, availability) = std::thread::scope(|scope| {
         let watcher = scope.spawn(|| watch_upgrade(&sim, "core", to, &stop));
+        let poller = scope.spawn(|| poll_api(&fleet, "core", &stop));
         let statuses = transcript.converge(&fleet, &sim, 40);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (statuses, watcher.join().unwrap())
+        (statuses, watcher.join().unwrap(), poller.join().unwrap())
     });
-    eprintln!("{} polls", seen.polls);
+    eprintln!(
+        "{} polls; {} requests, {} failed",
+        seen.polls,
+        availability.asked,
+        availability.failed.len()
+    );
+    assert!(availability.failed.is_empty(), "{:#?}", availability.failed);
     assert!(seen.skew.is_empty(), "{:#?}", seen.skew);
     assert_eq!(seen.upgraded.len(), 12, "{:?}", seen.upgraded);
     let first_worker = seen.upgraded.iter().position(|(_, cp)| !cp).unwrap();
