@@ -365,7 +365,7 @@ fn the_control_plane_ip_moves_off_a_powered_off_or_deleted_holder_and_joins_wait
     let output = transcript.apply(&fleet, &sim);
     let text = stdout(&output);
     assert!(
-        text.contains("edge-ams-edge-2: waiting for the control plane of edge-ams"),
+        text.contains("edge-ams-edge-2 waits for the control plane of edge-ams"),
         "{text}"
     );
     assert!(device_id(&sim, "edge-ams-edge-2").is_none());
@@ -374,7 +374,7 @@ fn the_control_plane_ip_moves_off_a_powered_off_or_deleted_holder_and_joins_wait
         status
             .waiting
             .iter()
-            .any(|w| w.starts_with("edge-ams-edge-2: waiting for the control plane")),
+            .any(|w| w.starts_with("edge-ams-edge-2 waits for the control plane")),
         "{status:?}"
     );
     assert_eq!(status.phase, Phase::Progressing);

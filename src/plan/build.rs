@@ -228,9 +228,9 @@ impl<'a> ClusterBuilder<'a> {
 
     /// Leaves out of the plan the creates `seeds` names, the deletes that were to make room
     /// for them (an unavailability pair deletes first), and everything waiting for either;
-    /// each create left out is listed in `held` with `why` it waits. A later pass plans
-    /// them again.
-    pub(super) fn hold(&mut self, seeds: &BTreeSet<usize>, why: impl Fn(&NewDevice) -> String) {
+    /// each create left out is listed in `held` with what it replaces and `why` it waits. A
+    /// later pass plans them again.
+    pub(super) fn hold(&mut self, seeds: &BTreeSet<usize>, why: &str) {
         let mut held = seeds.clone();
         for action in self.actions.iter().filter(|a| seeds.contains(&a.id)) {
             let Op::CreateDevice(new) = &action.op else {
@@ -261,7 +261,11 @@ impl<'a> ClusterBuilder<'a> {
                 return true;
             }
             if let Op::CreateDevice(new) = &action.op {
-                waits.push(why(new));
+                let replacing = match &action.reason {
+                    Reason::Replaces { hostname, .. } => format!(", replacing {hostname},"),
+                    _ => String::new(),
+                };
+                waits.push(format!("{}{replacing} {why}", new.hostname));
             }
             false
         });
@@ -452,13 +456,17 @@ fn declared(
             .iter()
             .find(|d| d.state.is_pending() && !judged.iter().any(|u| u.device.id == d.id))
             .map(|d| d.hostname.clone());
+        let state = health::ControlPlaneState {
+            joining: joining.as_deref(),
+            api_ready: api.is_some_and(|a| a.ready),
+        };
         let unhealthy = health::remediate(
             b,
             health,
             CONTROL_PLANE_POOL,
             nodes.count,
             judged,
-            joining.as_deref(),
+            Some(state),
         );
         let role = if devices.iter().any(|d| d.state.is_live()) {
             PoolRole::ControlPlaneJoin
@@ -1013,13 +1021,8 @@ fn wait_for_api(b: &mut ClusterBuilder, api: &ObservedApi) {
         .as_deref()
         .unwrap_or("its API does not answer ready")
         .to_owned();
-    let name = b.name.to_owned();
-    b.hold(&joins, |new| {
-        format!(
-            "{}: waiting for the control plane of {name} ({why})",
-            new.hostname
-        )
-    });
+    let why = format!("waits for the control plane of {} ({why})", b.name);
+    b.hold(&joins, &why);
 }
 
 /// A control-plane device leaves etcd before it is deleted, as Cluster API's control-plane
@@ -1270,7 +1273,7 @@ fn addons(
                     .as_deref()
                     .unwrap_or("its API does not answer ready");
                 b.held.push(format!(
-                    "addon {}: waiting for the control plane of {} ({why})",
+                    "addon {} waits for the control plane of {} ({why})",
                     addon.name, b.name
                 ));
                 continue;

@@ -40,12 +40,11 @@ pub(super) fn judge<'a>(
                     (
                         ReplaceWhy::StuckProvisioning,
                         format!(
-                            "{:?} for {}, longer than provisionTimeout {}",
-                            device.state,
+                            "{} for {}, longer than provisionTimeout {}",
+                            format!("{:?}", device.state).to_lowercase(),
                             duration(age),
                             duration(check.provision_timeout)
-                        )
-                        .to_lowercase(),
+                        ),
                     )
                 })
         } else if let Some(api) = api {
@@ -101,16 +100,25 @@ fn node_verdict(
     }
 }
 
+/// What remediating control planes depends on.
+pub(super) struct ControlPlaneState<'a> {
+    /// A control plane still on its way (not itself unhealthy).
+    pub joining: Option<&'a str>,
+    /// The cluster's API answered ready.
+    pub api_ready: bool,
+}
+
 /// Which unhealthy devices of a pool of `want` devices are replaced now: none while more
-/// than `maxUnhealthy` are unhealthy or remediation is `Report` (the plan says so), and at
-/// most one control plane at a time, none while another control plane is still joining.
+/// than `maxUnhealthy` are unhealthy or remediation is `Report` (the plan says so); of the
+/// control plane (`control_plane` is given), one at a time, none while another is still
+/// joining or the API does not answer.
 pub(super) fn remediate<'a>(
     b: &mut ClusterBuilder,
     check: &HealthCheck,
     pool: &str,
     want: u32,
     unhealthy: Vec<Unhealthy<'a>>,
-    control_plane_joining: Option<&str>,
+    control_plane: Option<ControlPlaneState>,
 ) -> Vec<(&'a ObservedDevice, ReplaceWhy)> {
     if unhealthy.is_empty() {
         return Vec::new();
@@ -137,10 +145,16 @@ pub(super) fn remediate<'a>(
     }
     let mut chosen: Vec<(&ObservedDevice, ReplaceWhy)> =
         unhealthy.iter().map(|u| (u.device, u.why)).collect();
-    if control_plane_joining.is_some() || pool == crate::spec::CONTROL_PLANE_POOL {
-        if let Some(joining) = control_plane_joining {
+    if let Some(control_plane) = control_plane {
+        if let Some(joining) = control_plane.joining {
             b.waits(format!(
                 "{list}: replaced once {joining} has joined (control planes are replaced one at a time)"
+            ));
+            return Vec::new();
+        }
+        if !control_plane.api_ready {
+            b.problem(format!(
+                "unhealthy in {pool}, not replaced while the cluster's API does not answer ready (a replacement joins through it, and a new cluster's first control plane runs kubeadm init): {list}"
             ));
             return Vec::new();
         }

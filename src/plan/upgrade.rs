@@ -73,12 +73,9 @@ pub(super) fn control_planes_first(
         && want.minor > oldest.minor
     {
         let newer = creates(b, &|new, _| new.role == Role::Worker);
-        b.hold(&newer, |new| {
-            format!(
-                "{}: waits for every control plane to run {want} (the oldest API server runs {oldest}): a kubelet is never newer than its API server",
-                new.hostname
-            )
-        });
+        b.hold(&newer, &format!(
+            "waits for every control plane to run {want} (the oldest API server runs {oldest}): a kubelet is never newer than its API server"
+        ));
     }
 
     let ControlPlane::Managed(_) = &cluster.control_plane else {
@@ -99,12 +96,10 @@ pub(super) fn control_planes_first(
         let workers = creates(b, &|new, reason| {
             new.role == Role::Worker && replacement(reason)
         });
-        b.hold(&workers, |new| {
-            format!(
-                "{}: replaced after the control planes (they are being replaced first)",
-                new.hostname
-            )
-        });
+        b.hold(
+            &workers,
+            "waits for the control planes, which are replaced first",
+        );
     }
 
     // One control plane at a time, each Ready before the next is replaced.
@@ -119,13 +114,10 @@ pub(super) fn control_planes_first(
         let next = creates(b, &|new, reason| {
             new.role == Role::JoinControlPlane && replacement(reason)
         });
-        let waiting_for = not_ready.join(", ");
-        b.hold(&next, |new| {
-            format!(
-                "{}: replaces the next control plane once every control plane is Ready ({waiting_for} is not)",
-                new.hostname
-            )
-        });
+        b.hold(&next, &format!(
+            "waits until every control plane is Ready ({} is not): control planes are replaced one at a time",
+            not_ready.join(", ")
+        ));
     }
 
     // The cluster configuration names the declared version before a control plane joins.

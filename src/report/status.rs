@@ -36,7 +36,8 @@ pub struct Status {
     pub nodes: Option<NodeCounts>,
     #[serde(default)]
     pub devices: Vec<DeviceStatus>,
-    /// Joins and addons waiting for the control plane to answer ready.
+    /// What waits, and why: joins and addons for the control plane to answer ready,
+    /// replacements for the control planes, drains over their timeout.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
