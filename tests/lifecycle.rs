@@ -386,6 +386,16 @@ fn an_upgrade_goes_control_planes_first_and_no_kubelet_is_ever_newer_than_its_ap
         images.lines().all(|l| l.trim().ends_with(":v1.32.0")),
         "{images}"
     );
+    let proxy = get(&[
+        "get",
+        "daemonset",
+        "-n",
+        "kube-system",
+        "kube-proxy",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert!(proxy.ends_with("kube-proxy:v1.32.0"), "{proxy}");
     let config = get(&[
         "get",
         "configmap",

@@ -307,6 +307,7 @@ fn apply_to_model(plan: &Plan, world: &mut World, next_id: &mut u32) {
             | Op::DrainNode { .. }
             | Op::DeleteNode { .. }
             | Op::SetKubernetesVersion { .. }
+            | Op::SetKubeProxyVersion { .. }
             | Op::ApplyAddon { .. } => {
                 unreachable!("planned without an observed API: {action:?}")
             }

@@ -47,6 +47,9 @@ pub fn describe(op: &Op) -> String {
         Op::DrainNode { hostname, .. } => format!("drain node {hostname}"),
         Op::RemoveEtcdMember { hostname, .. } => format!("remove the etcd member {hostname}"),
         Op::DeleteNode { hostname, .. } => format!("delete node {hostname}"),
+        Op::SetKubeProxyVersion { cluster, version } => {
+            format!("set the kube-proxy of {cluster} to {version}")
+        }
         Op::SetKubernetesVersion { cluster, version } => {
             format!("set the kubernetesVersion of {cluster} to {version}")
         }
@@ -186,6 +189,14 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
             let client = materials.api(context, cluster).await?;
             client.delete_node(hostname).await.map_err(|e| chain(&e))?;
             Ok("deleted".into())
+        }
+        Op::SetKubeProxyVersion { cluster, version } => {
+            let client = materials.api(context, cluster).await?;
+            let image = client
+                .set_kube_proxy_version(version)
+                .await
+                .map_err(|e| chain(&e))?;
+            Ok(format!("kube-system/kube-proxy runs {image}"))
         }
         Op::SetKubernetesVersion { cluster, version } => {
             let client = materials.api(context, cluster).await?;

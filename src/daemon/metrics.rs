@@ -123,11 +123,12 @@ pub enum ActionKind {
     RemoveEtcdMember,
     DeleteNode,
     SetKubernetesVersion,
+    SetKubeProxyVersion,
     ApplyAddon,
 }
 
 impl ActionKind {
-    const ALL: [ActionKind; 14] = [
+    const ALL: [ActionKind; 15] = [
         Self::CreateSecrets,
         Self::ReserveEndpoint,
         Self::CreateDevice,
@@ -141,6 +142,7 @@ impl ActionKind {
         Self::RemoveEtcdMember,
         Self::DeleteNode,
         Self::SetKubernetesVersion,
+        Self::SetKubeProxyVersion,
         Self::ApplyAddon,
     ];
 
@@ -159,6 +161,7 @@ impl ActionKind {
             Op::RemoveEtcdMember { .. } => Self::RemoveEtcdMember,
             Op::DeleteNode { .. } => Self::DeleteNode,
             Op::SetKubernetesVersion { .. } => Self::SetKubernetesVersion,
+            Op::SetKubeProxyVersion { .. } => Self::SetKubeProxyVersion,
             Op::ApplyAddon { .. } => Self::ApplyAddon,
         }
     }
@@ -178,6 +181,7 @@ impl ActionKind {
             Self::RemoveEtcdMember => "remove_etcd_member",
             Self::DeleteNode => "delete_node",
             Self::SetKubernetesVersion => "set_kubernetes_version",
+            Self::SetKubeProxyVersion => "set_kube_proxy_version",
             Self::ApplyAddon => "apply_addon",
         }
     }

@@ -103,6 +103,10 @@ pub struct ObservedApi {
     /// hosted control plane, which has no such pods, what `/version` answered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_servers: Vec<ObservedApiServer>,
+    /// The version of kubeadm's `kube-system/kube-proxy` DaemonSet (its image's tag), when
+    /// there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_proxy_version: Option<String>,
 }
 
 /// One API server and its version (`v1.31.4`).

@@ -481,9 +481,8 @@ fn declared(
             os: &nodes.os,
             reservations: &Reservations::None,
             role,
-            // etcd keeps its quorum: one node at a time, created before its predecessor goes.
-            surge: 1,
-            unavailable: 0,
+            surge: control_plane_surge(&cluster.rollout, nodes.count),
+            unavailable: 1 - control_plane_surge(&cluster.rollout, nodes.count),
             vanished: vanished(b.name, CONTROL_PLANE_POOL, observed),
             unhealthy,
         };
@@ -580,6 +579,15 @@ struct PoolTarget<'a> {
     vanished: Vec<String>,
     /// Live devices to replace as unhealthy, and why.
     unhealthy: Vec<(&'a ObservedDevice, ReplaceWhy)>,
+}
+
+/// Control planes are replaced one at a time, as Cluster API's `KubeadmControlPlane` rolls
+/// them out (`rolloutStrategy.rollingUpdate.maxSurge` 0 or 1): the new one first (1), or,
+/// with `rollout.maxSurge: 0` and at least three of them, the old one removed first (0),
+/// which leaves etcd a majority of healthy members; one or two control planes always get
+/// the new one first.
+fn control_plane_surge(rollout: &crate::spec::Rollout, count: u32) -> u32 {
+    u32::from(rollout.max_surge > 0 || count < 3)
 }
 
 /// Hostnames of `pool` the last apply recorded that are not observed now: deleted outside
@@ -1202,6 +1210,7 @@ fn after_the_endpoint_moves(b: &mut ClusterBuilder) {
                 | Op::DrainNode { .. }
                 | Op::DeleteNode { .. }
                 | Op::SetKubernetesVersion { .. }
+                | Op::SetKubeProxyVersion { .. }
                 | Op::ApplyAddon { .. }
         );
         if asks_the_api && !action.after.contains(&assign) {

@@ -88,6 +88,7 @@ impl Plan {
                     | Op::RemoveEtcdMember { .. }
                     | Op::DeleteNode { .. }
                     | Op::SetKubernetesVersion { .. }
+                    | Op::SetKubeProxyVersion { .. }
                     | Op::ApplyAddon { .. },
                     _,
                 ) => summary.change += 1,
@@ -263,6 +264,10 @@ pub enum Op {
     /// (`kube-system/kubeadm-config`), as `kubeadm upgrade apply` does: before the first
     /// control plane of a new version joins, which reads it there.
     SetKubernetesVersion { cluster: String, version: String },
+    /// Set the image of the `kube-system/kube-proxy` DaemonSet kubeadm installed to
+    /// `version`, as `kubeadm upgrade apply` does: once every API server runs it (kube-proxy
+    /// is never newer than the API server).
+    SetKubeProxyVersion { cluster: String, version: String },
     /// Server-side apply an addon's manifests to the cluster's API, then record its digest.
     ApplyAddon {
         cluster: String,
@@ -288,6 +293,7 @@ impl Op {
             Op::RemoveEtcdMember { .. } => "remove_etcd_member",
             Op::DeleteNode { .. } => "delete_node",
             Op::SetKubernetesVersion { .. } => "set_kubernetes_version",
+            Op::SetKubeProxyVersion { .. } => "set_kube_proxy_version",
             Op::ApplyAddon { .. } => "apply_addon",
         }
     }
@@ -467,12 +473,7 @@ impl fmt::Display for Reason {
             Reason::Unhealthy { why } => write!(f, "unhealthy: {why}"),
             Reason::AddonMissing => write!(f, "addon not applied yet"),
             Reason::AddonChanged => write!(f, "addon changed in Git"),
-            Reason::VersionChanged { from, to } => {
-                write!(
-                    f,
-                    "upgrade from {from} to {to}: control planes join at {to}"
-                )
-            }
+            Reason::VersionChanged { from, to } => write!(f, "upgrade from {from} to {to}"),
         }
     }
 }

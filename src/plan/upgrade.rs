@@ -120,6 +120,23 @@ pub(super) fn control_planes_first(
         ));
     }
 
+    // kube-proxy follows once every API server runs the declared version: never newer
+    // than the API server (https://kubernetes.io/releases/version-skew-policy/#kube-proxy).
+    if let Some(from) = api.kube_proxy_version.as_deref()
+        && KubernetesVersion::parse(from) != Some(want)
+        && api.oldest_api_server().is_some_and(|oldest| oldest >= want)
+    {
+        let op = Op::SetKubeProxyVersion {
+            cluster: b.name.to_owned(),
+            version: want.to_string(),
+        };
+        let reason = Reason::VersionChanged {
+            from: from.to_owned(),
+            to: want.to_string(),
+        };
+        b.push(op, reason, &[]);
+    }
+
     // The cluster configuration names the declared version before a control plane joins.
     let configured = api.configured_version.as_deref();
     if let Some(from) = configured

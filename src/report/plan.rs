@@ -17,6 +17,7 @@ fn sign(op: &Op) -> char {
         | Op::RemoveEtcdMember { .. }
         | Op::DeleteNode { .. }
         | Op::SetKubernetesVersion { .. }
+        | Op::SetKubeProxyVersion { .. }
         | Op::ApplyAddon { .. } => '~',
         Op::DeleteDevice { .. } | Op::ReleaseEndpoint { .. } | Op::DeleteSecrets { .. } => '-',
     }
@@ -54,6 +55,10 @@ fn describe(op: &Op) -> (String, String) {
         Op::DrainNode { hostname, .. } => ("drain node".into(), hostname.clone()),
         Op::RemoveEtcdMember { hostname, .. } => ("remove etcd member".into(), hostname.clone()),
         Op::DeleteNode { hostname, .. } => ("delete node".into(), hostname.clone()),
+        Op::SetKubeProxyVersion { version, .. } => (
+            "set kube-proxy image".into(),
+            format!("{version} in kube-system/kube-proxy"),
+        ),
         Op::SetKubernetesVersion { version, .. } => (
             "set kubernetesVersion".into(),
             format!("{version} in kube-system/kubeadm-config"),

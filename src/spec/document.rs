@@ -335,7 +335,9 @@ pub struct NetworkSpec {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RolloutSpec {
-    /// Devices created above the pool's count during a replacement. Default 1.
+    /// Devices created above the pool's count during a replacement. Default 1. Control
+    /// planes are replaced one at a time whatever it says: the new one first, or, when it
+    /// is 0 and there are at least three, the old one removed first.
     pub max_surge: Option<u32>,
     /// Devices of a pool that may be missing during a replacement. Default 0.
     pub max_unavailable: Option<u32>,

@@ -294,6 +294,7 @@ impl WorkloadClient {
             addons: addons.and_then(|c| c.data).unwrap_or_default(),
             configured_version: self.configured_version().await?,
             api_servers: self.api_servers().await?,
+            kube_proxy_version: self.kube_proxy_version().await?,
         })
     }
 

@@ -11,13 +11,19 @@
 //! Writes `kubernetesVersion` there before the first control plane of a new version joins,
 //! as `kubeadm upgrade apply` does in its `upload-config` phase and as Cluster API's
 //! `KubeadmControlPlane` does (`UpdateKubernetesVersionInKubeadmConfigMap`,
-//! controlplane/kubeadm/internal/workload_cluster.go) before it creates upgraded machines.
+//! controlplane/kubeadm/internal/workload_cluster.go) before it creates upgraded machines;
+//! and kube-proxy's image once every API server runs the new version, as kubeadm's
+//! `addon/kube-proxy` phase and KCP's `UpdateKubeProxyImageInfo` do.
 
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 
 use super::{Error, Result, WorkloadClient};
 use crate::observe::ObservedApiServer;
+
+/// The DaemonSet kubeadm's `addon/kube-proxy` phase installs, and its container.
+const KUBE_PROXY: &str = "kube-proxy";
 
 /// The ConfigMap and key of kubeadm's cluster configuration.
 pub const KUBEADM_CONFIG: &str = "kubeadm-config";
@@ -83,6 +89,61 @@ impl WorkloadClient {
         Ok(servers)
     }
 
+    /// The tag of the `kube-proxy` container's image in kubeadm's `kube-system/kube-proxy`
+    /// DaemonSet; `None` when there is no such DaemonSet (a network plugin that replaces
+    /// kube-proxy, or a cluster kubeadm did not make).
+    ///
+    /// # Errors
+    /// When the API does not answer or refuses.
+    pub async fn kube_proxy_version(&self) -> Result<Option<String>> {
+        let daemon_set = self
+            .kube_system::<DaemonSet>()
+            .get_opt(KUBE_PROXY)
+            .await
+            .map_err(self.request_failed("reading the kube-system/kube-proxy DaemonSet"))?;
+        Ok(daemon_set
+            .as_ref()
+            .and_then(kube_proxy_image)
+            .and_then(|image| Some(image.rsplit_once(':')?.1.to_owned())))
+    }
+
+    /// Points kube-proxy's image at `version`, keeping its repository, as `kubeadm upgrade
+    /// apply`'s `addon/kube-proxy` phase does; the DaemonSet's rolling update does the rest.
+    /// Returns the image set.
+    ///
+    /// # Errors
+    /// When the API does not answer or refuses, or there is no kube-proxy DaemonSet.
+    pub async fn set_kube_proxy_version(&self, version: &str) -> Result<String> {
+        let api = self.kube_system::<DaemonSet>();
+        let what = "updating the kube-system/kube-proxy DaemonSet";
+        let current = api
+            .get_opt(KUBE_PROXY)
+            .await
+            .map_err(self.request_failed(what))?
+            .as_ref()
+            .and_then(kube_proxy_image)
+            .ok_or_else(|| Error::Refused {
+                what: what.to_owned(),
+                endpoint: self.endpoint.clone(),
+                why: "there is no kube-proxy DaemonSet with a kube-proxy container".to_owned(),
+            })?;
+        let repository = current
+            .rsplit_once(':')
+            .map_or(current.as_str(), |(r, _)| r);
+        let image = format!("{repository}:{version}");
+        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+            {"name": KUBE_PROXY, "image": image}
+        ]}}}});
+        api.patch(
+            KUBE_PROXY,
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+        .map_err(self.request_failed(what))?;
+        Ok(image)
+    }
+
     /// Sets `kubernetesVersion` in kubeadm's `ClusterConfiguration` to `version`, keeping
     /// every other field; an update that lost a race with another writer fails (the
     /// ConfigMap's `resourceVersion` guards it) and the next pass tries again.
@@ -118,6 +179,20 @@ impl WorkloadClient {
             .map_err(self.request_failed(what))?;
         Ok(())
     }
+}
+
+/// The image of the `kube-proxy` container of kubeadm's DaemonSet.
+fn kube_proxy_image(daemon_set: &DaemonSet) -> Option<String> {
+    daemon_set
+        .spec
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == KUBE_PROXY)?
+        .image
+        .clone()
 }
 
 /// The `ClusterConfiguration` document of kubeadm's ConfigMap, as a mapping.
