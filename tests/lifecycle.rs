@@ -669,7 +669,9 @@ proptest::proptest! {
                 }
                 for _ in 0..3 {
                     let output = fleet.run(&sim, &["apply", "--auto-approve", "--poll", "10ms", "--provision-wait", "5s"]);
-                    assert!(matches!(output.status.code(), Some(0 | 1 | 2)), "{}", stderr(&output));
+                    // 1: an action failed (an API request cut by an IP move, say); the next pass
+                    // retries, and the properties are what is judged.
+                    assert!(matches!(output.status.code(), Some(0..=2)), "{}", stderr(&output));
                     transcript.0.push_str(&stdout(&output));
                     let devices = sim.sim.devices();
                     let gone = |id: &str| !devices.iter().any(|d| d.id == id && d.state != "deprovisioning");

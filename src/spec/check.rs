@@ -436,6 +436,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn durations_and_percentages() {
+        assert_eq!(duration("90s"), Ok(90));
+        assert_eq!(duration("10m"), Ok(600));
+        assert_eq!(duration("1h30m"), Ok(5400));
+        assert_eq!(duration("168h"), Ok(7 * 24 * 3600));
+        for bad in ["", "10", "m", "1.5h", "10m1h", "5m5m", "-1s", "10 m", "1d"] {
+            assert!(
+                duration(bad).unwrap_err().contains("not a duration"),
+                "{bad}"
+            );
+        }
+        assert!(duration("0s").unwrap_err().contains("no time at all"));
+        assert!(duration("169h").unwrap_err().contains("more than a week"));
+        assert_eq!(percent("40%"), Ok(40));
+        assert_eq!(percent("0%"), Ok(0));
+        assert!(percent("101%").unwrap_err().contains("more than 100%"));
+        for bad in ["40", "%", "4.5%", "-1%"] {
+            assert!(percent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn labels() {
         assert!(node_label("example.com/gpu", "true").is_ok());
         assert!(node_label("tier", "").is_ok());

@@ -555,6 +555,31 @@ fn fleet_wide_checks(
 mod tests {
     use super::*;
 
+    #[test]
+    fn kubeadm_upgrades_one_minor_version_at_a_time_and_never_down() {
+        let v = |minor, patch| KubernetesVersion { minor, patch };
+        assert_eq!(version_step(v(31, 4), v(31, 9)), None);
+        assert_eq!(version_step(v(31, 4), v(32, 0)), None);
+        assert_eq!(version_step(v(31, 4), v(31, 2)), None);
+        assert!(
+            version_step(v(31, 4), v(33, 0))
+                .unwrap()
+                .contains("skips a minor version")
+        );
+        assert!(
+            version_step(v(32, 0), v(31, 4))
+                .unwrap()
+                .contains("does not downgrade")
+        );
+        assert_eq!(KubernetesVersion::parse("v1.32.0"), Some(v(32, 0)));
+        assert_eq!(KubernetesVersion::parse("1.31.4+k3s1"), Some(v(31, 4)));
+        assert_eq!(KubernetesVersion::parse("v2.0.0"), None);
+        assert_eq!(KubernetesVersion::parse("v1.31"), None);
+        assert_eq!(MaxUnhealthy::Percent(40).of(4), 1);
+        assert_eq!(MaxUnhealthy::Percent(40).of(5), 2);
+        assert_eq!(MaxUnhealthy::Count(3).of(2), 3);
+    }
+
     fn broken(file: &str, name: Option<&str>) -> BrokenCluster {
         BrokenCluster {
             file: file.into(),
