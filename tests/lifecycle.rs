@@ -690,3 +690,89 @@ proptest::proptest! {
         proptest::prop_assert!(outlived.is_empty(), "{outlived:#?}\n{}", transcript.0);
     }
 }
+
+/// A device that stays `provisioning` on Packet past `provisionTimeout` is replaced: a new
+/// device (a new hostname) is created, nothing twice. Packet refuses to delete a device
+/// while it provisions, so the stuck one stays, and the status says so.
+#[test]
+fn a_device_stuck_provisioning_is_replaced_never_duplicated() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let fleet = Fleet::new();
+    only(&fleet, &["edge-ams"]);
+    edit(
+        &fleet,
+        "edge-ams",
+        "  pools:\n",
+        "  healthCheck:\n    provisionTimeout: 2s\n  pools:\n",
+    );
+    let mut transcript = Transcript::default();
+    transcript.converge(&fleet, &sim, 8);
+
+    let mut faults = sim.sim.faults();
+    faults.stuck_provision = 1;
+    sim.sim.set_faults(faults);
+    edit(&fleet, "edge-ams", "count: 2", "count: 3");
+    let apply = [
+        "apply",
+        "--auto-approve",
+        "--poll",
+        "50ms",
+        "--provision-wait",
+        "1s",
+    ];
+    let output = fleet.run(&sim, &apply);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}{}", stderr(&output));
+    assert!(text.contains("create device edge-ams-edge-2"), "{text}");
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut plans = String::new();
+    for _ in 0..4 {
+        let output = fleet.run(&sim, &apply);
+        assert!(
+            matches!(output.status.code(), Some(0 | 2)),
+            "{}",
+            stderr(&output)
+        );
+        plans.push_str(&stdout(&output));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        plans.contains("replaces edge-ams-edge-2 (stuck provisioning)"),
+        "{plans}"
+    );
+    assert_eq!(
+        plans.matches("+ create device edge-ams-edge-3").count(),
+        1,
+        "{plans}"
+    );
+    let devices: Vec<(String, String)> = sim
+        .sim
+        .devices()
+        .into_iter()
+        .filter(|d| d.hostname.starts_with("edge-ams-edge-"))
+        .map(|d| (d.hostname, d.state))
+        .collect();
+    let names: std::collections::BTreeSet<&str> = devices.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(names.len(), devices.len(), "no hostname twice: {devices:?}");
+    let active = devices.iter().filter(|(_, s)| s == "active").count();
+    assert_eq!(active, 3, "{devices:?}");
+    // The replacement's node turns Ready once the network plugin runs on it.
+    let mut status = crate::joins::statuses(&fleet).remove(0);
+    for _ in 0..20 {
+        if status.nodes.is_some_and(|n| n.ready == 4) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        fleet.run(&sim, &apply);
+        status = crate::joins::statuses(&fleet).remove(0);
+    }
+    assert_eq!(status.nodes.unwrap().ready, 4, "{status:?}");
+    assert!(
+        status
+            .waiting
+            .iter()
+            .any(|w| w.starts_with("edge-ams-edge-2: stuck provisioning")),
+        "{status:?}"
+    );
+}

@@ -777,11 +777,19 @@ fn pool(
             break;
         };
         if let Some((device, why)) = replaced {
-            run.delete(b, device, Reason::Replaced { by: hostname, why }, &[id]);
+            if device.state.is_pending() {
+                still_provisioning(b, device, Some(&hostname));
+            } else {
+                run.delete(b, device, Reason::Replaced { by: hostname, why }, &[id]);
+            }
         }
         count += 1;
     }
     for (device, why) in failed_left {
+        if device.state.is_pending() {
+            still_provisioning(b, device, None);
+            continue;
+        }
         let reason = match why {
             ReplaceWhy::Failed => Reason::DeviceFailed,
             why => Reason::Unhealthy { why },
@@ -870,6 +878,17 @@ fn pool(
         run.create(b, reason, &after, device.reservation.as_deref());
     }
     run.outcome
+}
+
+/// Packet refuses to delete a device while it provisions (422 "Cannot delete a device while
+/// it is provisioning"): a stuck one is left, and said to wait, until it is active or
+/// failed, when the pool's count or its failure removes it.
+fn still_provisioning(b: &mut ClusterBuilder, device: &ObservedDevice, by: Option<&str>) {
+    let replaced = by.map_or_else(String::new, |by| format!("replaced by {by}; "));
+    b.waits(format!(
+        "{}: stuck provisioning, {replaced}Packet refuses to delete a device while it provisions, so it is deleted once it is active or failed",
+        device.hostname
+    ));
 }
 
 /// Chooses hardware reservations for new devices of one pool.
