@@ -446,23 +446,32 @@ fn apply_until(transcript: &mut Transcript, fleet: &Fleet, sim: &SimHandle, what
     panic!("no plan said {what:?}:\n{}", transcript.0);
 }
 
+/// `edge-ams` alone, with `health` (YAML lines under `healthCheck:`), converged on a fresh
+/// simulator.
+fn edge_ams_with_health(health: &str) -> (SimHandle, Fleet, Transcript) {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let fleet = Fleet::new();
+    only(&fleet, &["edge-ams"]);
+    let health: String = health.lines().map(|l| format!("    {l}\n")).collect();
+    edit(
+        &fleet,
+        "edge-ams",
+        "  pools:\n",
+        &format!("  healthCheck:\n{health}  pools:\n"),
+    );
+    let mut transcript = Transcript::default();
+    transcript.converge(&fleet, &sim, 8);
+    (sim, fleet, transcript)
+}
+
 /// A node whose kubelet dies right after it joins never becomes Ready: once its device has
 /// been active for `nodeStartupTimeout` and its node NotReady for `unhealthyTimeout`, it is
 /// replaced (the new device first, then the old one drained and deleted). With more of the
 /// pool unhealthy than `maxUnhealthy` allows, nothing is replaced and the status says why.
 #[test]
 fn an_unhealthy_node_is_replaced_and_remediation_stops_above_max_unhealthy() {
-    let sim = SimHandle::start(Duration::from_millis(20));
-    let fleet = Fleet::new();
-    only(&fleet, &["edge-ams"]);
-    edit(
-        &fleet,
-        "edge-ams",
-        "  pools:\n",
-        "  healthCheck:\n    nodeStartupTimeout: 2s\n    unhealthyTimeout: 1s\n    maxUnhealthy: 1\n  pools:\n",
-    );
-    let mut transcript = Transcript::default();
-    transcript.converge(&fleet, &sim, 8);
+    let (sim, fleet, mut transcript) =
+        edge_ams_with_health("nodeStartupTimeout: 2s\nunhealthyTimeout: 1s\nmaxUnhealthy: 1");
 
     let mut faults = sim.sim.faults();
     faults.kubelet_dies_after_join = 1;
@@ -606,20 +615,11 @@ proptest::proptest! {
     /// outlives its device by more than one pass.
     #[test]
     fn quorum_holds_and_no_node_outlives_its_device(steps in proptest::collection::vec(step(), 3..6)) {
-        let sim = SimHandle::start(Duration::from_millis(20));
-        let fleet = Fleet::new();
-        only(&fleet, &["edge-ams"]);
+        let (sim, fleet, mut transcript) =
+            edge_ams_with_health("nodeStartupTimeout: 3s\nunhealthyTimeout: 2s");
         let settings = fleet.path("fleet/rackform.yaml");
         let text = fs::read_to_string(&settings).unwrap();
         fs::write(&settings, text.replace("maxPercent: 20", "maxPercent: 100")).unwrap();
-        edit(
-            &fleet,
-            "edge-ams",
-            "  pools:\n",
-            "  healthCheck:\n    nodeStartupTimeout: 3s\n    unhealthyTimeout: 2s\n  pools:\n",
-        );
-        let mut transcript = Transcript::default();
-        transcript.converge(&fleet, &sim, 8);
 
         let stop = std::sync::atomic::AtomicBool::new(false);
         let (lost, outlived) = std::thread::scope(|scope| {
@@ -696,17 +696,7 @@ proptest::proptest! {
 /// while it provisions, so the stuck one stays, and the status says so.
 #[test]
 fn a_device_stuck_provisioning_is_replaced_never_duplicated() {
-    let sim = SimHandle::start(Duration::from_millis(20));
-    let fleet = Fleet::new();
-    only(&fleet, &["edge-ams"]);
-    edit(
-        &fleet,
-        "edge-ams",
-        "  pools:\n",
-        "  healthCheck:\n    provisionTimeout: 2s\n  pools:\n",
-    );
-    let mut transcript = Transcript::default();
-    transcript.converge(&fleet, &sim, 8);
+    let (sim, fleet, _) = edge_ams_with_health("provisionTimeout: 2s");
 
     let mut faults = sim.sim.faults();
     faults.stuck_provision = 1;

@@ -302,12 +302,28 @@ async fn assign_endpoint<M: Metal, S>(
     {
         return Ok(format!("{} already on {hostname}", reservation.address));
     }
-    unassign_all(context, &reservation).await?;
-    context
+    // Make before break: a reservation holds a list of assignments, so the new holder gets
+    // the address before the old one loses it, and the API at the control-plane IP answers
+    // throughout. Should the API refuse a second assignment, the old one goes first.
+    let assigned = context
         .metal
         .assign_ip(&device.id, &reservation.address)
-        .await
-        .map_err(|e| chain(&e))?;
+        .await;
+    if let Err(error) = assigned {
+        let refused =
+            matches!(&error, metal::Error::Api { source, .. } if source.status() == Some(422));
+        if !refused {
+            return Err(chain(&error));
+        }
+        unassign_all(context, &reservation).await?;
+        context
+            .metal
+            .assign_ip(&device.id, &reservation.address)
+            .await
+            .map_err(|e| chain(&e))?;
+    } else {
+        unassign_all(context, &reservation).await?;
+    }
     Ok(format!("{} now on {hostname}", reservation.address))
 }
 

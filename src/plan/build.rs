@@ -446,13 +446,8 @@ fn declared(
     let health = &cluster.health_check;
     if let ControlPlane::Managed(nodes) = &cluster.control_plane {
         let devices = by_pool.remove(CONTROL_PLANE_POOL).unwrap_or_default();
-        let live: Vec<&ObservedDevice> = devices
-            .iter()
-            .copied()
-            .filter(|d| d.state.is_live())
-            .collect();
-        let judged = health::judge(health, &live, api, b.now);
-        let joining = live
+        let judged = health::judge(health, &devices, api, b.now);
+        let joining = devices
             .iter()
             .find(|d| d.state.is_pending() && !judged.iter().any(|u| u.device.id == d.id))
             .map(|d| d.hostname.clone());
@@ -493,12 +488,7 @@ fn declared(
     }
     for spec in &cluster.pools {
         let devices = by_pool.remove(spec.name.as_str()).unwrap_or_default();
-        let live: Vec<&ObservedDevice> = devices
-            .iter()
-            .copied()
-            .filter(|d| d.state.is_live())
-            .collect();
-        let judged = health::judge(health, &live, api, b.now);
+        let judged = health::judge(health, &devices, api, b.now);
         let unhealthy = health::remediate(b, health, spec.name.as_str(), spec.count, judged, None);
         let target = PoolTarget {
             name: spec.name.as_str(),

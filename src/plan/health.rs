@@ -20,8 +20,9 @@ pub(super) struct Unhealthy<'a> {
     pub seen: String,
 }
 
-/// The unhealthy devices among `devices` (one pool's, live). Nodes are judged only from an
-/// API that answered ready: a control plane that does not answer says nothing about them.
+/// The unhealthy devices among the live ones of `devices` (one pool's). Nodes are judged
+/// only from an API that answered ready: a control plane that does not answer says nothing
+/// about them.
 pub(super) fn judge<'a>(
     check: &HealthCheck,
     devices: &[&'a ObservedDevice],
@@ -30,7 +31,7 @@ pub(super) fn judge<'a>(
 ) -> Vec<Unhealthy<'a>> {
     let api = api.filter(|a| a.ready);
     let mut unhealthy = Vec::new();
-    for &device in devices {
+    for &device in devices.iter().filter(|d| d.state.is_live()) {
         let verdict = if device.state.is_pending() {
             device
                 .created_at
