@@ -161,6 +161,7 @@ pub(super) struct ClusterBuilder<'a> {
     pub(super) actions: Vec<Action>,
     waiting: Vec<String>,
     held: Vec<String>,
+    stalled: Vec<String>,
     orphans: Vec<String>,
     problems: Vec<String>,
     notes: Vec<String>,
@@ -175,6 +176,7 @@ impl<'a> ClusterBuilder<'a> {
             actions: Vec::new(),
             waiting: Vec::new(),
             held: Vec::new(),
+            stalled: Vec::new(),
             orphans: Vec::new(),
             problems: Vec::new(),
             notes: Vec::new(),
@@ -205,9 +207,9 @@ impl<'a> ClusterBuilder<'a> {
         self.push(op, reason, after)
     }
 
-    /// Something planned later, and why, for the status's `waiting`.
-    pub(super) fn waits(&mut self, what: impl Into<String>) {
-        self.held.push(what.into());
+    /// Something that waits on what is outside rackform, and why.
+    pub(super) fn stalled(&mut self, what: impl Into<String>) {
+        self.stalled.push(what.into());
     }
 
     pub(super) fn problem(&mut self, problem: impl Into<String>) {
@@ -279,6 +281,7 @@ impl<'a> ClusterBuilder<'a> {
         if change == ClusterChange::Blocked {
             self.actions.clear();
             self.held.clear();
+            self.stalled.clear();
         }
         self.actions = in_dependency_order(std::mem::take(&mut self.actions));
         self.waiting.sort();
@@ -293,6 +296,7 @@ impl<'a> ClusterBuilder<'a> {
             actions: self.actions,
             waiting: self.waiting,
             held: self.held,
+            stalled: self.stalled,
             orphans: self.orphans,
             problems: self.problems,
             notes: self.notes,
@@ -875,7 +879,7 @@ fn pool(
 /// failed, when the pool's count or its failure removes it.
 fn still_provisioning(b: &mut ClusterBuilder, device: &ObservedDevice, by: Option<&str>) {
     let replaced = by.map_or_else(String::new, |by| format!("replaced by {by}; "));
-    b.waits(format!(
+    b.stalled(format!(
         "{}: stuck provisioning, {replaced}Packet refuses to delete a device while it provisions, so it is deleted once it is active or failed",
         device.hostname
     ));
@@ -1129,7 +1133,7 @@ fn drain_before_deletes(
                 match cluster.rollout.on_drain_timeout {
                     DrainTimeoutPolicy::Proceed => (true, Reason::DrainTimedOut { after }),
                     DrainTimeoutPolicy::Wait => {
-                        b.held.push(format!(
+                        b.stalled(format!(
                             "{hostname}: draining for {}, longer than drainTimeout {}; rackform keeps draining, as onDrainTimeout is Wait",
                             duration(after),
                             duration(timeout)

@@ -148,7 +148,7 @@ pub(super) fn remediate<'a>(
         unhealthy.iter().map(|u| (u.device, u.why)).collect();
     if let Some(control_plane) = control_plane {
         if let Some(joining) = control_plane.joining {
-            b.waits(format!(
+            b.stalled(format!(
                 "{list}: replaced once {joining} has joined (control planes are replaced one at a time)"
             ));
             return Vec::new();

@@ -146,10 +146,17 @@ pub struct ClusterPlan {
     /// Devices still provisioning: waited for, never duplicated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<String>,
-    /// Joins and addons held back while the control plane does not answer ready: not
-    /// planned now, planned by a pass that finds it ready.
+    /// Creates and addons held back (joins and addons while the control plane does not
+    /// answer ready, workers while the control planes are upgraded or replaced, the next
+    /// control plane until every one is Ready): not planned now, planned by a later pass,
+    /// which the daemon runs within 15 s.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<String>,
+    /// What waits on something outside rackform (a device Packet will not delete while it
+    /// provisions, a drain past its timeout under `onDrainTimeout: Wait`, a control plane
+    /// to remediate once another has joined): reported, not retried sooner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stalled: Vec<String>,
     /// Devices with rackform's tags that match no declared node: reported, never deleted
     /// unless their cluster is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -119,6 +119,7 @@ fn shown(plan: &Plan) -> impl Iterator<Item = &ClusterPlan> {
         c.change != ClusterChange::NoChange
             || !c.waiting.is_empty()
             || !c.held.is_empty()
+            || !c.stalled.is_empty()
             || !c.orphans.is_empty()
             || !c.problems.is_empty()
     })
@@ -170,6 +171,9 @@ pub fn text(plan: &Plan, colour: bool) -> String {
         }
         for held in &cluster.held {
             let _ = writeln!(out, "  held: {held}");
+        }
+        for stalled in &cluster.stalled {
+            let _ = writeln!(out, "  waits: {stalled}");
         }
         for orphan in &cluster.orphans {
             let _ = writeln!(
@@ -570,7 +574,13 @@ fn section(cluster: &ClusterPlan, fold: Fold) -> String {
         &mut out,
         &cluster.held,
         &|h| format!("- held: {}\n", escape(h)),
-        "joins and addons held until the control plane answers ready",
+        "creates and addons held for a later pass",
+    );
+    listed(
+        &mut out,
+        &cluster.stalled,
+        &|s| format!("- waits: {}\n", escape(s)),
+        "waits on something outside rackform",
     );
     listed(
         &mut out,

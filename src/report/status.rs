@@ -127,7 +127,12 @@ pub fn of(
         _ if plan.suspended && !plan.actions.is_empty() => Phase::Suspended,
         ClusterChange::Blocked => Phase::Blocked,
         ClusterChange::Orphaned => Phase::Orphaned,
-        ClusterChange::NoChange if plan.waiting.is_empty() && plan.held.is_empty() && all_ready => {
+        ClusterChange::NoChange
+            if plan.waiting.is_empty()
+                && plan.held.is_empty()
+                && plan.stalled.is_empty()
+                && all_ready =>
+        {
             Phase::Ready
         }
         _ => Phase::Progressing,
@@ -159,7 +164,7 @@ pub fn of(
             .or_else(|| after.last_version.clone()),
         nodes,
         devices,
-        waiting: plan.held.clone(),
+        waiting: plan.held.iter().chain(&plan.stalled).cloned().collect(),
         problems: plan.problems.clone(),
         errors,
     }
