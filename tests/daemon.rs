@@ -657,3 +657,45 @@ fn a_server_stuck_provisioning_holds_up_no_pass() {
     assert_eq!(sim.creates(), creates, "a duplicate of the stuck server");
     assert_eq!(live_devices(&sim).len(), 7);
 }
+
+/// Issue 18: a cluster removed from Git and deleted by prune leaves neither its status file
+/// (which said `phase: Ready` and listed deleted servers) nor its sealed kubeconfig behind.
+#[test]
+fn issue_18_a_cluster_deleted_from_git_leaves_no_status_or_kubeconfig() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let daemon = Daemon::new();
+    assert_ok(&daemon.once(&sim));
+    let tree = |daemon: &Daemon| {
+        daemon
+            .git
+            .git(&daemon.remote, &["ls-tree", "-r", "--name-only", "main"])
+    };
+    let files = tree(&daemon);
+    assert!(files.contains("status/edge-ams.yaml"), "{files}");
+    assert!(files.contains("kubeconfigs/edge-ams.sops.yaml"), "{files}");
+
+    daemon.git.git(
+        &daemon.work,
+        &["pull", "--quiet", "--rebase", "origin", "main"],
+    );
+    daemon
+        .git
+        .git(&daemon.work, &["rm", "--quiet", "clusters/edge-ams.yaml"]);
+    daemon.git.commit_and_push(&daemon.work, "remove edge-ams");
+    // The first pass deletes the servers and secrets; the next finds nothing left.
+    for _ in 0..3 {
+        assert_ok(&daemon.once(&sim));
+        if !tree(&daemon).contains("status/edge-ams.yaml") {
+            break;
+        }
+    }
+    assert!(sim.hostnames().is_empty(), "{:?}", sim.hostnames());
+    let files = tree(&daemon);
+    assert!(!files.contains("status/edge-ams.yaml"), "{files}");
+    assert!(!files.contains("kubeconfigs/edge-ams.sops.yaml"), "{files}");
+    let log = daemon.remote_log();
+    assert!(
+        log.iter().any(|l| l.contains("remove edge-ams")),
+        "the human's commit was lost: {log:?}"
+    );
+}

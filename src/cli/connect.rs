@@ -197,6 +197,13 @@ impl Session {
             })
             .map(|c| c.cluster.as_str())
             .collect();
+        for (name, recorded) in &self.statuses {
+            let path = dir.join(format!("{name}.yaml"));
+            if status::gone_entirely(name, recorded, plan, world, &self.fleet) && path.exists() {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
         let empty = Default::default();
         for cluster in &plan.clusters {
             let path = dir.join(format!("{}.yaml", cluster.cluster));

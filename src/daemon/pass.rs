@@ -311,6 +311,17 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             .collect::<Result<_>>()?;
         let empty = Default::default();
         let mut changes = Vec::new();
+        // A cluster deleted entirely is in no plan any more: its files go with it.
+        for (name, recorded) in &desired.statuses {
+            if status::gone_entirely(name, recorded, next, after, &desired.fleet) {
+                changes.push(FileChange::Delete {
+                    path: format!("{}/{name}.yaml", settings.paths.status),
+                });
+                changes.push(FileChange::Delete {
+                    path: format!("{}/{name}.sops.yaml", settings.paths.kubeconfigs),
+                });
+            }
+        }
         for cluster in &next.clusters {
             let name = cluster.cluster.as_str();
             let status_path = format!("{}/{name}.yaml", settings.paths.status);

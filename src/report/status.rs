@@ -196,6 +196,21 @@ mod rfc3339 {
     }
 }
 
+/// Whether cluster `name`, whose status file is `recorded`, is gone entirely: no plan made
+/// after the apply mentions it (nothing of it is observed, and no file declares it or may),
+/// and nothing of it is observed. Its status file and sealed kubeconfig are then removed.
+pub fn gone_entirely(
+    name: &str,
+    recorded: &Status,
+    next: &crate::plan::Plan,
+    after: &crate::observe::World,
+    fleet: &crate::spec::Fleet,
+) -> bool {
+    !next.clusters.iter().any(|c| c.cluster == name)
+        && !after.clusters.contains_key(name)
+        && fleet.is_known_absent(name, recorded.file.as_deref())
+}
+
 /// The version each cluster runs, as its status file records it.
 pub fn running_versions(
     statuses: &std::collections::BTreeMap<String, Status>,
