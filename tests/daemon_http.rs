@@ -107,14 +107,22 @@ impl Server {
         events
     }
 
+    /// A signed GitHub delivery with a delivery id of its own.
     async fn github(&self, event: &str, body: &[u8]) -> (u16, String) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let delivery = format!("72d3162e-cc78-11e3-81ab-{n:012x}");
+        self.github_delivery(event, body, &delivery).await
+    }
+
+    async fn github_delivery(&self, event: &str, body: &[u8], delivery: &str) -> (u16, String) {
         let signature = webhook::github_signature(SECRET, body);
         self.post(
             "/webhooks/github",
             &[
                 ("x-github-event", event),
                 ("x-hub-signature-256", &signature),
-                ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+                ("x-github-delivery", delivery),
                 ("content-type", "application/json"),
             ],
             body.to_vec(),
@@ -816,4 +824,102 @@ async fn the_secrets_never_show() {
         assert!(!text.contains("Secret to Everybody"), "{text}");
         assert!(!text.contains("gitlab-Secret-Token"), "{text}");
     }
+}
+
+/// Issue 18: a delivery replayed with its id (a captured request sent again, or a forge's
+/// redelivery) is answered 202 and sends no second event; a new delivery does.
+#[tokio::test]
+async fn issue_18_a_replayed_delivery_triggers_no_second_pass() {
+    let mut server = start(config()).await;
+    let body = push_body("refs/heads/main", SHA);
+    let id = "0b7a5c1e-0000-4000-8000-000000000001";
+    let (status, _) = server.github_delivery("push", &body, id).await;
+    assert_eq!(status, 202);
+    assert_eq!(server.drain().len(), 1);
+    for _ in 0..3 {
+        let (status, text) = server.github_delivery("push", &body, id).await;
+        assert_eq!(
+            (status, text.as_str()),
+            (202, "ignored: delivery received before")
+        );
+    }
+    assert_eq!(server.drain(), vec![]);
+    let (status, _) = server
+        .github_delivery("push", &body, "0b7a5c1e-0000-4000-8000-000000000002")
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(server.drain().len(), 1);
+
+    // GitLab keeps its Idempotency-Key when it retries or resends.
+    let gitlab = |key: &'static str| {
+        let body = gitlab_push_body(SHA);
+        let server = &server;
+        async move {
+            server
+                .post(
+                    "/webhooks/gitlab",
+                    &[
+                        ("x-gitlab-event", "Push Hook"),
+                        ("x-gitlab-token", GITLAB_TOKEN),
+                        ("idempotency-key", key),
+                    ],
+                    body,
+                )
+                .await
+        }
+    };
+    assert_eq!(gitlab("f0f0f0f0-1111-4222-8333-444444444444").await.0, 202);
+    assert_eq!(gitlab("f0f0f0f0-1111-4222-8333-444444444444").await.0, 202);
+    assert_eq!(server.drain().len(), 1);
+}
+
+/// Issue 18: bodies trickled a byte at a time no longer hold connections open: each is
+/// answered 408 once the read timeout passes, and sends nothing.
+#[tokio::test]
+async fn issue_18_trickled_bodies_are_cut_off() {
+    let mut server = start(WebhookConfig {
+        body_read_timeout: Duration::from_millis(500),
+        ..config()
+    })
+    .await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let started = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..16 {
+        let address = address.clone();
+        slow.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(&address).await.unwrap();
+            let head = "POST /webhooks/github HTTP/1.1\r\nhost: localhost\r\nx-github-event: push\r\n\
+                        content-length: 1000\r\n\r\n";
+            stream.write_all(head.as_bytes()).await.unwrap();
+            // A byte every 100 ms until the server answers or closes.
+            let mut answer = vec![0u8; 256];
+            loop {
+                tokio::select! {
+                    read = stream.read(&mut answer) => {
+                        let n = read.unwrap_or(0);
+                        return String::from_utf8_lossy(&answer[..n]).into_owned();
+                    }
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {
+                        if stream.write_all(b"x").await.is_err() {
+                            return String::new();
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for task in slow {
+        let answer = task.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.drain(), vec![]);
+    // The server still answers others at once.
+    let (status, _, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
 }

@@ -39,6 +39,8 @@ pub struct HttpState {
     pub health: Health,
     /// Rendered by `/metrics`; the webhook handlers record deliveries in it.
     pub metrics: Metrics,
+    /// The ids of the latest verified deliveries, so that a replay triggers nothing.
+    pub deliveries: Arc<webhook::Deliveries>,
 }
 
 impl HttpState {
@@ -53,6 +55,7 @@ impl HttpState {
             events,
             health,
             metrics,
+            deliveries: Arc::default(),
         }
     }
 }

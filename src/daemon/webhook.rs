@@ -8,8 +8,9 @@
 //! answered 202, because a full queue means a pass is already due and the loop coalesces
 //! every trigger into a fetch of the branch's newest commit.
 //!
-//! Checks, in order: body size (413), signature or token (401; 404 when that forge has no
-//! secret configured), event header and payload (400). Only then is an event sent.
+//! Checks, in order: body size (413) and read time (408), signature or token (401; 404 when
+//! that forge has no secret configured), event header and payload (400), and the delivery
+//! id (a delivery seen before sends nothing). Only then is an event sent.
 //! - GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>`,
 //!   `X-GitHub-Event` (`push`, `pull_request`, `ping`); JSON, or a form with the JSON in
 //!   field `payload` (the MAC covers the raw form body).
@@ -41,6 +42,58 @@ use super::{Event, PullRequestEvent};
 /// The body size limit unless configured otherwise: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// How long reading a delivery's body may take unless configured otherwise: GitHub gives up
+/// on a delivery after 10 seconds, Gitea after 5, so a body still arriving after 10 is not
+/// a forge's, and a connection trickling bytes is answered 408 rather than held open.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How many delivery ids are remembered.
+const REMEMBERED_DELIVERIES: usize = 1024;
+
+/// The ids of the latest verified deliveries (`X-GitHub-Delivery`, `X-Gitea-Delivery` or
+/// `X-Forgejo-Delivery`, GitLab's `Idempotency-Key` or `X-Gitlab-Event-UUID`): a forge keeps
+/// the id when it redelivers, and a replayed capture carries it too, so a delivery seen
+/// before sends no event. Bounded: the oldest ids are forgotten first.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    seen: std::sync::Mutex<(
+        std::collections::VecDeque<String>,
+        std::collections::HashSet<String>,
+    )>,
+}
+
+impl Deliveries {
+    /// Records `id`; false when it was already there.
+    fn first_time(&self, id: &str) -> bool {
+        let mut guard = self.seen.lock().expect("delivery ids lock");
+        let (order, set) = &mut *guard;
+        if !set.insert(id.to_owned()) {
+            return false;
+        }
+        order.push_back(id.to_owned());
+        if order.len() > REMEMBERED_DELIVERIES
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
+        }
+        true
+    }
+}
+
+/// The delivery id a forge sent, if any.
+fn delivery_id(forge: WebhookForge, headers: &HeaderMap) -> Option<&str> {
+    let names: &[&str] = match forge {
+        WebhookForge::GitHub => &["x-github-delivery"],
+        WebhookForge::Gitea => &["x-gitea-delivery", "x-forgejo-delivery"],
+        WebhookForge::GitLab => &["idempotency-key", "x-gitlab-event-uuid"],
+    };
+    names
+        .iter()
+        .find_map(|name| header_str(headers, name))
+        .map(str::trim)
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+}
+
 /// What webhook verification needs: the watched branch, a secret per forge, the body limit.
 /// A forge without a secret (or with an empty one) has its endpoint answer 404: a delivery
 /// that cannot be verified is never acted on.
@@ -57,6 +110,8 @@ pub struct WebhookConfig {
     pub gitlab_token: Option<SecretString>,
     /// Bodies larger than this are refused with 413 without being read further.
     pub max_body_bytes: usize,
+    /// A body not read within this is refused with 408 and its connection closed.
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl WebhookConfig {
@@ -68,6 +123,7 @@ impl WebhookConfig {
             gitea_secret: None,
             gitlab_token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_read_timeout: BODY_READ_TIMEOUT,
         }
     }
 }
@@ -508,7 +564,23 @@ async fn handle(
         (status, text.to_string()).into_response()
     };
 
-    let body = match read_limited(headers, body, config.max_body_bytes).await {
+    let read = tokio::time::timeout(
+        config.body_read_timeout,
+        read_limited(headers, body, config.max_body_bytes),
+    );
+    let Ok(body) = read.await else {
+        warn!(
+            forge = forge.as_str(),
+            timeout = ?config.body_read_timeout,
+            "Webhook delivery refused: its body was not received in time"
+        );
+        return answer(
+            WebhookResult::BadRequest,
+            StatusCode::REQUEST_TIMEOUT,
+            "body not received in time",
+        );
+    };
+    let body = match body {
         Ok(body) => body,
         Err(Unread::TooLarge) => {
             warn!(
@@ -555,6 +627,19 @@ async fn handle(
                 WebhookResult::Ignored,
                 StatusCode::ACCEPTED,
                 &format!("ignored: {reason}"),
+            )
+        }
+        Ok(Outcome::Event(_))
+            if delivery_id(forge, headers).is_some_and(|id| !state.deliveries.first_time(id)) =>
+        {
+            info!(
+                forge = forge.as_str(),
+                "Webhook delivery received before; nothing sent"
+            );
+            answer(
+                WebhookResult::Ignored,
+                StatusCode::ACCEPTED,
+                "ignored: delivery received before",
             )
         }
         Ok(Outcome::Event(event)) => {
