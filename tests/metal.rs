@@ -1426,3 +1426,34 @@ async fn a_given_pool_or_seed_gives_the_same_addresses() {
     assert!(block.contains(&first.parse::<std::net::Ipv4Addr>().unwrap()));
     assert_eq!(reserve(&a).await, reserve(&b).await);
 }
+
+/// Issue 18: a cut-off answer ends its connection at once, so the client sees the early end
+/// of file instead of waiting out its request timeout with half a body.
+#[tokio::test]
+async fn issue_18_a_cut_off_answer_ends_the_connection_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = start_sim(SimConfig::default()).await;
+    let project = project(&sim);
+    sim.set_faults(Faults {
+        truncate_next: 1,
+        ..Faults::default()
+    });
+    let address = sim.addr().to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "GET /metal/v1/projects/{project}/devices HTTP/1.1\r\nhost: {address}\r\nx-auth-token: {TOKEN}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection stayed open");
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(body.len() < length, "{} of {length} bytes", body.len());
+}

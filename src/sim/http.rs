@@ -248,15 +248,32 @@ async fn answer_api(
     response
 }
 
-/// Sends half the body under the full `Content-Length`: the connection closes early and
-/// the client sees an unexpected EOF (CAPP's "probably created" case).
+/// Sends half the body under the full `Content-Length`, then ends the connection: the
+/// client sees an unexpected end of file at once (CAPP's "probably created" case), as when a
+/// server or proxy dies mid-answer. (A body that merely stops short would leave the
+/// connection open and the client waiting out its timeout.)
 async fn truncate(response: Response) -> Response {
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
     let full = bytes.len();
-    let mut response = Response::from_parts(parts, axum::body::Body::from(bytes.slice(..full / 2)));
+    let half = bytes.slice(..full / 2);
+    // Half the body, then (once it has gone out) an error, which makes the server close.
+    let cut = futures::stream::unfold(Some(Some(half)), |next| async move {
+        match next? {
+            Some(half) => Some((Ok(half), Some(None))),
+            None => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let error = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the simulator cut this answer off",
+                );
+                Some((Err(error), None))
+            }
+        }
+    });
+    let mut response = Response::from_parts(parts, axum::body::Body::from_stream(cut));
     response.headers_mut().insert(
         header::CONTENT_LENGTH,
         HeaderValue::from_str(&full.to_string()).expect("digits are a valid header"),
