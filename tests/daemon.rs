@@ -286,11 +286,45 @@ fn a_broken_push_deletes_nothing() {
     fs::write(daemon.work.join("clusters/edge-ams.yaml"), "apiVersion: rackform.dev/v1alpha1\nkind: Cluster\nmetadata: {name: edge-ams}\nspec: {cuont: 1}\n").unwrap();
     daemon.git.commit_and_push(&daemon.work, "oops");
     let output = daemon.once(&sim);
-    assert_ok(&output);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_eq!(sim.hostnames().len(), 3);
     let status = daemon.remote_file("status/edge-ams.yaml");
     assert!(
         status.contains("phase: Blocked") && status.contains("clusters/edge-ams.yaml is invalid"),
+        "{status}"
+    );
+}
+
+/// Issue 18: a broken file whose cluster name cannot be read (a YAML syntax error) is named
+/// in the status and, at the daemon's default log level, in its log with the line; `run
+/// --once` exits 1; nothing is deleted.
+#[test]
+fn issue_18_a_file_whose_name_cannot_be_read_is_named_and_fails_the_pass() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let daemon = Daemon::new();
+    assert_ok(&daemon.once(&sim));
+    daemon.git.git(
+        &daemon.work,
+        &["pull", "--quiet", "--rebase", "origin", "main"],
+    );
+    fs::write(
+        daemon.work.join("clusters/edge-ams.yaml"),
+        "apiVersion: rackform.dev/v1alpha1\nkind: Cluster\nmetadata: {name: edge-ams\nspec: {}\n",
+    )
+    .unwrap();
+    daemon.git.commit_and_push(&daemon.work, "oops");
+    let output = daemon.once(&sim);
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("Invalid fleet file") && log.contains("clusters/edge-ams.yaml:"),
+        "{log}"
+    );
+    assert!(log.contains("problems in the fleet's files"), "{log}");
+    assert_eq!(sim.hostnames().len(), 3);
+    let status = daemon.remote_file("status/edge-ams.yaml");
+    assert!(
+        status.contains("phase: Blocked") && status.contains("clusters/edge-ams.yaml"),
         "{status}"
     );
 }

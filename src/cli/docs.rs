@@ -17,7 +17,7 @@ use super::Cli;
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     (
         "RACKFORM_LOG",
-        "Log level on stderr: `error`, `warn` (the default), `info`, `debug` or `trace`.",
+        "Log level on stderr: `error`, `warn` (the default, except for `run`), `info` (the default of `run`), `debug` or `trace`.",
     ),
     (
         crate::metal::TOKEN_ENV_VARS[0],

@@ -57,7 +57,12 @@ enum Command {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The daemon says what it does (every server created or deleted, every secret written,
+    // every refusal) at its default level; the one-shot commands keep stderr for warnings.
+    init_logging(match &cli.command {
+        Command::Run(_) => tracing::Level::INFO,
+        _ => tracing::Level::WARN,
+    });
     let result = match &cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Validate(args) => validate::run(args),
@@ -79,13 +84,13 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, at the level `RACKFORM_LOG` names (`error`, `warn`, `info`, `debug`,
-/// `trace`; default `warn`), so that command output on stdout stays clean; one JSON object
-/// per line when `RACKFORM_LOG_FORMAT=json` (in a cluster), readable text otherwise.
-fn init_logging() {
+/// `trace`; default `default`), so that command output on stdout stays clean; one JSON
+/// object per line when `RACKFORM_LOG_FORMAT=json` (in a cluster), readable text otherwise.
+fn init_logging(default: tracing::Level) {
     let level = std::env::var("RACKFORM_LOG")
         .ok()
         .and_then(|level| level.parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::WARN);
+        .unwrap_or(default);
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;

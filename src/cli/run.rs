@@ -108,6 +108,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     eprintln!("error: {refused}; nothing was applied");
                     ExitCode::from(1)
                 }
+                Ok(Outcome::Applied { invalid, .. }) if invalid > 0 => {
+                    eprintln!(
+                        "error: {invalid} problems in the fleet's files; what they may declare was left as it is (see the log, or run `rackform validate`)"
+                    );
+                    ExitCode::from(1)
+                }
                 Ok(Outcome::Applied { n_failed: 0, .. } | Outcome::Unchanged) => ExitCode::SUCCESS,
                 Ok(Outcome::Applied { n_failed, .. }) => {
                     eprintln!("error: {n_failed} actions failed; see the status files");

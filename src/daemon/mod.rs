@@ -97,10 +97,11 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
                 pushed,
                 refused,
                 held,
+                invalid,
             }) => {
-                info!(%trigger, %commit, n_actions, n_failed, held, pushed = ?pushed, "Pass done.");
+                info!(%trigger, %commit, n_actions, n_failed, held, invalid, pushed = ?pushed, "Pass done.");
                 retry_soon = held > 0;
-                if n_failed == 0 && refused.is_none() {
+                if n_failed == 0 && refused.is_none() && invalid == 0 {
                     metrics::ReconcileResult::Success
                 } else {
                     metrics::ReconcileResult::Failure

@@ -63,6 +63,8 @@ pub enum Outcome {
         /// Joins and addons the plan made after this pass holds until a control plane
         /// answers ready.
         held: usize,
+        /// Problems found in the fleet's files (their clusters are left as they are).
+        invalid: usize,
     },
 }
 
@@ -127,6 +129,11 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             }
         }
 
+        // A broken file leaves what it may declare alone: said at the default level, with
+        // where to look, so an operator sees why a push changed nothing.
+        for diagnostic in &desired.fleet.diagnostics {
+            warn!(commit = %desired.commit, problem = %diagnostic, "Invalid fleet file; what it may declare is left as it is.");
+        }
         let plan = plan::build(&plan::Inputs {
             fleet: &desired.fleet,
             world: &world,
@@ -232,6 +239,7 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             pushed,
             refused,
             held: next.clusters.iter().map(|c| c.held.len()).sum(),
+            invalid: desired.fleet.diagnostics.len(),
         })
     }
 
