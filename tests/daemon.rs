@@ -134,13 +134,18 @@ impl Daemon {
 
     /// A human adds the file `clusters/<name>.yaml` holding `text` and pushes it.
     fn add_cluster(&self, name: &str, text: &str) {
+        self.push_file(&format!("clusters/{name}.yaml"), text);
+    }
+
+    /// A human brings their clone up to date, writes `text` to `path` and pushes it.
+    fn push_file(&self, path: &str, text: &str) {
         self.git.git(
             &self.work,
             &["pull", "--quiet", "--rebase", "origin", "main"],
         );
-        fs::write(self.work.join(format!("clusters/{name}.yaml")), text).unwrap();
+        fs::write(self.work.join(path), text).unwrap();
         self.git
-            .commit_and_push(&self.work, &format!("add cluster {name}"));
+            .commit_and_push(&self.work, &format!("write {path}"));
     }
 
     fn once(&self, sim: &SimHandle) -> Output {
@@ -279,12 +284,10 @@ fn a_broken_push_deletes_nothing() {
     let sim = SimHandle::start(Duration::from_millis(20));
     let daemon = Daemon::new();
     assert_ok(&daemon.once(&sim));
-    daemon.git.git(
-        &daemon.work,
-        &["pull", "--quiet", "--rebase", "origin", "main"],
+    daemon.push_file(
+        "clusters/edge-ams.yaml",
+        "apiVersion: rackform.dev/v1alpha1\nkind: Cluster\nmetadata: {name: edge-ams}\nspec: {cuont: 1}\n",
     );
-    fs::write(daemon.work.join("clusters/edge-ams.yaml"), "apiVersion: rackform.dev/v1alpha1\nkind: Cluster\nmetadata: {name: edge-ams}\nspec: {cuont: 1}\n").unwrap();
-    daemon.git.commit_and_push(&daemon.work, "oops");
     let output = daemon.once(&sim);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_eq!(sim.hostnames().len(), 3);
@@ -303,16 +306,10 @@ fn issue_18_a_file_whose_name_cannot_be_read_is_named_and_fails_the_pass() {
     let sim = SimHandle::start(Duration::from_millis(20));
     let daemon = Daemon::new();
     assert_ok(&daemon.once(&sim));
-    daemon.git.git(
-        &daemon.work,
-        &["pull", "--quiet", "--rebase", "origin", "main"],
-    );
-    fs::write(
-        daemon.work.join("clusters/edge-ams.yaml"),
+    daemon.push_file(
+        "clusters/edge-ams.yaml",
         "apiVersion: rackform.dev/v1alpha1\nkind: Cluster\nmetadata: {name: edge-ams\nspec: {}\n",
-    )
-    .unwrap();
-    daemon.git.commit_and_push(&daemon.work, "oops");
+    );
     let output = daemon.once(&sim);
     let log = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{log}");

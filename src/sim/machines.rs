@@ -1511,15 +1511,6 @@ fn push_nodes(
     let Some(api) = &cluster.api else {
         return;
     };
-    let stamp = |at: i64| {
-        time::OffsetDateTime::from_unix_timestamp(at)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default()
-    };
     let mut writes = Vec::new();
     for node in cluster.sim.nodes.values() {
         let ready = node_ready(cluster, node, machines, config, never_ready_share, now);
@@ -1592,8 +1583,8 @@ fn push_nodes(
                     "status": status,
                     "reason": reason,
                     "message": message,
-                    "lastHeartbeatTime": stamp(since),
-                    "lastTransitionTime": stamp(since),
+                    "lastHeartbeatTime": rfc3339(since),
+                    "lastTransitionTime": rfc3339(since),
                 }],
                 "addresses": addresses,
                 "nodeInfo": {
@@ -1640,7 +1631,7 @@ fn push_nodes(
         })
         .collect();
     if let Some(api) = &cluster.api {
-        controllers::reconcile(api, &states, &stamp(now));
+        controllers::reconcile(api, &states, &rfc3339(now));
     }
 }
 
