@@ -143,7 +143,9 @@ impl Daemon {
             &self.work,
             &["pull", "--quiet", "--rebase", "origin", "main"],
         );
-        fs::write(self.work.join(path), text).unwrap();
+        let on_disk = self.work.join(path);
+        fs::create_dir_all(on_disk.parent().unwrap()).unwrap();
+        fs::write(on_disk, text).unwrap();
         self.git
             .commit_and_push(&self.work, &format!("write {path}"));
     }
@@ -729,4 +731,77 @@ fn issue_18_a_cluster_deleted_from_git_leaves_no_status_or_kubeconfig() {
         log.iter().any(|l| l.contains("remove edge-ams")),
         "the human's commit was lost: {log:?}"
     );
+}
+
+/// Issue 18: deletion protection is recorded on the servers (the `rackform:protected` tag),
+/// so one commit that removes both the cluster's file and its status file deletes nothing;
+/// lifting it takes a declaration with `deletionProtection: false`, applied, which the plan
+/// shows; only then does removing the file delete the cluster.
+#[test]
+fn issue_18_a_commit_removing_a_protected_clusters_file_and_status_deletes_nothing() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let daemon = Daemon::new();
+    let declared = fs::read_to_string(daemon.work.join("clusters/edge-ams.yaml")).unwrap();
+    daemon.push_file(
+        "clusters/edge-ams.yaml",
+        &format!("{declared}  deletionProtection: true\n"),
+    );
+    assert_ok(&daemon.once(&sim));
+    let tagged = |sim: &SimHandle| {
+        sim.sim
+            .devices()
+            .iter()
+            .filter(|d| d.tags.iter().any(|t| t == "rackform:protected"))
+            .count()
+    };
+    assert_eq!(tagged(&sim), 3);
+
+    daemon.git.git(
+        &daemon.work,
+        &["pull", "--quiet", "--rebase", "origin", "main"],
+    );
+    daemon.git.git(
+        &daemon.work,
+        &[
+            "rm",
+            "--quiet",
+            "clusters/edge-ams.yaml",
+            "status/edge-ams.yaml",
+        ],
+    );
+    daemon
+        .git
+        .commit_and_push(&daemon.work, "remove edge-ams and its status");
+    for _ in 0..2 {
+        assert_ok(&daemon.once(&sim));
+    }
+    assert_eq!(sim.hostnames().len(), 3, "a protected cluster was deleted");
+    let status = daemon.remote_file("status/edge-ams.yaml");
+    assert!(
+        status.contains("phase: Orphaned") && status.contains("deletionProtection: true"),
+        "{status}"
+    );
+
+    // Lifting it is a declaration of its own, applied; then the removal deletes.
+    daemon.push_file(
+        "clusters/edge-ams.yaml",
+        &format!("{declared}  deletionProtection: false\n"),
+    );
+    assert_ok(&daemon.once(&sim));
+    assert_eq!(tagged(&sim), 0);
+    daemon.git.git(
+        &daemon.work,
+        &["pull", "--quiet", "--rebase", "origin", "main"],
+    );
+    daemon
+        .git
+        .git(&daemon.work, &["rm", "--quiet", "clusters/edge-ams.yaml"]);
+    daemon.git.commit_and_push(&daemon.work, "remove edge-ams");
+    for _ in 0..3 {
+        assert_ok(&daemon.once(&sim));
+        if sim.hostnames().is_empty() {
+            break;
+        }
+    }
+    assert!(sim.hostnames().is_empty(), "{:?}", sim.hostnames());
 }

@@ -358,6 +358,7 @@ fn big_plan(n_update: usize, n_delete: usize, per_cluster: usize) -> Plan {
                     spec: "abcdef12".into(),
                     role: Role::Worker,
                     reservation: None,
+                    protected: false,
                 });
                 let reason = if n % 2 == 0 {
                     Reason::PoolBelowCount {

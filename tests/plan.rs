@@ -193,6 +193,7 @@ fn world_strategy(n_clusters: usize) -> impl Strategy<Value = World> {
                     reservation: None,
                     created_at: Some(NOW - 60),
                     active_since: None,
+                    protected: false,
                 });
             }
             // Workers that run had a control plane to join: a world whose control plane is
@@ -219,6 +220,7 @@ fn world_strategy(n_clusters: usize) -> impl Strategy<Value = World> {
                     reservation: None,
                     created_at: Some(NOW - 60),
                     active_since: None,
+                    protected: false,
                 });
             }
             // A cluster with devices has its key material (else it is blocked, by rule 5).
@@ -269,6 +271,7 @@ fn apply_to_model(plan: &Plan, world: &mut World, next_id: &mut u32) {
                         reservation: new.reservation.clone(),
                         created_at: Some(NOW),
                         active_since: None,
+                        protected: new.protected,
                     });
             }
             Op::AssignEndpoint { cluster, hostname } => {
@@ -301,6 +304,18 @@ fn apply_to_model(plan: &Plan, world: &mut World, next_id: &mut u32) {
             }
             // The model has no etcd: a member goes with its device.
             Op::RemoveEtcdMember { .. } => {}
+            Op::SetDeletionProtection {
+                cluster,
+                protected,
+                devices,
+            } => {
+                let observed = world.clusters.get_mut(cluster).unwrap();
+                for device in &mut observed.devices {
+                    if devices.contains(&device.hostname) {
+                        device.protected = *protected;
+                    }
+                }
+            }
             // The model has no workload API: these are never planned for it.
             Op::RefreshJoinToken { .. }
             | Op::DeleteJoinToken { .. }

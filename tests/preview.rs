@@ -440,8 +440,11 @@ fn issue_9_base_settings_win_over_the_branch() {
     });
     let plan = preview.json(&["--ref", "unprotect", "--base", "main"]);
     assert_eq!(change(&plan, "core"), "orphaned", "{plan}");
+    // Read whole, the branch lowers the status file's record too; the protection recorded
+    // on core's servers (the rackform:protected tag, issue 18) still holds.
     let plan = preview.json(&["--ref", "unprotect"]);
-    assert_eq!(change(&plan, "core"), "delete", "{plan}");
+    assert_eq!(change(&plan, "core"), "orphaned", "{plan}");
+    assert!(plan.to_string().contains("rackform:protected"), "{plan}");
 }
 
 #[test]

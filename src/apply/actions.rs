@@ -50,6 +50,15 @@ pub fn describe(op: &Op) -> String {
         Op::SetKubeProxyVersion { cluster, version } => {
             format!("set the kube-proxy of {cluster} to {version}")
         }
+        Op::SetDeletionProtection {
+            cluster, protected, ..
+        } => {
+            if *protected {
+                format!("record the deletion protection of {cluster} on its devices")
+            } else {
+                format!("lift the deletion protection of {cluster} from its devices")
+            }
+        }
         Op::SetKubernetesVersion { cluster, version } => {
             format!("set the kubernetesVersion of {cluster} to {version}")
         }
@@ -189,6 +198,36 @@ pub async fn run<M: Metal, S: SecretStore + Sync>(
             let client = materials.api(context, cluster).await?;
             client.delete_node(hostname).await.map_err(|e| chain(&e))?;
             Ok("deleted".into())
+        }
+        Op::SetDeletionProtection {
+            cluster,
+            protected,
+            devices,
+        } => {
+            for hostname in devices {
+                let device = find_device(context, cluster, |d| d.hostname == *hostname)
+                    .await?
+                    .ok_or_else(|| format!("device {hostname} does not exist"))?;
+                let mut tags: Vec<String> = device
+                    .tags
+                    .iter()
+                    .filter(|t| *t != metal::PROTECTED_TAG)
+                    .cloned()
+                    .collect();
+                if *protected {
+                    tags.push(metal::PROTECTED_TAG.to_owned());
+                }
+                context
+                    .metal
+                    .set_tags(&device.id, &tags)
+                    .await
+                    .map_err(|e| chain(&e))?;
+            }
+            Ok(format!(
+                "{} {} devices",
+                if *protected { "tagged" } else { "untagged" },
+                devices.len()
+            ))
         }
         Op::SetKubeProxyVersion { cluster, version } => {
             let client = materials.api(context, cluster).await?;
@@ -850,6 +889,9 @@ async fn create_device<M: Metal, S: SecretStore + Sync>(
         spec: new.spec.clone(),
     }
     .to_tags();
+    if new.protected {
+        device.tags.push(metal::PROTECTED_TAG.to_owned());
+    }
     device.billing_cycle = Some(BillingCycle::Hourly);
     device.hardware_reservation_id = new.reservation.clone();
     device.ssh_keys = cluster.ssh_keys.clone();

@@ -159,6 +159,7 @@ pub fn converged_world(fleet: &Fleet) -> World {
                 reservation: None,
                 created_at: Some(1_790_000_000),
                 active_since: Some(1_790_000_600),
+                protected: false,
             });
         }
         observed.secrets = SecretKind::ALL

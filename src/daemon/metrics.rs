@@ -124,11 +124,12 @@ pub enum ActionKind {
     DeleteNode,
     SetKubernetesVersion,
     SetKubeProxyVersion,
+    SetDeletionProtection,
     ApplyAddon,
 }
 
 impl ActionKind {
-    const ALL: [ActionKind; 15] = [
+    const ALL: [ActionKind; 16] = [
         Self::CreateSecrets,
         Self::ReserveEndpoint,
         Self::CreateDevice,
@@ -143,6 +144,7 @@ impl ActionKind {
         Self::DeleteNode,
         Self::SetKubernetesVersion,
         Self::SetKubeProxyVersion,
+        Self::SetDeletionProtection,
         Self::ApplyAddon,
     ];
 
@@ -162,6 +164,7 @@ impl ActionKind {
             Op::DeleteNode { .. } => Self::DeleteNode,
             Op::SetKubernetesVersion { .. } => Self::SetKubernetesVersion,
             Op::SetKubeProxyVersion { .. } => Self::SetKubeProxyVersion,
+            Op::SetDeletionProtection { .. } => Self::SetDeletionProtection,
             Op::ApplyAddon { .. } => Self::ApplyAddon,
         }
     }
@@ -182,6 +185,7 @@ impl ActionKind {
             Self::DeleteNode => "delete_node",
             Self::SetKubernetesVersion => "set_kubernetes_version",
             Self::SetKubeProxyVersion => "set_kube_proxy_version",
+            Self::SetDeletionProtection => "set_deletion_protection",
             Self::ApplyAddon => "apply_addon",
         }
     }

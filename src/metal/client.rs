@@ -442,6 +442,24 @@ impl Metal for PacketClient {
     }
 
     #[instrument(skip_all, fields(device = %id))]
+    async fn set_tags(&self, id: &DeviceId, tags: &[String]) -> Result<Device> {
+        let body = serde_json::to_vec(&wire::UpdateTags { tags }).expect("tags serialize");
+        let what = || format!("setting the tags of device {id}");
+        // A PUT of the whole list is idempotent: it is retried like a read.
+        let answer = self
+            .send(
+                Method::PUT,
+                self.url(&["devices", id.as_str()]),
+                Some(&body),
+                &[],
+            )
+            .await
+            .map_err(api(what()))?;
+        let device: wire::WireDevice = decode(&answer.body).map_err(api(what()))?;
+        Ok(device.into())
+    }
+
+    #[instrument(skip_all, fields(device = %id))]
     async fn delete_device(&self, id: &DeviceId) -> Result<Deleted> {
         self.delete(self.url(&["devices", id.as_str()]))
             .await

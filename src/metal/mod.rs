@@ -28,7 +28,8 @@ pub use client::{ClientConfig, DEFAULT_BASE_URL, PacketClient};
 pub use journal::{Created, Journal, JournalError};
 pub use retry::{Jitter, RateLimiter, RetryPolicy};
 pub use tags::{
-    CONTROL_PLANE, DeviceTags, MAX_TAG_LEN, PartialTags, Pool, RackformTags, TagError, cluster_tag,
+    CONTROL_PLANE, DeviceTags, MAX_TAG_LEN, PROTECTED as PROTECTED_TAG, PartialTags, Pool,
+    RackformTags, TagError, cluster_tag,
 };
 
 /// Result of a [`Metal`] call.
@@ -59,6 +60,13 @@ pub trait Metal: Send + Sync {
 
     /// Deletes a device. A device that is already gone is not an error.
     fn delete_device(&self, id: &DeviceId) -> impl Future<Output = Result<Deleted>> + Send;
+
+    /// Sets a device's tags to `tags`, the whole list (`PUT /devices/{id}`).
+    fn set_tags(
+        &self,
+        id: &DeviceId,
+        tags: &[String],
+    ) -> impl Future<Output = Result<Device>> + Send;
 
     /// IP reservations of `project`, optionally only those carrying `tag`.
     fn list_ip_reservations(

@@ -15,6 +15,10 @@ const CLUSTER: &str = "cluster";
 const POOL: &str = "pool";
 const ORDINAL: &str = "ordinal";
 const SPEC: &str = "spec";
+/// The tag that records a cluster's deletion protection on its devices, where no commit can
+/// remove it: a protected cluster whose file and status file are both deleted is still not
+/// pruned. Only a declaration with `deletionProtection: false`, applied, takes it off.
+pub const PROTECTED: &str = "rackform:protected";
 /// The pool name that marks control-plane nodes.
 pub const CONTROL_PLANE: &str = "control-plane";
 /// The API's limit on a tag's length (CAPP README).

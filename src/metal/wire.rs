@@ -185,6 +185,12 @@ pub struct RequestIpReservation<'a> {
     pub details: Option<&'a str>,
 }
 
+/// Body of `PUT /devices/{id}` that sets a device's tags (the whole list).
+#[derive(Serialize)]
+pub struct UpdateTags<'a> {
+    pub tags: &'a [String],
+}
+
 /// Body of `POST /devices/{id}/ips`.
 #[derive(Serialize)]
 pub struct AssignIp<'a> {

@@ -149,6 +149,7 @@ pub async fn world(
         if let Some(previous) = previous {
             previous.recall(observed);
         }
+
         // Since when each active device has been seen active: as its status file recorded,
         // else from now on (Packet keeps no time of the state change).
         for device in &mut observed.devices {
@@ -193,6 +194,7 @@ fn observed_device(device: &metal::Device) -> ObservedDevice {
         reservation: device.hardware_reservation.as_ref().map(|r| r.to_string()),
         created_at: device.created_unix(),
         active_since: None,
+        protected: device.tags.iter().any(|t| t == crate::metal::PROTECTED_TAG),
     }
 }
 

@@ -197,6 +197,9 @@ pub struct ObservedDevice {
     /// file recorded it, else the observation that first saw it so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_since: Option<i64>,
+    /// It carries the `rackform:protected` tag: its cluster is deletion-protected.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
 }
 
 /// A device's provisioning state, as far as planning cares.

@@ -545,6 +545,7 @@ fn declared(
     }
     addons(b, cluster, observed.api.as_ref(), api_after);
     after_the_endpoint_moves(b);
+    protection_on_devices(b, cluster, observed);
     if exists {
         ClusterChange::Update
     } else {
@@ -672,6 +673,7 @@ impl PoolRun<'_> {
             spec: target.spec.clone(),
             role,
             reservation,
+            protected: self.cluster.deletion_protection,
         };
         let id = b.push(Op::CreateDevice(new), reason, &after);
         if role == Role::Init {
@@ -1204,6 +1206,41 @@ fn stale_nodes(
     }
 }
 
+/// The declaration's deletion protection is recorded on the cluster's devices as the
+/// `rackform:protected` tag, where no commit can remove it; a declaration without it takes
+/// the tag off, which the plan shows.
+fn protection_on_devices(b: &mut ClusterBuilder, cluster: &Cluster, observed: &ObservedCluster) {
+    let deleted: BTreeSet<&str> = b
+        .actions
+        .iter()
+        .filter_map(|a| match &a.op {
+            Op::DeleteDevice { device, .. } => Some(device.as_str()),
+            _ => None,
+        })
+        .collect();
+    let devices: Vec<String> = observed
+        .devices
+        .iter()
+        .filter(|d| d.ordinal.is_some() && d.state.is_live() && !deleted.contains(d.id.as_str()))
+        .filter(|d| d.protected != cluster.deletion_protection)
+        .map(|d| d.hostname.clone())
+        .collect();
+    if devices.is_empty() {
+        return;
+    }
+    let reason = if cluster.deletion_protection {
+        Reason::ProtectionDeclared
+    } else {
+        Reason::ProtectionLifted
+    };
+    let op = Op::SetDeletionProtection {
+        cluster: b.name.to_owned(),
+        protected: cluster.deletion_protection,
+        devices,
+    };
+    b.push(op, reason, &[]);
+}
+
 /// The cluster's API answers at the control-plane IP: what this plan asks of it waits for
 /// the IP's assignment when the plan moves it, or it would talk to an API on its way away.
 fn after_the_endpoint_moves(b: &mut ClusterBuilder) {
@@ -1334,12 +1371,17 @@ fn removed(b: &mut ClusterBuilder, observed: &ObservedCluster, prune: bool) -> C
     if devices.is_empty() && owned.is_empty() && observed.endpoint.is_none() {
         return ClusterChange::NoChange;
     }
-    if !prune || observed.deletion_protection {
+    // Protection recorded on the servers holds even when a commit removed both the file
+    // and the status file that said so.
+    let tagged = devices.iter().any(|d| d.protected);
+    if !prune || observed.deletion_protection || tagged {
         for device in &devices {
             b.orphans
                 .push(format!("{} ({})", device.hostname, device.id));
         }
-        b.notes.push(if observed.deletion_protection {
+        b.notes.push(if tagged {
+            "removed from Git but deletion-protected (its servers carry the rackform:protected tag): nothing is deleted; declare it again with deletionProtection: false and apply that first"
+        } else if observed.deletion_protection {
             "removed from Git but deletion-protected: nothing is deleted; turn protection off in its last declaration first"
         } else {
             "removed from Git; pruning is off in rackform.yaml, so nothing is deleted"

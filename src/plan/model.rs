@@ -89,6 +89,7 @@ impl Plan {
                     | Op::DeleteNode { .. }
                     | Op::SetKubernetesVersion { .. }
                     | Op::SetKubeProxyVersion { .. }
+                    | Op::SetDeletionProtection { .. }
                     | Op::ApplyAddon { .. },
                     _,
                 ) => summary.change += 1,
@@ -267,6 +268,14 @@ pub enum Op {
     /// Delete the Node object of a device that is gone (its kubelet registered it again
     /// after its drain, or the device was deleted outside rackform).
     DeleteNode { cluster: String, hostname: String },
+    /// Tag the cluster's devices `rackform:protected` (or take the tag off them), so that its
+    /// deletion protection holds where no commit can remove it.
+    SetDeletionProtection {
+        cluster: String,
+        protected: bool,
+        /// The hostnames of the devices to change.
+        devices: Vec<String>,
+    },
     /// Set `kubernetesVersion` in kubeadm's `ClusterConfiguration`
     /// (`kube-system/kubeadm-config`), as `kubeadm upgrade apply` does: before the first
     /// control plane of a new version joins, which reads it there.
@@ -299,6 +308,7 @@ impl Op {
             Op::DrainNode { .. } => "drain_node",
             Op::RemoveEtcdMember { .. } => "remove_etcd_member",
             Op::DeleteNode { .. } => "delete_node",
+            Op::SetDeletionProtection { .. } => "set_deletion_protection",
             Op::SetKubernetesVersion { .. } => "set_kubernetes_version",
             Op::SetKubeProxyVersion { .. } => "set_kube_proxy_version",
             Op::ApplyAddon { .. } => "apply_addon",
@@ -324,6 +334,9 @@ pub struct NewDevice {
     pub role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservation: Option<String>,
+    /// Tagged `rackform:protected` at creation: its cluster is deletion-protected.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -407,6 +420,10 @@ pub enum Reason {
     AddonMissing,
     /// The addon's manifests changed in Git since they were applied.
     AddonChanged,
+    /// The declaration protects the cluster from deletion; these devices do not say so yet.
+    ProtectionDeclared,
+    /// The declaration lifts the cluster's deletion protection.
+    ProtectionLifted,
     /// The declared Kubernetes version differs from the one the cluster configuration
     /// names.
     VersionChanged {
@@ -481,6 +498,13 @@ impl fmt::Display for Reason {
             Reason::AddonMissing => write!(f, "addon not applied yet"),
             Reason::AddonChanged => write!(f, "addon changed in Git"),
             Reason::VersionChanged { from, to } => write!(f, "upgrade from {from} to {to}"),
+            Reason::ProtectionDeclared => write!(f, "deletionProtection is true"),
+            Reason::ProtectionLifted => {
+                write!(
+                    f,
+                    "deletionProtection is false: the cluster may be deleted once its file is removed"
+                )
+            }
         }
     }
 }

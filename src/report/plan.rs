@@ -18,6 +18,7 @@ fn sign(op: &Op) -> char {
         | Op::DeleteNode { .. }
         | Op::SetKubernetesVersion { .. }
         | Op::SetKubeProxyVersion { .. }
+        | Op::SetDeletionProtection { .. }
         | Op::ApplyAddon { .. } => '~',
         Op::DeleteDevice { .. } | Op::ReleaseEndpoint { .. } | Op::DeleteSecrets { .. } => '-',
     }
@@ -55,6 +56,16 @@ fn describe(op: &Op) -> (String, String) {
         Op::DrainNode { hostname, .. } => ("drain node".into(), hostname.clone()),
         Op::RemoveEtcdMember { hostname, .. } => ("remove etcd member".into(), hostname.clone()),
         Op::DeleteNode { hostname, .. } => ("delete node".into(), hostname.clone()),
+        Op::SetDeletionProtection {
+            protected, devices, ..
+        } => (
+            if *protected {
+                "protect devices".into()
+            } else {
+                "lift deletion protection".into()
+            },
+            devices.join(", "),
+        ),
         Op::SetKubeProxyVersion { version, .. } => (
             "set kube-proxy image".into(),
             format!("{version} in kube-system/kube-proxy"),

@@ -98,7 +98,10 @@ pub fn of(
 ) -> Status {
     let (deletion_protection, file) = match declared {
         Some(cluster) => (cluster.deletion_protection, Some(cluster.file.clone())),
-        None => (after.deletion_protection, after.declared_in.clone()),
+        None => (
+            after.deletion_protection || after.devices.iter().any(|d| d.protected),
+            after.declared_in.clone(),
+        ),
     };
     let nodes = match (declared, &after.api) {
         (Some(cluster), Some(api)) => {

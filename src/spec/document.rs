@@ -183,7 +183,10 @@ pub struct ClusterSpec {
     /// Public keys authorised on every device, in addition to the fleet's.
     #[serde(default)]
     pub ssh_keys: Vec<String>,
-    /// Never delete this cluster, even when its file is removed and pruning is on.
+    /// Never delete this cluster, even when its file is removed and pruning is on. Recorded
+    /// on its servers as the `rackform:protected` tag, so a commit that removes its file and
+    /// its status file deletes nothing; to delete it, first apply its declaration with
+    /// `deletionProtection: false`.
     pub deletion_protection: Option<bool>,
     pub rollout: Option<RolloutSpec>,
     pub health_check: Option<HealthCheckSpec>,

@@ -257,6 +257,14 @@ async fn sim_answers_match_the_official_sdk_models() {
     )
     .await;
     r.call("GET", "/devices/{id}", &d(""), None).await;
+    // rackform sets a device's tags with a PUT of the whole list (deletion protection).
+    r.call(
+        "PUT",
+        "/devices/{id}",
+        &d(""),
+        Some(json!({"tags": ["rackform:cluster=spec", "rackform:protected"]})),
+    )
+    .await;
     r.call("GET", "/projects/{id}/ips", &p("/ips"), None).await;
     r.call("GET", "/ips/{id}", &format!("/ips/{reservation_id}"), None)
         .await;
