@@ -137,6 +137,18 @@ impl Daemon {
         self.push_file(&format!("clusters/{name}.yaml"), text);
     }
 
+    /// A human brings their clone up to date, removes `paths` and pushes that.
+    fn remove_files(&self, paths: &[&str], message: &str) {
+        self.git.git(
+            &self.work,
+            &["pull", "--quiet", "--rebase", "origin", "main"],
+        );
+        let mut args = vec!["rm", "--quiet"];
+        args.extend_from_slice(paths);
+        self.git.git(&self.work, &args);
+        self.git.commit_and_push(&self.work, message);
+    }
+
     /// A human brings their clone up to date, writes `text` to `path` and pushes it.
     fn push_file(&self, path: &str, text: &str) {
         self.git.git(
@@ -707,14 +719,7 @@ fn issue_18_a_cluster_deleted_from_git_leaves_no_status_or_kubeconfig() {
     assert!(files.contains("status/edge-ams.yaml"), "{files}");
     assert!(files.contains("kubeconfigs/edge-ams.sops.yaml"), "{files}");
 
-    daemon.git.git(
-        &daemon.work,
-        &["pull", "--quiet", "--rebase", "origin", "main"],
-    );
-    daemon
-        .git
-        .git(&daemon.work, &["rm", "--quiet", "clusters/edge-ams.yaml"]);
-    daemon.git.commit_and_push(&daemon.work, "remove edge-ams");
+    daemon.remove_files(&["clusters/edge-ams.yaml"], "remove edge-ams");
     // The first pass deletes the servers and secrets; the next finds nothing left.
     for _ in 0..3 {
         assert_ok(&daemon.once(&sim));
@@ -756,22 +761,10 @@ fn issue_18_a_commit_removing_a_protected_clusters_file_and_status_deletes_nothi
     };
     assert_eq!(tagged(&sim), 3);
 
-    daemon.git.git(
-        &daemon.work,
-        &["pull", "--quiet", "--rebase", "origin", "main"],
+    daemon.remove_files(
+        &["clusters/edge-ams.yaml", "status/edge-ams.yaml"],
+        "remove edge-ams and its status",
     );
-    daemon.git.git(
-        &daemon.work,
-        &[
-            "rm",
-            "--quiet",
-            "clusters/edge-ams.yaml",
-            "status/edge-ams.yaml",
-        ],
-    );
-    daemon
-        .git
-        .commit_and_push(&daemon.work, "remove edge-ams and its status");
     for _ in 0..2 {
         assert_ok(&daemon.once(&sim));
     }
@@ -789,14 +782,7 @@ fn issue_18_a_commit_removing_a_protected_clusters_file_and_status_deletes_nothi
     );
     assert_ok(&daemon.once(&sim));
     assert_eq!(tagged(&sim), 0);
-    daemon.git.git(
-        &daemon.work,
-        &["pull", "--quiet", "--rebase", "origin", "main"],
-    );
-    daemon
-        .git
-        .git(&daemon.work, &["rm", "--quiet", "clusters/edge-ams.yaml"]);
-    daemon.git.commit_and_push(&daemon.work, "remove edge-ams");
+    daemon.remove_files(&["clusters/edge-ams.yaml"], "remove edge-ams");
     for _ in 0..3 {
         assert_ok(&daemon.once(&sim));
         if sim.hostnames().is_empty() {

@@ -72,27 +72,11 @@ impl Plan {
             match (&action.op, &action.reason) {
                 (Op::CreateDevice(_), Reason::Replaces { .. }) => summary.replace += 1,
                 (Op::DeleteDevice { .. }, Reason::Replaced { .. }) => {}
-                (
-                    Op::CreateDevice(_) | Op::CreateSecrets { .. } | Op::ReserveEndpoint { .. },
-                    _,
-                ) => summary.create += 1,
-                (
-                    Op::DeleteDevice { .. } | Op::DeleteSecrets { .. } | Op::ReleaseEndpoint { .. },
-                    _,
-                ) => summary.delete += 1,
-                (
-                    Op::AssignEndpoint { .. }
-                    | Op::RefreshJoinToken { .. }
-                    | Op::DeleteJoinToken { .. }
-                    | Op::DrainNode { .. }
-                    | Op::RemoveEtcdMember { .. }
-                    | Op::DeleteNode { .. }
-                    | Op::SetKubernetesVersion { .. }
-                    | Op::SetKubeProxyVersion { .. }
-                    | Op::SetDeletionProtection { .. }
-                    | Op::ApplyAddon { .. },
-                    _,
-                ) => summary.change += 1,
+                (op, _) => match op.effect() {
+                    Effect::Create => summary.create += 1,
+                    Effect::Change => summary.change += 1,
+                    Effect::Delete => summary.delete += 1,
+                },
             }
         }
         summary
@@ -292,7 +276,37 @@ pub enum Op {
     },
 }
 
+/// What an operation does to what rackform manages, as plans count and mark it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Create,
+    Change,
+    Delete,
+}
+
 impl Op {
+    /// Whether it creates, changes or deletes.
+    pub fn effect(&self) -> Effect {
+        match self {
+            Op::CreateSecrets { .. } | Op::ReserveEndpoint { .. } | Op::CreateDevice(_) => {
+                Effect::Create
+            }
+            Op::DeleteDevice { .. } | Op::ReleaseEndpoint { .. } | Op::DeleteSecrets { .. } => {
+                Effect::Delete
+            }
+            Op::AssignEndpoint { .. }
+            | Op::RefreshJoinToken { .. }
+            | Op::DeleteJoinToken { .. }
+            | Op::DrainNode { .. }
+            | Op::RemoveEtcdMember { .. }
+            | Op::DeleteNode { .. }
+            | Op::SetKubernetesVersion { .. }
+            | Op::SetKubeProxyVersion { .. }
+            | Op::SetDeletionProtection { .. }
+            | Op::ApplyAddon { .. } => Effect::Change,
+        }
+    }
+
     /// The action's name, for spans, logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

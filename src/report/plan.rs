@@ -4,23 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::plan::{Action, ClusterChange, ClusterPlan, NewDevice, Op, Plan, Reason, Role};
+use crate::plan::{Action, ClusterChange, ClusterPlan, Effect, NewDevice, Op, Plan, Reason, Role};
 
 /// How an action is marked: `+` create, `-` delete, `~` change.
 fn sign(op: &Op) -> char {
-    match op {
-        Op::CreateSecrets { .. } | Op::ReserveEndpoint { .. } | Op::CreateDevice(_) => '+',
-        Op::AssignEndpoint { .. }
-        | Op::RefreshJoinToken { .. }
-        | Op::DeleteJoinToken { .. }
-        | Op::DrainNode { .. }
-        | Op::RemoveEtcdMember { .. }
-        | Op::DeleteNode { .. }
-        | Op::SetKubernetesVersion { .. }
-        | Op::SetKubeProxyVersion { .. }
-        | Op::SetDeletionProtection { .. }
-        | Op::ApplyAddon { .. } => '~',
-        Op::DeleteDevice { .. } | Op::ReleaseEndpoint { .. } | Op::DeleteSecrets { .. } => '-',
+    match op.effect() {
+        Effect::Create => '+',
+        Effect::Change => '~',
+        Effect::Delete => '-',
     }
 }
 
