@@ -1457,3 +1457,25 @@ async fn issue_18_a_cut_off_answer_ends_the_connection_at_once() {
         .unwrap();
     assert!(body.len() < length, "{} of {length} bytes", body.len());
 }
+
+/// A call the API marks deprecated is said once per client, not once per request: the
+/// demo's narrative and a daemon's log are not a wall of the same warning.
+#[tokio::test]
+async fn a_deprecated_call_is_reported_once() {
+    let (logs, _guard) = capture_logs();
+    let sim = start_sim(SimConfig::default()).await;
+    let project = project(&sim);
+    let client = client(&sim);
+    for n in 0..3 {
+        let mut new = new_device(&identity("old", Pool::ControlPlane, n), "sv");
+        new.location = Location::Facilities(vec!["sv15".into()]);
+        client.create_device(&project, &new).await.unwrap();
+    }
+    let logs = logs.text();
+    assert_eq!(
+        logs.matches("Packet API marked this call deprecated")
+            .count(),
+        1,
+        "{logs}"
+    );
+}

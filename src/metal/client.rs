@@ -82,6 +82,9 @@ pub struct PacketClient {
     in_flight: Semaphore,
     pause: Pause,
     page_size: u32,
+    /// The calls already reported deprecated (`METHOD path`): said once per process, not once
+    /// per request.
+    deprecations_said: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A successful (or accepted) answer.
@@ -139,6 +142,7 @@ impl PacketClient {
             in_flight: Semaphore::new(config.max_concurrent.max(1)),
             pause: Pause::default(),
             page_size: config.page_size.clamp(1, 1000),
+            deprecations_said: Mutex::default(),
         })
     }
 
@@ -200,7 +204,13 @@ impl PacketClient {
             let (error, server_wait, retryable) = match outcome {
                 Ok((status, headers, body)) => {
                     debug!(method = %method, path = url.path(), status, "Packet API answered");
-                    if headers.contains_key("deprecation") {
+                    if headers.contains_key("deprecation")
+                        && self
+                            .deprecations_said
+                            .lock()
+                            .expect("deprecation lock")
+                            .insert(format!("{method} {}", url.path()))
+                    {
                         warn!(
                             method = %method,
                             path = url.path(),
