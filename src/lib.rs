@@ -14,6 +14,8 @@ pub mod observe;
 pub mod pki;
 pub mod plan;
 pub mod report;
+pub mod rfc3339;
+pub mod rng;
 pub mod seal;
 pub mod secrets;
 pub mod sim;

@@ -158,7 +158,7 @@ impl ForgeClient {
             jitter: std::sync::Mutex::new(
                 config
                     .jitter_seed
-                    .map_or_else(Jitter::from_clock, Jitter::seeded),
+                    .map_or_else(Jitter::from_clock, Jitter::new),
             ),
         })
     }

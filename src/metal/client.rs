@@ -134,7 +134,7 @@ impl PacketClient {
             jitter: Mutex::new(
                 config
                     .jitter_seed
-                    .map_or_else(Jitter::from_clock, Jitter::seeded),
+                    .map_or_else(Jitter::from_clock, Jitter::new),
             ),
             limiter: config
                 .requests_per_second

@@ -56,37 +56,8 @@ impl RetryPolicy {
     }
 }
 
-/// A small seeded generator (SplitMix64) for backoff jitter.
-#[derive(Debug, Clone)]
-pub struct Jitter(u64);
-
-impl Jitter {
-    pub fn seeded(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// Seeded from the clock: for production, where spreading clients apart is the point.
-    pub fn from_clock() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9_7f4a_7c15);
-        Self(nanos ^ u64::from(std::process::id()).rotate_left(32))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The seeded generator backoff jitter draws from.
+pub use crate::rng::SplitMix64 as Jitter;
 
 /// `Retry-After` in seconds. (The HTTP-date form is not used by the Packet API.)
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -200,7 +171,7 @@ mod tests {
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
         };
-        let mut jitter = Jitter::seeded(7);
+        let mut jitter = Jitter::new(7);
         for attempt in 1..=8 {
             let full =
                 (Duration::from_millis(100) * (1 << (attempt - 1))).min(Duration::from_secs(1));
@@ -213,19 +184,19 @@ mod tests {
     fn jitter_is_deterministic_per_seed() {
         let a: Vec<u64> = (0..4)
             .map({
-                let mut j = Jitter::seeded(1);
+                let mut j = Jitter::new(1);
                 move |_| j.next_u64()
             })
             .collect();
         let b: Vec<u64> = (0..4)
             .map({
-                let mut j = Jitter::seeded(1);
+                let mut j = Jitter::new(1);
                 move |_| j.next_u64()
             })
             .collect();
         assert_eq!(a, b);
         assert!((0..1000).all({
-            let mut j = Jitter::seeded(3);
+            let mut j = Jitter::new(3);
             move |_| (0.0..1.0).contains(&j.next_f64())
         }));
     }
@@ -237,7 +208,7 @@ mod tests {
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_secs(30),
         };
-        let mut jitter = Jitter::seeded(1);
+        let mut jitter = Jitter::new(1);
         assert_eq!(
             policy.delay(1, Some(Duration::from_secs(3)), &mut jitter),
             Duration::from_secs(3)

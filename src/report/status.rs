@@ -176,15 +176,10 @@ pub fn of(
 /// Unix seconds written as RFC 3339 times, for people reading the file.
 mod rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
-    use time::OffsetDateTime;
-    use time::format_description::well_known::Rfc3339;
 
     pub fn serialize<S: Serializer>(value: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-        let text = value
-            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-            .and_then(|t| t.format(&Rfc3339).ok());
-        match text {
-            Some(text) => s.serialize_str(&text),
+        match value {
+            Some(t) => s.serialize_str(&crate::rfc3339::format(*t)),
             None => s.serialize_none(),
         }
     }
@@ -193,9 +188,9 @@ mod rfc3339 {
         let Some(text) = Option::<String>::deserialize(d)? else {
             return Ok(None);
         };
-        OffsetDateTime::parse(&text, &Rfc3339)
-            .map(|t| Some(t.unix_timestamp()))
-            .map_err(|e| D::Error::custom(format!("{text:?} is not an RFC 3339 time: {e}")))
+        crate::rfc3339::parse(&text)
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("{text:?} is not an RFC 3339 time")))
     }
 }
 

@@ -1765,16 +1765,7 @@ fn mirror_pod(
     })
 }
 
-/// Unix seconds as RFC 3339.
-fn rfc3339(at: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(at)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
+use crate::rfc3339::format as rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -59,46 +59,7 @@ pub struct Now {
 }
 
 /// SplitMix64, the simulator's only source of randomness (ids, error rolls).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A version-4-shaped UUID.
-    pub fn uuid(&mut self) -> String {
-        let (a, b) = (self.next_u64(), self.next_u64());
-        format_uuid(a, b)
-    }
-}
-
-/// Formats 128 bits as a UUID with version 4 and RFC 4122 variant bits.
-pub fn format_uuid(a: u64, b: u64) -> String {
-    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
-}
+pub use crate::rng::{SplitMix64 as SplitMix, format_uuid};
 
 /// Provisioning timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

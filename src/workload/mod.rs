@@ -399,11 +399,7 @@ impl WorkloadClient {
     }
 }
 
-fn unix(text: &str) -> Option<i64> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .ok()
-        .map(OffsetDateTime::unix_timestamp)
-}
+use crate::rfc3339::parse as unix;
 
 fn observed_node(node: &Node) -> Option<ObservedNode> {
     let name = node.metadata.name.clone()?;

@@ -139,19 +139,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// RFC 3339 in whole seconds, UTC: `2026-01-02T03:04:05Z`.
-pub fn rfc3339(time: SystemTime) -> String {
-    let seconds = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    time::OffsetDateTime::from_unix_timestamp(seconds)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
-}
+pub use crate::rfc3339::format_system as rfc3339;
 
 /// Reads an RFC 3339 time (any fraction, any offset).
 pub fn parse_time(text: &str) -> Option<SystemTime> {

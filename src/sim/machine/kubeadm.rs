@@ -715,12 +715,7 @@ pub(super) fn go_duration(text: &str) -> Option<i64> {
     Some(total as i64)
 }
 
-fn rfc3339(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| unix.to_string())
-}
+use crate::rfc3339::format as rfc3339;
 
 // ---------------------------------------------------------------------------------------
 // Checks shared by init and join
