@@ -557,11 +557,9 @@ fn pod(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::sim::kube::KubeApiConfig;
 
     /// The vectors of kubernetes `pkg/controller/bootstrap/jws_test.go`.
     #[test]
@@ -596,26 +594,11 @@ mod tests {
     }
 
     fn stamp(secs: u64) -> String {
-        time::OffsetDateTime::from(at(secs))
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap()
+        crate::rfc3339::format_system(at(secs))
     }
 
     fn api() -> KubeApi {
-        let ca = crate::pki::Ca::generate(
-            "test CA",
-            time::OffsetDateTime::from(at(NOW)),
-            &mut rand::rngs::OsRng,
-        )
-        .unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        let config = KubeApiConfig {
-            clock: Arc::new(|| at(NOW)),
-            ..KubeApiConfig::new(ca.cert_pem().to_owned(), ca.key_pem().clone(), "v1.31.4")
-        };
-        KubeApi::start(listener, config).unwrap()
+        crate::sim::kube::test_api(at(NOW), "v1.31.4").0
     }
 
     fn token(api: &KubeApi, id: &str, data: &[(&str, &str)]) {

@@ -1810,24 +1810,7 @@ mod tests {
     /// upload-config phases store, on a clock stopped at `now`.
     fn served(sim: SimCluster, now: i64) -> ClusterRec {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(now as u64);
-        let ca = crate::pki::Ca::generate(
-            "test CA",
-            time::OffsetDateTime::from(at),
-            &mut rand::rngs::OsRng,
-        )
-        .unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        let config = KubeApiConfig {
-            clock: Arc::new(move || at),
-            ..KubeApiConfig::new(
-                ca.cert_pem().to_owned(),
-                ca.key_pem().clone(),
-                &sim.version.to_string(),
-            )
-        };
-        let api = KubeApi::start(listener, config).unwrap();
+        let (api, ca) = crate::sim::kube::test_api(at, &sim.version.to_string());
         for object in kubeadm_config_maps(&sim, "192.0.2.10:6443", ca.cert_pem()) {
             api.put_json(object).unwrap();
         }

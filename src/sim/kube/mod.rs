@@ -330,3 +330,23 @@ impl Drop for KubeApi {
         self.task.abort();
     }
 }
+
+/// A simulated API for unit tests: a CA of its own, `127.0.0.1:0`, a clock stopped at
+/// `at`, reporting `version`. Returns the CA with it, for what needs its certificate.
+#[cfg(test)]
+pub(crate) fn test_api(at: SystemTime, version: &str) -> (KubeApi, crate::pki::Ca) {
+    let ca = crate::pki::Ca::generate(
+        "test CA",
+        time::OffsetDateTime::from(at),
+        &mut rand::rngs::OsRng,
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let config = KubeApiConfig {
+        clock: Arc::new(move || at),
+        ..KubeApiConfig::new(ca.cert_pem().to_owned(), ca.key_pem().clone(), version)
+    };
+    (KubeApi::start(listener, config).unwrap(), ca)
+}
