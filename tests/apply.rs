@@ -562,7 +562,7 @@ mod converges_on_the_simulator {
     use rackform::spec;
 
     use super::*;
-    use crate::plan::{cluster_case, fleet_files};
+    use crate::plan::{MemFiles, cluster_case, fleet_files};
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
@@ -579,7 +579,7 @@ mod converges_on_the_simulator {
             let store = DirSecrets::open(secrets_dir.path().join("secrets")).unwrap();
             let client = PacketClient::new(ClientConfig { base_url: sim.url(), requests_per_second: None, ..ClientConfig::new(Token::new("test")) }).unwrap();
             for cases in [&first, &second] {
-                let fleet = spec::load(&fleet_files(cases));
+                let fleet = spec::load(&with_network_plugin(fleet_files(cases)));
                 prop_assert!(fleet.is_valid());
                 let passes = sim.runtime.block_on(converge(&client, &store, &fleet));
                 prop_assert!(passes.is_ok(), "{}", passes.unwrap_err());
@@ -601,6 +601,21 @@ mod converges_on_the_simulator {
         }
     }
 
+    /// Every cluster gets a network plugin, without which no node turns Ready.
+    fn with_network_plugin(mut files: MemFiles) -> MemFiles {
+        let settings = files.0.get_mut("rackform.yaml").unwrap();
+        *settings = settings.replace(
+            "workers: {plan: m3.small.x86, os: ubuntu_24_04}}",
+            "workers: {plan: m3.small.x86, os: ubuntu_24_04}, addons: [cni]}",
+        ) + "addons: [{name: cni, path: addons/cni}]\n";
+        assert!(settings.contains("addons: [cni]"), "{settings}");
+        files.0.insert(
+            "addons/cni/cni.yaml".into(),
+            crate::support::NETWORK_PLUGIN.into(),
+        );
+        files
+    }
+
     async fn converge(
         client: &PacketClient,
         store: &DirSecrets,
@@ -618,8 +633,12 @@ mod converges_on_the_simulator {
             fleet,
             options,
         };
-        for pass in 0..8 {
-            let world = fetch::world(
+        // Passes until a plan is empty, waits for nothing and every device's node is Ready:
+        // a pass may find joins still under way, which hold control-plane removals back.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        for pass in 0.. {
+            let mut world = fetch::world(
                 client,
                 store,
                 &fetch::projects(fleet),
@@ -629,31 +648,59 @@ mod converges_on_the_simulator {
             )
             .await
             .map_err(|e| e.to_string())?;
+            let now = time::OffsetDateTime::now_utc();
+            rackform::observe::workloads::observe(&mut world, fleet, store, now).await;
             let plan = plan::build(&Inputs {
                 fleet,
                 world: &world,
                 commit: None,
-                now: 0,
+                now: now.unix_timestamp(),
                 approve_deletes: true,
             });
             if plan.has_problems() {
                 return Err(rackform::report::plan::text(&plan, false));
             }
-            if plan.is_empty() && plan.clusters.iter().all(|c| c.waiting.is_empty()) {
+            let settled = plan
+                .clusters
+                .iter()
+                .all(|c| c.waiting.is_empty() && c.held.is_empty() && c.stalled.is_empty());
+            let unready: Vec<&str> = world
+                .clusters
+                .values()
+                .flat_map(|c| c.devices.iter().map(move |d| (c, d)))
+                .filter(|(c, d)| {
+                    !c.api
+                        .as_ref()
+                        .and_then(|api| api.node(&d.hostname))
+                        .is_some_and(|n| n.ready)
+                })
+                .map(|(_, d)| d.hostname.as_str())
+                .collect();
+            if plan.is_empty() && settled && unready.is_empty() {
                 return Ok(pass);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "no convergence in 60 s ({pass} passes); not Ready: {unready:?}; the last plan:\n{}\n{last}",
+                    rackform::report::plan::text(&plan, false)
+                ));
+            }
+            if plan.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
             let report = apply::execute(&context, &plan, |_| {})
                 .await
                 .map_err(|e| e.to_string())?;
+            last = format!("{:?}", report.outcomes);
             if report.n_failed() > 0 {
                 return Err(format!(
-                    "{:?}\n{}",
-                    report.outcomes,
+                    "{last}\n{}",
                     rackform::report::plan::text(&plan, false)
                 ));
             }
         }
-        Err("no convergence in 8 passes".into())
+        unreachable!("the loop returns")
     }
 }
 

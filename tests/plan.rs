@@ -72,7 +72,7 @@ fn plan_json_shape_is_pinned() {
 
 /// A fleet repository held in memory.
 #[derive(Debug, Clone, Default)]
-pub struct MemFiles(BTreeMap<String, String>);
+pub struct MemFiles(pub BTreeMap<String, String>);
 
 impl RepoFiles for MemFiles {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FileError> {
@@ -103,8 +103,8 @@ defaults: {kubernetesVersion: v1.31.4, metro: da, controlPlane: {plan: c3.small.
 pub struct ClusterCase {
     pub control_plane: u32,
     pub pools: Vec<(u32, &'static str)>,
-    surge: u32,
-    unavailable: u32,
+    pub surge: u32,
+    pub unavailable: u32,
 }
 
 fn cluster_yaml(name: &str, case: &ClusterCase) -> String {

@@ -683,11 +683,12 @@ impl Materials {
     }
 }
 
-/// Removes `hostname`'s etcd member (kubeadm names a member after its node) through the
-/// etcd v3 API of the cluster's control planes, reached at their addresses on etcd's client
-/// port with a client certificate signed from the etcd CA rackform holds. A device that is
-/// no member is done; a removal that would leave the cluster without quorum waits (the
-/// device stays) for the next pass.
+/// Removes `hostname`'s etcd member through the etcd v3 API of the cluster's control
+/// planes, reached at their addresses on etcd's client port with a client certificate
+/// signed from the etcd CA rackform holds. Dead members no device accounts for go first
+/// (a control plane deleted mid-join, or outside rackform, leaves one; each counts against
+/// quorum). A device that is no member is done; a removal that would leave the cluster
+/// without quorum waits (the device stays) for the next pass.
 async fn remove_etcd_member<M: Metal, S: SecretStore + Sync>(
     context: &Context<'_, M, S>,
     cluster: &str,
@@ -708,54 +709,99 @@ async fn remove_etcd_member<M: Metal, S: SecretStore + Sync>(
         .list_devices(&project, &query)
         .await
         .map_err(|e| chain(&e))?;
-    let seeds: Vec<url::Url> = devices
+    let addresses = |d: &metal::Device| -> Vec<std::net::IpAddr> {
+        [d.access_ipv4(), d.private_ipv4()]
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| ip.parse().ok())
+            .collect()
+    };
+    let control_planes: Vec<&metal::Device> = devices
         .iter()
         .filter(|d| matches!(&d.rackform, DeviceTags::Managed(t) if t.pool.as_str() == CONTROL_PLANE_POOL))
-        .filter(|d| d.state == metal::DeviceState::Active)
-        .flat_map(|d| [d.access_ipv4(), d.private_ipv4()])
-        .flatten()
-        .filter_map(|ip| format!("https://{ip}:2379").parse().ok())
+        .filter(|d| !matches!(d.state, metal::DeviceState::Deprovisioning | metal::DeviceState::Deleted))
         .collect();
-    let health = match etcd.cluster_health(&seeds).await {
-        Ok(health) => health,
-        Err(error) => {
-            return Ok(Finished::Unfinished(format!(
-                "no etcd member of {cluster} answered ({}); the device stays, the next pass tries again",
-                chain(&error)
-            )));
-        }
-    };
-    let Some(member) = health
-        .members
+    let seeds: Vec<url::Url> = control_planes
         .iter()
-        .find(|m| m.member.name == hostname)
-        .map(|m| m.member.id)
-    else {
-        return Ok(Finished::Done("not an etcd member".into()));
+        .filter(|d| d.state == metal::DeviceState::Active)
+        .flat_map(|d| addresses(d))
+        .filter_map(|ip| {
+            format!("https://{}", std::net::SocketAddr::new(ip, 2379))
+                .parse()
+                .ok()
+        })
+        .collect();
+    let no_answer = |error: &crate::etcd::Error| {
+        Finished::Unfinished(format!(
+            "no etcd member of {cluster} answered ({}); the device stays, the next pass tries again",
+            chain(error)
+        ))
     };
-    if !health.removal_keeps_quorum(member) {
-        return Ok(Finished::Unfinished(format!(
+    let mut health = match etcd.cluster_health(&seeds).await {
+        Ok(health) => health,
+        Err(error) => return Ok(no_answer(&error)),
+    };
+    let names: Vec<&str> = control_planes.iter().map(|d| d.hostname.as_str()).collect();
+    let known: Vec<std::net::IpAddr> = control_planes.iter().flat_map(|d| addresses(d)).collect();
+    let strangers = health.dead_strangers(&names, &known);
+    let mut said = Vec::new();
+    for stranger in &strangers {
+        if !health.removal_keeps_quorum(*stranger) {
+            break;
+        }
+        match etcd.member_remove(&health.listed_by, *stranger).await {
+            Ok(_) => said.push(format!("dead member {stranger:?} of no device removed")),
+            Err(error) => said.push(format!(
+                "dead member {stranger:?} stays ({})",
+                chain(&error)
+            )),
+        }
+    }
+    if !strangers.is_empty() {
+        health = match etcd.cluster_health(&seeds).await {
+            Ok(health) => health,
+            Err(error) => return Ok(no_answer(&error)),
+        };
+    }
+    let leaving = devices
+        .iter()
+        .find(|d| d.hostname == hostname)
+        .map(addresses)
+        .unwrap_or_default();
+    let finished = match health.member_of(hostname, &leaving) {
+        None => Finished::Done("not an etcd member".into()),
+        Some(member) if !health.removal_keeps_quorum(member) => Finished::Unfinished(format!(
             "removing it would leave etcd without quorum ({} of {} voting members healthy); the device stays until the others are",
             health.healthy_voting(),
             health.voting()
-        )));
+        )),
+        Some(member) => {
+            // Asked of another healthy member: the one removed stops serving as the removal
+            // applies, and may close the connection before it answers.
+            let ask = health
+                .members
+                .iter()
+                .filter(|m| m.member.id != member && m.is_healthy())
+                .find_map(|m| m.endpoint.clone())
+                .unwrap_or_else(|| health.listed_by.clone());
+            match etcd.member_remove(&ask, member).await {
+                Ok(_) => Finished::Done(format!("member {member:?} removed")),
+                // It may have taken effect: the next pass lists the members again.
+                Err(error) => Finished::Unfinished(format!(
+                    "removing member {member:?} got no answer ({}); the device stays, the next pass looks again",
+                    chain(&error)
+                )),
+            }
+        }
+    };
+    if said.is_empty() {
+        return Ok(finished);
     }
-    // Asked of another healthy member: the one removed stops serving as the removal
-    // applies, and may close the connection before it answers.
-    let ask = health
-        .members
-        .iter()
-        .filter(|m| m.member.id != member && m.is_healthy())
-        .find_map(|m| m.endpoint.clone())
-        .unwrap_or_else(|| health.listed_by.clone());
-    match etcd.member_remove(&ask, member).await {
-        Ok(_) => Ok(Finished::Done(format!("member {member:?} removed"))),
-        // It may have taken effect: the next pass lists the members again.
-        Err(error) => Ok(Finished::Unfinished(format!(
-            "removing member {member:?} got no answer ({}); the device stays, the next pass looks again",
-            chain(&error)
-        ))),
-    }
+    let said = said.join("; ");
+    Ok(match finished {
+        Finished::Done(text) => Finished::Done(format!("{text}; {said}")),
+        Finished::Unfinished(text) => Finished::Unfinished(format!("{text}; {said}")),
+    })
 }
 
 /// Cordons the node, evicts its pods each poll until none that must leave is left (a

@@ -5,6 +5,8 @@
 //! tolerance?"): a cluster of `n` voting members needs `n/2 + 1` of them up; learners do not
 //! vote and do not count.
 
+use std::net::IpAddr;
+
 use url::Url;
 
 use super::{Member, MemberId, ResponseHeader, Result, Status};
@@ -84,6 +86,35 @@ impl ClusterHealth {
             .and_then(|s| s.leader)
     }
 
+    /// The member of a node: by name, as kubeadm names a member after its node, or, for a
+    /// member added but not started yet (it has no name until it starts), by a peer URL on
+    /// one of the node's `addresses`.
+    pub fn member_of(&self, name: &str, addresses: &[IpAddr]) -> Option<MemberId> {
+        self.members
+            .iter()
+            .find(|m| m.member.name == name)
+            .or_else(|| {
+                self.members
+                    .iter()
+                    .find(|m| !m.member.is_started() && peer_on(&m.member, addresses))
+            })
+            .map(|m| m.member.id)
+    }
+
+    /// Members that are not healthy and belong to no machine there is: named after none of
+    /// `names`, with no peer URL on any of `addresses`. They are what a control plane
+    /// deleted mid-join (or outside rackform) leaves, and count against quorum until
+    /// removed, as Cluster API's control-plane controller removes etcd members without a
+    /// machine.
+    pub fn dead_strangers(&self, names: &[&str], addresses: &[IpAddr]) -> Vec<MemberId> {
+        self.members
+            .iter()
+            .filter(|m| !m.is_healthy())
+            .filter(|m| !names.contains(&m.member.name.as_str()) && !peer_on(&m.member, addresses))
+            .map(|m| m.member.id)
+            .collect()
+    }
+
     /// Members that did not answer.
     pub fn unreachable(&self) -> impl Iterator<Item = &MemberHealth> {
         self.members.iter().filter(|m| !m.is_reachable())
@@ -107,6 +138,17 @@ impl ClusterHealth {
         let healthy = self.healthy_voting() - usize::from(target.is_healthy());
         voting > 0 && healthy > voting / 2
     }
+}
+
+fn peer_on(member: &Member, addresses: &[IpAddr]) -> bool {
+    member.peer_urls.iter().any(|peer| {
+        let host = Url::parse(peer).ok().and_then(|u| match u.host()? {
+            url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+            url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+            url::Host::Domain(_) => None,
+        });
+        host.is_some_and(|ip| addresses.contains(&ip))
+    })
 }
 
 #[cfg(test)]
@@ -202,5 +244,43 @@ mod tests {
         ]);
         assert_eq!(with_learner.voting(), 2);
         assert!(with_learner.removal_keeps_quorum(MemberId(3)));
+    }
+
+    #[test]
+    fn members_are_found_by_name_or_by_the_peer_url_of_one_not_started() {
+        let with_peer = |id, up, name: &str, peer: &str| {
+            let mut m = member(id, up, false);
+            m.member.name = name.to_owned();
+            m.member.peer_urls = vec![peer.to_owned()];
+            m
+        };
+        let health = cluster(vec![
+            with_peer(1, true, "cp-0", "https://10.0.0.1:2380"),
+            // Added by a join that has not started its etcd yet: no name.
+            with_peer(2, false, "", "https://10.0.0.2:2380"),
+            // A control plane deleted after its join added it.
+            with_peer(3, false, "cp-2", "https://10.0.0.3:2380"),
+            with_peer(4, false, "", "https://[fd00::4]:2380"),
+        ]);
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(health.member_of("cp-0", &[]), Some(MemberId(1)));
+        assert_eq!(
+            health.member_of("cp-1", &[ip("10.0.0.2")]),
+            Some(MemberId(2))
+        );
+        assert_eq!(health.member_of("cp-1", &[ip("10.0.0.9")]), None);
+        assert_eq!(
+            health.member_of("cp-4", &[ip("fd00::4")]),
+            Some(MemberId(4))
+        );
+        assert_eq!(
+            health.dead_strangers(&["cp-0", "cp-1"], &[ip("10.0.0.1"), ip("10.0.0.2")]),
+            vec![MemberId(3), MemberId(4)],
+        );
+        assert_eq!(
+            health.dead_strangers(&["cp-2"], &[ip("10.0.0.2"), ip("fd00::4")]),
+            Vec::<MemberId>::new(),
+            "a healthy member is never a stranger, nor one a device accounts for"
+        );
     }
 }

@@ -230,7 +230,8 @@ impl<'a> ClusterBuilder<'a> {
 
     /// Leaves out of the plan the creates `seeds` names, the deletes that were to make room
     /// for them (an unavailability pair deletes first), and everything waiting for either;
-    /// each create left out is listed in `held` with what it replaces and `why` it waits. A
+    /// each create left out, and each delete `seeds` names, is listed in `held` with `why` it
+    /// waits. A
     /// later pass plans them again.
     pub(super) fn hold(&mut self, seeds: &BTreeSet<usize>, why: &str) {
         let mut held = seeds.clone();
@@ -262,12 +263,18 @@ impl<'a> ClusterBuilder<'a> {
             if !held.contains(&action.id) {
                 return true;
             }
-            if let Op::CreateDevice(new) = &action.op {
-                let replacing = match &action.reason {
-                    Reason::Replaces { hostname, .. } => format!(", replacing {hostname},"),
-                    _ => String::new(),
-                };
-                waits.push(format!("{}{replacing} {why}", new.hostname));
+            match &action.op {
+                Op::CreateDevice(new) => {
+                    let replacing = match &action.reason {
+                        Reason::Replaces { hostname, .. } => format!(", replacing {hostname},"),
+                        _ => String::new(),
+                    };
+                    waits.push(format!("{}{replacing} {why}", new.hostname));
+                }
+                Op::DeleteDevice { hostname, .. } if seeds.contains(&action.id) => {
+                    waits.push(format!("delete of {hostname} {why}"));
+                }
+                _ => {}
             }
             false
         });
@@ -445,18 +452,20 @@ fn declared(
     }
 
     let mut outcome = Outcome::default();
+    // Control planes still joining, by hostname.
+    let mut joining: Vec<String> = Vec::new();
     let mut worker_after = base_after.clone();
     let api = observed.api.as_ref();
     let health = &cluster.health_check;
     if let ControlPlane::Managed(nodes) = &cluster.control_plane {
         let devices = by_pool.remove(CONTROL_PLANE_POOL).unwrap_or_default();
         let judged = health::judge(health, &devices, api, b.now);
-        let joining = devices
+        joining = health::unsettled(&devices, &judged, api)
             .iter()
-            .find(|d| d.state.is_pending() && !judged.iter().any(|u| u.device.id == d.id))
-            .map(|d| d.hostname.clone());
+            .map(|d| d.hostname.clone())
+            .collect();
         let state = health::ControlPlaneState {
-            joining: joining.as_deref(),
+            joining: joining.first().map(String::as_str),
             api_ready: api.is_some_and(|a| a.ready),
         };
         let unhealthy = health::remediate(
@@ -522,6 +531,7 @@ fn declared(
             .retain(|_, delete| b.actions.iter().any(|a| a.id == *delete));
     }
     if !external {
+        control_planes_leave_a_settled_cluster(b, observed, &joining);
         endpoint(b, observed, &outcome, &base_after);
         etcd_members_first(b, observed);
     }
@@ -1046,6 +1056,38 @@ fn wait_for_api(b: &mut ClusterBuilder, api: &ObservedApi) {
         .to_owned();
     let why = format!("waits for the control plane of {} ({why})", b.name);
     b.hold(&joins, &why);
+}
+
+/// No control plane is deleted while another is joining (the pending and unready ones of
+/// [`health::unsettled`]), nor while it is joining itself: its etcd member may be added
+/// after apply looked for it, and left behind dead. Devices that never became active have
+/// no member and go at once. The deletes wait with what was to replace them.
+fn control_planes_leave_a_settled_cluster(
+    b: &mut ClusterBuilder,
+    observed: &ObservedCluster,
+    joining: &[String],
+) {
+    if joining.is_empty() {
+        return;
+    }
+    let deletes: BTreeSet<usize> = b
+        .actions
+        .iter()
+        .filter(|a| match &a.op {
+            Op::DeleteDevice { device, .. } => observed.devices.iter().any(|d| {
+                &d.id == device && d.pool == CONTROL_PLANE_POOL && d.state == DeviceState::Active
+            }),
+            _ => false,
+        })
+        .map(|a| a.id)
+        .collect();
+    b.hold(
+        &deletes,
+        &format!(
+            "waits until {} is Ready: control planes leave one at a time, from a cluster whose control planes have all joined",
+            joining.join(", ")
+        ),
+    );
 }
 
 /// A control-plane device leaves etcd before it is deleted, as Cluster API's control-plane

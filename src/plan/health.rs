@@ -101,6 +101,29 @@ fn node_verdict(
     }
 }
 
+/// The control planes on their way that are not (yet) judged unhealthy: still provisioning,
+/// or, by an API that answers ready, active without a Ready node. While one is, no other
+/// control plane is replaced or removed, as Cluster API's control-plane controller requires
+/// every machine healthy before it scales down (its preflight checks): a `kubeadm join
+/// --control-plane` under way adds its etcd member at a moment rackform cannot see, and a
+/// device deleted after that leaves a dead member that counts against quorum.
+pub(super) fn unsettled<'a>(
+    devices: &[&'a ObservedDevice],
+    judged: &[Unhealthy],
+    api: Option<&ObservedApi>,
+) -> Vec<&'a ObservedDevice> {
+    let api = api.filter(|a| a.ready);
+    devices
+        .iter()
+        .copied()
+        .filter(|d| d.state.is_live() && !judged.iter().any(|u| u.device.id == d.id))
+        .filter(|d| {
+            d.state.is_pending()
+                || api.is_some_and(|api| !api.node(&d.hostname).is_some_and(|n| n.ready))
+        })
+        .collect()
+}
+
 /// What remediating control planes depends on.
 pub(super) struct ControlPlaneState<'a> {
     /// A control plane still on its way (not itself unhealthy).
