@@ -6,6 +6,7 @@ mod addons;
 mod apply;
 mod bench;
 mod boot;
+mod chaos;
 mod daemon;
 mod daemon_http;
 mod deploy;
