@@ -16,17 +16,17 @@ use crate::support::fleet::SimHandle;
 use crate::support::git::GitSandbox;
 use crate::support::{crate_root, stderr, stdout, tool};
 
-struct Daemon {
-    git: GitSandbox,
-    remote: PathBuf,
-    work: PathBuf,
-    identity: PathBuf,
+pub(crate) struct Daemon {
+    pub git: GitSandbox,
+    pub remote: PathBuf,
+    pub work: PathBuf,
+    pub identity: PathBuf,
 }
 
 impl Daemon {
     /// A bare remote holding the example fleet's `edge-ams` cluster, encrypted to a fresh
     /// age identity, pushed by a human.
-    fn new() -> Daemon {
+    pub(crate) fn new() -> Daemon {
         let git = GitSandbox::new();
         let remote = git.bare("fleet.git");
         let work = git.path("work");
@@ -86,7 +86,7 @@ impl Daemon {
         }
     }
 
-    fn run(&self, sim: &SimHandle, extra: &[&str]) -> Command {
+    pub(crate) fn run(&self, sim: &SimHandle, extra: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_rackform"));
         command
             .args([
@@ -118,7 +118,7 @@ impl Daemon {
 
     /// A human brings their clone up to date, edits files (`from` replaced by `to` in
     /// each), commits and pushes; returns the pushed commit.
-    fn human_push(&self, message: &str, edits: &[(&str, &str, &str)]) -> String {
+    pub(crate) fn human_push(&self, message: &str, edits: &[(&str, &str, &str)]) -> String {
         self.git.git(
             &self.work,
             &["pull", "--quiet", "--rebase", "origin", "main"],
@@ -133,12 +133,12 @@ impl Daemon {
     }
 
     /// A human adds the file `clusters/<name>.yaml` holding `text` and pushes it.
-    fn add_cluster(&self, name: &str, text: &str) {
+    pub(crate) fn add_cluster(&self, name: &str, text: &str) {
         self.push_file(&format!("clusters/{name}.yaml"), text);
     }
 
     /// A human brings their clone up to date, removes `paths` and pushes that.
-    fn remove_files(&self, paths: &[&str], message: &str) {
+    pub(crate) fn remove_files(&self, paths: &[&str], message: &str) {
         self.git.git(
             &self.work,
             &["pull", "--quiet", "--rebase", "origin", "main"],
@@ -150,7 +150,7 @@ impl Daemon {
     }
 
     /// A human brings their clone up to date, writes `text` to `path` and pushes it.
-    fn push_file(&self, path: &str, text: &str) {
+    pub(crate) fn push_file(&self, path: &str, text: &str) {
         self.git.git(
             &self.work,
             &["pull", "--quiet", "--rebase", "origin", "main"],
@@ -162,25 +162,25 @@ impl Daemon {
             .commit_and_push(&self.work, &format!("write {path}"));
     }
 
-    fn once(&self, sim: &SimHandle) -> Output {
+    pub(crate) fn once(&self, sim: &SimHandle) -> Output {
         self.run(sim, &["--once"]).output().unwrap()
     }
 
-    fn remote_log(&self) -> Vec<String> {
+    pub(crate) fn remote_log(&self) -> Vec<String> {
         let log = self
             .git
             .git(&self.remote, &["log", "--format=%an %s", "main"]);
         log.lines().map(str::to_owned).collect()
     }
 
-    fn remote_file(&self, path: &str) -> String {
+    pub(crate) fn remote_file(&self, path: &str) -> String {
         self.git
             .git(&self.remote, &["show", &format!("main:{path}")])
     }
 }
 
 /// Waits (ten seconds at most) until the simulator's cluster has `n` Ready nodes.
-fn wait_for_ready_nodes(sim: &SimHandle, n: usize) {
+pub(crate) fn wait_for_ready_nodes(sim: &SimHandle, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let view = sim.sim.machines();
@@ -198,7 +198,7 @@ fn wait_for_ready_nodes(sim: &SimHandle, n: usize) {
     }
 }
 
-fn assert_ok(output: &Output) {
+pub(crate) fn assert_ok(output: &Output) {
     assert!(
         output.status.success(),
         "{}{}",
@@ -385,7 +385,7 @@ fn the_loop_applies_a_push_seen_by_the_watcher_and_stops_on_sigterm() {
 }
 
 /// Sends SIGTERM and expects a clean exit.
-fn terminate(child: &mut std::process::Child) {
+pub(crate) fn terminate(child: &mut std::process::Child) {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -399,7 +399,7 @@ fn terminate(child: &mut std::process::Child) {
 }
 
 /// Polls `done` for up to a minute; a generous bound, not a timing assertion.
-fn wait_for(done: impl Fn() -> bool, what: &str) {
+pub(crate) fn wait_for(done: impl Fn() -> bool, what: &str) {
     for _ in 0..600 {
         if done() {
             return;
