@@ -27,4 +27,5 @@ mod schema;
 mod seal;
 mod secrets;
 mod source;
+mod transports;
 mod validate;

@@ -53,6 +53,10 @@ pub struct Args {
     /// known_hosts file the ssh remote's host key is checked against.
     #[arg(long, env = "RACKFORM_KNOWN_HOSTS")]
     pub known_hosts: Option<PathBuf>,
+    /// PEM file of CA certificates an https remote's certificate may also be issued by,
+    /// besides the system's (a Git server with a private CA).
+    #[arg(long, env = "RACKFORM_GIT_CA_FILE")]
+    pub git_ca_file: Option<PathBuf>,
     /// Author and committer name of write-back commits.
     #[arg(long, default_value = "rackform")]
     pub author_name: String,
@@ -206,7 +210,10 @@ async fn reconciler(args: &Args) -> Result<Reconciler<PacketClient, Store>> {
         }
         (None, None) => Auth::None,
     };
-    let remote = Remote::new(&args.remote, auth)?;
+    let mut remote = Remote::new(&args.remote, auth)?;
+    if let Some(ca_file) = &args.git_ca_file {
+        remote = remote.with_ca_file(ca_file)?;
+    }
     let checkout = Checkout::open(&args.state_dir, remote)
         .with_context(|| format!("opening {}", args.state_dir.display()))?;
     let journal = Journal::open(&args.state_dir).with_context(|| {

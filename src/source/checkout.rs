@@ -117,17 +117,18 @@ impl Checkout {
     #[tracing::instrument(skip_all, fields(branch = branch))]
     pub fn fetch(&self, branch: &str) -> Result<Oid> {
         let tracking = tracking_ref(branch)?;
+        let (callbacks, refusal) = self.remote.callbacks()?;
         let fetch_error = |source| Error::Fetch {
             url: self.remote.url().into(),
             branch: branch.into(),
-            source,
+            source: self.remote.explain(source, &refusal),
         };
         let mut remote = self
             .repo
             .remote_anonymous(self.remote.url())
             .map_err(fetch_error)?;
         let mut options = FetchOptions::new();
-        options.remote_callbacks(self.remote.callbacks()?);
+        options.remote_callbacks(callbacks);
         options.download_tags(AutotagOption::None);
         let refspec = format!("+refs/heads/{branch}:{tracking}");
         remote
@@ -170,10 +171,11 @@ impl Checkout {
         if rev.is_empty() || rev.starts_with('-') {
             return Err(resolve_error(git2::Error::from_str("not a revision")));
         }
+        let (callbacks, refusal) = self.remote.callbacks()?;
         let fetch_error = |source| Error::Fetch {
             url: self.remote.url().into(),
             branch: rev.into(),
-            source,
+            source: self.remote.explain(source, &refusal),
         };
         let mut refspecs = vec![
             "+refs/heads/*:refs/remotes/origin/*".to_owned(),
@@ -192,7 +194,7 @@ impl Checkout {
             .remote_anonymous(self.remote.url())
             .map_err(fetch_error)?;
         let mut options = FetchOptions::new();
-        options.remote_callbacks(self.remote.callbacks()?);
+        options.remote_callbacks(callbacks);
         options.download_tags(AutotagOption::None);
         remote
             .fetch(&refspecs, Some(&mut options), None)

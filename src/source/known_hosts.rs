@@ -101,11 +101,7 @@ impl KnownHosts {
     }
 
     fn check_with(&self, host: &str, port: u16, same_key: impl Fn(&Entry) -> bool) -> HostKeyCheck {
-        let name = if port == 22 {
-            host.to_ascii_lowercase()
-        } else {
-            format!("[{}]:{port}", host.to_ascii_lowercase())
-        };
+        let name = host_name(host, port);
         let mut result = HostKeyCheck::Unknown;
         for entry in self.entries.iter().filter(|e| hosts_match(&e.hosts, &name)) {
             match entry.marker {
@@ -117,6 +113,15 @@ impl KnownHosts {
             }
         }
         result
+    }
+}
+
+/// How known_hosts names `host` on `port`: `host` on port 22, else `[host]:port`, lower case.
+pub(crate) fn host_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_ascii_lowercase()
+    } else {
+        format!("[{}]:{port}", host.to_ascii_lowercase())
     }
 }
 

@@ -2,14 +2,14 @@
 //!
 //! Owns every contact with Git: a [`Checkout`] is a private bare repository under a state
 //! directory that rackform fetches one branch of a [`Remote`] into (file://, plain paths,
-//! git://, https with a [`Token`], ssh with a key checked against a known_hosts file), and
-//! the process that opens it owns that directory (a lock on [`OWNER_FILE`]; Git lock files a
-//! killed process left there are removed); [`GitTree`] reads the fleet at one commit through
-//! [`crate::spec::RepoFiles`] without a work tree; [`push`] commits rackform's write-back
-//! files (status and sealed kubeconfigs) on top of the branch and pushes without ever
-//! forcing, moving the remote's branch only if it has not moved since (compare-and-swap, on
-//! every transport); [`Checkout::only_touches`] tells
-//! the daemon whether a new commit changed anything but those files; [`RefWatcher`] says
+//! git://, https with a [`Token`] and optionally a private CA, ssh with a key checked against
+//! a known_hosts file), and the process that opens it owns that directory (a lock on
+//! [`OWNER_FILE`]; Git lock files a killed process left there are removed); [`GitTree`]
+//! reads the fleet at one commit through [`crate::spec::RepoFiles`] without a work tree;
+//! [`push`] commits rackform's write-back files (status and sealed kubeconfigs) on top of the
+//! branch and pushes without ever forcing, moving the remote's branch only if it has not moved
+//! since (compare-and-swap, on every transport); [`Checkout::only_touches`] tells the daemon
+//! whether a new commit changed anything but those files; [`RefWatcher`] says
 //! when a local repository's branches moved; [`LocalRepo`] reads an operator's clone at any
 //! revision (`rackform plan --ref`); [`SettingsOverlay`] reads `rackform.yaml` from one tree
 //! and the cluster files from another (`rackform plan --base`).
@@ -89,6 +89,14 @@ pub enum Error {
     EmptyToken { path: PathBuf },
     #[error("environment variable {var} holding the Git token is not set or empty")]
     NoToken { var: String },
+    #[error("reading the CA file {}", path.display())]
+    ReadCaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the CA file {} cannot be used: {reason}", path.display())]
+    BadCaFile { path: PathBuf, reason: String },
     #[error("reading the known_hosts file {}", path.display())]
     ReadKnownHosts {
         path: PathBuf,

@@ -317,14 +317,14 @@ fn push_network(
     updating: &mut dyn FnMut(),
 ) -> Result<()> {
     let url = checkout.remote().url();
+    let rejection = RefCell::new(None::<String>);
+    let (mut callbacks, refusal) = checkout.remote().callbacks()?;
     let push_error = |source| Error::Push {
         url: url.into(),
         branch: branch.into(),
-        source,
+        source: checkout.remote().explain(source, &refusal),
     };
     let mut remote = checkout.repo().remote_anonymous(url).map_err(push_error)?;
-    let rejection = RefCell::new(None::<String>);
-    let mut callbacks = checkout.remote().callbacks()?;
     callbacks.push_update_reference(|_reference, status| {
         if let Some(status) = status {
             *rejection.borrow_mut() = Some(status.to_owned());

@@ -3,15 +3,25 @@
 //! A [`Token`] (https) or an [`SshKey`] passphrase lives in a [`SecretString`] whose `Debug`
 //! redacts; it is handed to libgit2 only inside the credentials callback and never put in a
 //! URL, so no error message or log line can carry it.
+//!
+//! An https remote may also trust a private CA ([`Remote::with_ca_file`]) besides the
+//! system's: libgit2 hands the server's certificate to a callback, which accepts it when the
+//! CA file's certificates verify it for the URL's host, and otherwise leaves the verdict to
+//! libgit2's own check against the system's CAs.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
+use git2::{CertificateCheckStatus, Cred, CredentialType, ErrorClass, ErrorCode, RemoteCallbacks};
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
+use openssl::x509::{X509, X509PurposeId, X509StoreContext};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::known_hosts::{HostKeyCheck, KnownHosts};
+use super::known_hosts::{HostKeyCheck, KnownHosts, host_name};
 use super::{Error, Result};
 
 /// A token for https remotes (a GitHub, Gitea or GitLab access token), sent as the password
@@ -101,11 +111,28 @@ pub enum Auth {
     Ssh(SshKey),
 }
 
-/// A remote repository: where it is and how to authenticate.
+/// A remote repository: where it is, how to authenticate, and which CAs to trust.
 #[derive(Debug, Clone)]
 pub struct Remote {
     url: String,
     auth: Auth,
+    ca: Option<CaFile>,
+}
+
+/// CA certificates an https remote's certificate may be issued by, besides the system's.
+#[derive(Clone)]
+struct CaFile {
+    path: PathBuf,
+    certs: Vec<X509>,
+}
+
+impl fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaFile")
+            .field("path", &self.path)
+            .field("n_certs", &self.certs.len())
+            .finish()
+    }
 }
 
 /// The host, port and user of a network URL, for ssh host key checks and user names.
@@ -149,8 +176,55 @@ impl Remote {
                 url,
                 reason: "ssh needs a key and a known_hosts file".into(),
             }),
-            _ => Ok(Self { url, auth }),
+            _ => Ok(Self {
+                url,
+                auth,
+                ca: None,
+            }),
         }
+    }
+
+    /// Also trusts the CA certificates in the PEM file at `path` for this https remote,
+    /// besides the system's: a server certificate they issue for the URL's host (a name or
+    /// an IP address in its subject alternative names) is accepted. Any certificate in the
+    /// file is a trust anchor, so an intermediate CA's certificate alone is enough; the
+    /// server's own intermediates are not consulted, so list them in the file too.
+    ///
+    /// # Errors
+    /// [`Error::BadUrl`] when the remote is not https; [`Error::ReadCaFile`] when the file
+    /// cannot be read; [`Error::BadCaFile`] when it holds no PEM certificate.
+    pub fn with_ca_file(mut self, path: &Path) -> Result<Self> {
+        let https = url::Url::parse(&self.url).is_ok_and(|url| url.scheme() == "https");
+        if !https {
+            return Err(Error::BadUrl {
+                url: self.url,
+                reason: "a CA file is used only for https remotes".into(),
+            });
+        }
+        let pem = std::fs::read(path).map_err(|source| Error::ReadCaFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let certs = match X509::stack_from_pem(&pem) {
+            Ok(certs) if !certs.is_empty() => certs,
+            Ok(_) => {
+                return Err(Error::BadCaFile {
+                    path: path.to_path_buf(),
+                    reason: "it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+                });
+            }
+            Err(error) => {
+                return Err(Error::BadCaFile {
+                    path: path.to_path_buf(),
+                    reason: error.to_string(),
+                });
+            }
+        };
+        self.ca = Some(CaFile {
+            path: path.to_path_buf(),
+            certs,
+        });
+        Ok(self)
     }
 
     /// The URL, as given (it holds no password).
@@ -171,21 +245,32 @@ impl Remote {
         (!is_ssh(&self.url)).then(|| PathBuf::from(&self.url))
     }
 
-    /// Callbacks that answer credential requests once (a second request means the
-    /// credentials were refused, and asking again would loop) and check ssh host keys.
-    pub(crate) fn callbacks(&self) -> Result<RemoteCallbacks<'_>> {
+    /// Callbacks for one operation that answer credential requests once (a second request
+    /// means the credentials were refused, and asking again would loop), check ssh host
+    /// keys, and accept an https certificate issued by the remote's CA file; with the
+    /// [`Refusal`] they record, for [`Remote::explain`].
+    pub(crate) fn callbacks(&self) -> Result<(RemoteCallbacks<'_>, Refusal)> {
         let mut callbacks = RemoteCallbacks::new();
+        let refusal = Refusal::default();
         let endpoint = endpoint(&self.url);
         match &self.auth {
             Auth::None => {}
             Auth::Token(token) => {
                 let asked = Cell::new(false);
-                callbacks.credentials(move |_url, user, allowed| {
-                    if asked.replace(true) || !allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
-                    {
-                        return Err(refused("the token was refused"));
+                callbacks.credentials(move |url, user, allowed| {
+                    let server = server_name(url);
+                    if !allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+                        return Err(refused(&format!(
+                            "{server} asks for a kind of authentication other than a password (HTTP basic), which a token cannot answer"
+                        )));
                     }
-                    Cred::userpass_plaintext(user.unwrap_or("x-access-token"), token.expose())
+                    let user = user.unwrap_or("x-access-token");
+                    if asked.replace(true) {
+                        return Err(refused(&format!(
+                            "{server} refused the token, sent as the password of user {user}: it is wrong, expired or revoked, or may not read and write this repository; give rackform a valid token"
+                        )));
+                    }
+                    Cred::userpass_plaintext(user, token.expose())
                 });
             }
             Auth::Ssh(key) => {
@@ -196,6 +281,7 @@ impl Remote {
                 })?;
                 let asked = Cell::new(0u8);
                 let user = endpoint.user.clone();
+                let server = host_name(&endpoint.host, endpoint.port);
                 callbacks.credentials(move |_url, from_url, allowed| {
                     let user = from_url.or(user.as_deref()).unwrap_or("git");
                     if allowed.contains(CredentialType::USERNAME) {
@@ -204,13 +290,17 @@ impl Remote {
                     if asked.replace(asked.get() + 1) > 0
                         || !allowed.contains(CredentialType::SSH_KEY)
                     {
-                        return Err(refused("the ssh key was refused"));
+                        return Err(refused(&format!(
+                            "{server} refused the ssh key {} for user {user}: add its public key to that account (a deploy key with write access, for write-back)",
+                            key.private_key.display()
+                        )));
                     }
                     let passphrase = key.passphrase.as_ref().map(|p| p.expose_secret());
                     Cred::ssh_key(user, None, &key.private_key, passphrase)
                 });
                 let port = endpoint.port;
                 let path = key.known_hosts.clone();
+                let refused_key = refusal.clone();
                 callbacks.certificate_check(move |cert, host| {
                     let Some(hostkey) = cert.as_hostkey() else {
                         return Ok(CertificateCheckStatus::CertificatePassthrough);
@@ -224,24 +314,141 @@ impl Remote {
                             None => HostKeyCheck::Unknown,
                         },
                     };
-                    match check {
-                        HostKeyCheck::Match => Ok(CertificateCheckStatus::CertificateOk),
-                        refused => Err(git2::Error::new(
-                            git2::ErrorCode::Certificate,
-                            git2::ErrorClass::Ssh,
-                            format!("host key of {host} {refused} in {}", path.display()),
-                        )),
+                    if check == HostKeyCheck::Match {
+                        return Ok(CertificateCheckStatus::CertificateOk);
                     }
+                    let why = host_key_refusal(check, host, port, &path);
+                    refused_key.0.replace(Some(why.clone()));
+                    Err(git2::Error::new(
+                        ErrorCode::Certificate,
+                        ErrorClass::Ssh,
+                        why,
+                    ))
                 });
             }
         }
-        Ok(callbacks)
+        if let Some(ca) = &self.ca {
+            callbacks.certificate_check(move |cert, host| {
+                // Not issued by the CA file: libgit2's own verdict (the system's CAs) stands.
+                Ok(match cert.as_x509() {
+                    Some(x509) if issued_for(&ca.certs, x509.data(), host) => {
+                        CertificateCheckStatus::CertificateOk
+                    }
+                    _ => CertificateCheckStatus::CertificatePassthrough,
+                })
+            });
+        }
+        Ok((callbacks, refusal))
+    }
+
+    /// libgit2's `error` from an operation that used the callbacks which recorded
+    /// `refusal`, with what to do added where libgit2 names only the symptom.
+    ///
+    /// A refused ssh host key: libgit2 puts "invalid or unknown remote ssh hostkey" in place
+    /// of the callback's message, which named the host, the known_hosts file and what to do;
+    /// that message is put back. An https certificate nobody trusts gets a hint, and the code
+    /// [`ErrorCode::Certificate`] (libgit2 reports a generic error once a certificate callback
+    /// passed on it), so that [`Error::is_transient`] sees that it needs a human. Other
+    /// errors are returned as they are.
+    pub(crate) fn explain(&self, error: git2::Error, refusal: &Refusal) -> git2::Error {
+        if error.code() == ErrorCode::Certificate
+            && let Some(why) = refusal.0.borrow().as_ref()
+        {
+            return git2::Error::new(ErrorCode::Certificate, error.class(), why.as_str());
+        }
+        let untrusted = error.class() == ErrorClass::Ssl
+            && (error.code() == ErrorCode::Certificate
+                || LIBGIT2_CERTIFICATE_ERRORS.contains(&error.message()));
+        if !untrusted {
+            return error;
+        }
+        let server = server_name(&self.url);
+        let trusted = match &self.ca {
+            Some(ca) => format!(
+                "neither the system's CAs nor those in {} trust",
+                ca.path.display()
+            ),
+            None => "the system's CAs do not trust".into(),
+        };
+        git2::Error::new(
+            ErrorCode::Certificate,
+            ErrorClass::Ssl,
+            format!(
+                "{}: {trusted} the TLS certificate of {server} for that name; if the server's certificate comes from a private CA, trust that CA with --git-ca-file",
+                error.message()
+            ),
+        )
     }
 }
 
-/// The error a credentials callback gives when asked again: authentication failed.
+/// Why a callback refused the server during one operation: shared by the callbacks and the
+/// code that reports the operation's error.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Refusal(Rc<RefCell<Option<String>>>);
+
+/// The messages libgit2's OpenSSL stream gives a certificate it refuses.
+const LIBGIT2_CERTIFICATE_ERRORS: &[&str] = &[
+    "the SSL certificate is invalid",
+    "hostname does not match certificate",
+];
+
+/// Why a host key is refused, and what to do about it.
+fn host_key_refusal(check: HostKeyCheck, host: &str, port: u16, known_hosts: &Path) -> String {
+    let name = host_name(host, port);
+    let file = known_hosts.display();
+    let scan = format!("`ssh-keyscan -p {port} {host}`");
+    match check {
+        HostKeyCheck::Mismatch => format!(
+            "the ssh host key of {name} does not match the one {file} lists for it: the server's key was changed, or another machine answers in its place, so nothing was fetched or pushed; if the change is expected, check the new key's fingerprint with the server's operator and replace the {name} line in {file} with what {scan} prints"
+        ),
+        HostKeyCheck::Revoked => format!(
+            "the ssh host key of {name} is marked @revoked in {file}, so nothing was fetched or pushed: the server needs a new key, and {file} must list it"
+        ),
+        HostKeyCheck::Unknown | HostKeyCheck::Match => format!(
+            "the ssh host key of {name} is not listed in {file}, so nothing was fetched or pushed: add what {scan} prints to it, once its fingerprint is checked with the server's operator"
+        ),
+    }
+}
+
+/// Whether the DER certificate `der` is issued, through `cas` alone, to `host` (a name or
+/// an IP address) for a TLS server, and valid now.
+fn issued_for(cas: &[X509], der: &[u8], host: &str) -> bool {
+    let verify = || -> std::result::Result<bool, openssl::error::ErrorStack> {
+        let leaf = X509::from_der(der)?;
+        let mut store = X509StoreBuilder::new()?;
+        for ca in cas {
+            store.add_cert(ca.clone())?;
+        }
+        let mut param = X509VerifyParam::new()?;
+        match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            Ok(ip) => param.set_ip(ip)?,
+            Err(_) => param.set_host(host)?,
+        }
+        param.set_purpose(X509PurposeId::SSL_SERVER)?;
+        param.set_flags(X509VerifyFlags::PARTIAL_CHAIN)?;
+        store.set_param(&param)?;
+        let store = store.build();
+        let chain = openssl::stack::Stack::new()?;
+        X509StoreContext::new()?.init(&store, &leaf, &chain, |context| context.verify_cert())
+    };
+    verify().unwrap_or(false)
+}
+
+/// `host` or `host:port` of a URL, for messages; the URL itself when it has no host.
+fn server_name(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => match (parsed.host_str(), parsed.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => url.to_owned(),
+        },
+        Err(_) => url.to_owned(),
+    }
+}
+
+/// The error a credentials callback gives when the credentials were refused.
 fn refused(message: &str) -> git2::Error {
-    git2::Error::new(git2::ErrorCode::Auth, git2::ErrorClass::Callback, message)
+    git2::Error::new(ErrorCode::Auth, ErrorClass::Callback, message)
 }
 
 /// Whether a token may travel to `url`: https, or http to a loopback address (tests, a
@@ -383,6 +590,165 @@ mod tests {
         assert_eq!(local("file://elsewhere/srv/fleet"), None);
         assert_eq!(local("git://127.0.0.1/fleet.git"), None);
         assert_eq!(local("https://git.example.com/fleet.git"), None);
+    }
+
+    /// A CA (its certificate in `X509` and an issuer for more) and DER certificates it
+    /// issues, made with rcgen.
+    struct TestCa {
+        cert: X509,
+        issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    }
+
+    impl TestCa {
+        fn new(name: &str) -> Self {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.self_signed(&key).unwrap();
+            Self {
+                cert: X509::from_der(cert.der()).unwrap(),
+                issuer: rcgen::Issuer::new(params, key),
+            }
+        }
+
+        /// An intermediate CA this one signs.
+        fn intermediate(&self, name: &str) -> Self {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            Self {
+                cert: X509::from_der(cert.der()).unwrap(),
+                issuer: rcgen::Issuer::new(params, key),
+            }
+        }
+
+        /// A server certificate for `names` (host names or IP addresses).
+        fn server(&self, names: &[&str], expired: bool) -> Vec<u8> {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let mut params = rcgen::CertificateParams::new(names).unwrap();
+            if expired {
+                params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+                params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+            }
+            params.signed_by(&key, &self.issuer).unwrap().der().to_vec()
+        }
+    }
+
+    #[test]
+    fn a_ca_file_vouches_only_for_its_own_certificates_and_hosts() {
+        let ca = TestCa::new("fleet CA");
+        let cas = [ca.cert.clone()];
+        let server = ca.server(&["git.internal", "127.0.0.1"], false);
+        assert!(issued_for(&cas, &server, "git.internal"));
+        assert!(issued_for(&cas, &server, "GIT.internal"));
+        assert!(issued_for(&cas, &server, "127.0.0.1"));
+        // Another name, another address, another CA, an expired certificate: not vouched for.
+        assert!(!issued_for(&cas, &server, "evil.example"));
+        assert!(!issued_for(&cas, &server, "127.0.0.2"));
+        let other = TestCa::new("someone else");
+        assert!(!issued_for(
+            std::slice::from_ref(&other.cert),
+            &server,
+            "git.internal"
+        ));
+        assert!(!issued_for(
+            &cas,
+            &ca.server(&["git.internal"], true),
+            "git.internal"
+        ));
+        assert!(!issued_for(&cas, b"not a certificate", "git.internal"));
+        // An intermediate alone in the file is a trust anchor; the root alone cannot see
+        // the chain, which the server's intermediates are not consulted for.
+        let intermediate = ca.intermediate("fleet issuing CA");
+        let issued = intermediate.server(&["git.internal"], false);
+        assert!(issued_for(
+            std::slice::from_ref(&intermediate.cert),
+            &issued,
+            "git.internal"
+        ));
+        assert!(issued_for(
+            &[ca.cert.clone(), intermediate.cert.clone()],
+            &issued,
+            "git.internal"
+        ));
+        assert!(!issued_for(&cas, &issued, "git.internal"));
+    }
+
+    #[test]
+    fn a_ca_file_is_read_once_and_only_for_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let https = || Remote::new("https://git.internal/fleet.git", Auth::None).unwrap();
+        assert!(matches!(
+            https().with_ca_file(&path),
+            Err(Error::ReadCaFile { .. })
+        ));
+        std::fs::write(&path, "no certificate here\n").unwrap();
+        let error = https().with_ca_file(&path).unwrap_err();
+        assert!(matches!(error, Error::BadCaFile { .. }), "{error}");
+        assert!(error.to_string().contains("ca.pem"), "{error}");
+        let ca = TestCa::new("fleet CA");
+        std::fs::write(&path, ca.cert.to_pem().unwrap()).unwrap();
+        let remote = https().with_ca_file(&path).unwrap();
+        assert!(format!("{remote:?}").contains("n_certs: 1"));
+        let git = Remote::new("git://git.internal/fleet.git", Auth::None).unwrap();
+        assert!(matches!(git.with_ca_file(&path), Err(Error::BadUrl { .. })));
+    }
+
+    #[test]
+    fn an_untrusted_certificate_says_what_to_do_and_needs_a_human() {
+        let remote = Remote::new("https://git.internal:8443/fleet.git", Auth::None).unwrap();
+        // As libgit2 reports it once a certificate callback passed on it: a generic code.
+        let libgit2 = git2::Error::new(
+            ErrorCode::GenericError,
+            ErrorClass::Ssl,
+            "the SSL certificate is invalid",
+        );
+        let explained = remote.explain(libgit2, &Refusal::default());
+        assert_eq!(explained.code(), ErrorCode::Certificate);
+        assert!(
+            explained.message().contains("git.internal:8443"),
+            "{explained}"
+        );
+        assert!(explained.message().contains("--git-ca-file"), "{explained}");
+        let fetch = Error::Fetch {
+            url: remote.url().into(),
+            branch: "main".into(),
+            source: explained,
+        };
+        assert!(!fetch.is_transient());
+        // Anything else is left as it is.
+        let network = git2::Error::new(ErrorCode::GenericError, ErrorClass::Net, "timed out");
+        assert_eq!(
+            remote.explain(network, &Refusal::default()).message(),
+            "timed out"
+        );
+    }
+
+    #[test]
+    fn a_refused_host_key_names_the_host_and_what_to_do() {
+        let file = Path::new("/etc/rackform/known_hosts");
+        let changed = host_key_refusal(HostKeyCheck::Mismatch, "git.internal", 2222, file);
+        for part in [
+            "[git.internal]:2222",
+            "/etc/rackform/known_hosts",
+            "ssh-keyscan -p 2222 git.internal",
+            "nothing was fetched or pushed",
+        ] {
+            assert!(changed.contains(part), "{part}: {changed}");
+        }
+        let unknown = host_key_refusal(HostKeyCheck::Unknown, "git.internal", 22, file);
+        assert!(unknown.contains("git.internal is not listed"), "{unknown}");
+        let revoked = host_key_refusal(HostKeyCheck::Revoked, "git.internal", 22, file);
+        assert!(revoked.contains("@revoked"), "{revoked}");
     }
 
     #[test]
