@@ -142,6 +142,52 @@ impl Report {
 pub enum Refused {
     #[error("{0}; approve the deletions to apply it")]
     DeleteGuard(String),
+    /// The plan's deletions could not be recorded before they start.
+    #[error("nothing was applied: {0}")]
+    Ledger(String),
+}
+
+/// Records in the deletion ledger the deletes of `plan` the delete guard counts, except
+/// those of suspended clusters, before any starts (see `crate::ledger`).
+async fn record_deletions<M: Metal, S: SecretStore + Sync>(
+    context: &Context<'_, M, S>,
+    plan: &Plan,
+    suspended: &std::collections::BTreeSet<usize>,
+) -> Result<(), Refused> {
+    if context
+        .options
+        .leadership
+        .as_ref()
+        .is_some_and(|l| !l.is_leader())
+    {
+        return Ok(());
+    }
+    let counted: std::collections::BTreeSet<&str> = plan
+        .clusters
+        .iter()
+        .filter(|c| !c.suspended)
+        .flat_map(|c| &c.actions)
+        .filter(|a| !suspended.contains(&a.id))
+        .filter_map(|a| match &a.op {
+            crate::plan::Op::DeleteDevice { device, .. } => Some(device.as_str()),
+            _ => None,
+        })
+        .collect();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let entries: Vec<crate::ledger::Deletion> = plan
+        .ledger_entries(now)
+        .into_iter()
+        .filter(|d| counted.contains(d.device.as_str()))
+        .collect();
+    let window = context
+        .fleet
+        .settings
+        .as_ref()
+        .map_or(0, |s| s.delete_budget.window);
+    let forget_before = now - window.max(crate::ledger::KEEP);
+    crate::ledger::record(context.secrets, &entries, forget_before)
+        .await
+        .map_err(|e| Refused::Ledger(crate::report::chain(&e)))
 }
 
 /// Runs every action of `plan`, each after those it waits for.
@@ -178,6 +224,7 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
         .actions()
         .filter(|a| !suspended.contains(&a.id))
         .collect();
+    record_deletions(context, plan, &suspended).await?;
     let materials = actions::Materials::new(&actions);
     let mut report = Report::default();
     for id in &suspended {

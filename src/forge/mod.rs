@@ -211,12 +211,20 @@ impl Status {
             return Self::new(State::Failure, &description, context);
         }
         if let Some(refusal) = &plan.refusal {
-            let description = format!(
-                "refused: deletes {} of {} devices, over the {}% deleteGuard; approve to apply",
-                refusal.would_delete.len(),
-                refusal.fleet_devices,
-                refusal.max_percent
-            );
+            let description = match &refusal.budget {
+                Some(budget) => format!(
+                    "refused: deletes {} devices after {} within {}, over the deleteGuard budget; approve to apply",
+                    refusal.would_delete.len(),
+                    budget.deleted.len(),
+                    budget.window
+                ),
+                None => format!(
+                    "refused: deletes {} of {} devices, over the {}% deleteGuard; approve to apply",
+                    refusal.would_delete.len(),
+                    refusal.fleet_devices,
+                    refusal.max_percent
+                ),
+            };
             return Self::new(State::Failure, &description, context);
         }
         Self::new(State::Success, &plan.summary().to_string(), context)

@@ -42,6 +42,8 @@ pub enum Error {
     },
     #[error("reading which secrets exist")]
     Secrets(#[source] secrets::Error),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::Error),
 }
 
 /// The Packet projects a fleet uses: its own and any a cluster names.
@@ -130,6 +132,7 @@ pub async fn world(
         }
     }
 
+    world.deletions = crate::ledger::read(store).await?.deletions;
     let inventories = store.inventory_all().await.map_err(Error::Secrets)?;
     for (cluster, inventory) in &inventories {
         world.clusters.entry(cluster.clone()).or_default().secrets = inventory.owners();

@@ -22,6 +22,10 @@ use crate::spec::KubernetesVersion;
 pub struct World {
     #[serde(default)]
     pub clusters: BTreeMap<String, ObservedCluster>,
+    /// What the deletion ledger recorded (`crate::ledger`): the delete guard's rolling
+    /// budget counts it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deletions: Vec<crate::ledger::Deletion>,
 }
 
 impl World {

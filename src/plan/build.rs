@@ -8,6 +8,7 @@ use super::health;
 use super::model::*;
 use super::template;
 use super::upgrade;
+use crate::ledger::Deletion;
 use crate::observe::{
     DeviceState, ObservedApi, ObservedCluster, ObservedDevice, SecretKind, SecretOwner, World,
     missing_secrets,
@@ -96,7 +97,8 @@ pub fn build(inputs: &Inputs) -> Plan {
         refusal: None,
     };
     if !inputs.approve_deletes {
-        plan.refusal = delete_guard(&plan, world, fleet);
+        plan.refusal = delete_guard(&plan, world, fleet)
+            .or_else(|| delete_budget(&plan, world, fleet, inputs.now));
     }
     plan
 }
@@ -133,23 +135,58 @@ pub fn world_hash(world: &World) -> String {
 fn delete_guard(plan: &Plan, world: &World, fleet: &Fleet) -> Option<DeleteRefusal> {
     let max_percent = fleet.settings.as_ref()?.max_delete_percent;
     let would_delete: Vec<String> = plan
-        .actions()
-        .filter(|a| {
-            matches!(
-                a.reason,
-                Reason::PoolAboveCount { .. } | Reason::ClusterRemoved
-            )
-        })
-        .filter_map(|a| match &a.op {
-            Op::DeleteDevice { hostname, .. } => Some(hostname.clone()),
-            _ => None,
-        })
+        .counted_deletes()
+        .map(|(_, h, _)| h.to_owned())
         .collect();
     let fleet_devices = world.n_live_devices();
     (would_delete.len() * 100 > usize::from(max_percent) * fleet_devices).then_some(DeleteRefusal {
         would_delete,
         fleet_devices,
         max_percent,
+        budget: None,
+    })
+}
+
+/// The rolling budget (`deleteGuard.budget`): what the ledger recorded within the window
+/// ending `now`, and what this plan deletes besides, against the fleet as it was before
+/// those deletions (its live devices and the recorded ones gone since).
+fn delete_budget(plan: &Plan, world: &World, fleet: &Fleet, now: i64) -> Option<DeleteRefusal> {
+    let budget = fleet.settings.as_ref()?.delete_budget;
+    let recorded = &world.deletions;
+    let planned: Vec<(&str, &str)> = plan.counted_deletes().map(|(_, h, d)| (h, d)).collect();
+    let mut spent: Vec<&Deletion> = recorded
+        .iter()
+        .filter(|d| d.at > now - budget.window)
+        .filter(|d| !planned.iter().any(|(_, device)| *device == d.device))
+        .collect();
+    spent.dedup_by(|a, b| a.device == b.device);
+    if planned.is_empty() {
+        return None;
+    }
+    let live: BTreeSet<&str> = world
+        .clusters
+        .values()
+        .flat_map(|c| &c.devices)
+        .filter(|d| d.state.is_live())
+        .map(|d| d.id.as_str())
+        .collect();
+    let gone = spent
+        .iter()
+        .filter(|d| !live.contains(d.device.as_str()))
+        .count();
+    let fleet_devices = live.len() + gone;
+    let total = planned.len() + spent.len();
+    let over_share = total * 100 > usize::from(budget.max_percent) * fleet_devices;
+    let over_count = budget.max_devices.is_some_and(|max| total > max as usize);
+    (over_share || over_count).then(|| DeleteRefusal {
+        would_delete: planned.iter().map(|(h, _)| (*h).to_owned()).collect(),
+        fleet_devices,
+        max_percent: budget.max_percent,
+        budget: Some(BudgetSpent {
+            window: duration(budget.window),
+            deleted: spent.iter().map(|d| d.hostname.clone()).collect(),
+            max_devices: budget.max_devices,
+        }),
     })
 }
 
@@ -341,6 +378,7 @@ pub(super) fn duration(seconds: i64) -> String {
     match seconds {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m", s / 60),
+        s if s % 3600 < 60 => format!("{}h", s / 3600),
         s => format!("{}h{}m", s / 3600, (s % 3600) / 60),
     }
 }
@@ -493,6 +531,7 @@ fn declared(
             unavailable: 1 - control_plane_surge(&cluster.rollout, nodes.count),
             vanished: vanished(b.name, CONTROL_PLANE_POOL, observed),
             unhealthy,
+            protected: protected(cluster, observed),
         };
         outcome = pool(b, cluster, &target, devices, &base_after);
         if let Some(init) = outcome.init {
@@ -515,6 +554,7 @@ fn declared(
             unavailable: cluster.rollout.max_unavailable,
             vanished: vanished(b.name, spec.name.as_str(), observed),
             unhealthy,
+            protected: protected(cluster, observed),
         };
         let pool_outcome = pool(b, cluster, &target, devices, &worker_after);
         outcome.deleted.extend(pool_outcome.deleted);
@@ -584,6 +624,8 @@ struct PoolTarget<'a> {
     vanished: Vec<String>,
     /// Live devices to replace as unhealthy, and why.
     unhealthy: Vec<(&'a ObservedDevice, ReplaceWhy)>,
+    /// New devices are tagged deletion-protected.
+    protected: bool,
 }
 
 /// Control planes are replaced one at a time, as Cluster API's `KubeadmControlPlane` rolls
@@ -683,7 +725,7 @@ impl PoolRun<'_> {
             spec: target.spec.clone(),
             role,
             reservation,
-            protected: self.cluster.deletion_protection,
+            protected: target.protected,
         };
         let id = b.push(Op::CreateDevice(new), reason, &after);
         if role == Role::Init {
@@ -1251,7 +1293,19 @@ fn stale_nodes(
 /// The declaration's deletion protection is recorded on the cluster's devices as the
 /// `rackform:protected` tag, where no commit can remove it; a declaration without it takes
 /// the tag off, which the plan shows.
+/// Whether the cluster is deletion-protected: as its declaration says, or, when it says
+/// nothing, as its servers record (a protection is lifted only by an explicit `false`).
+fn protected(cluster: &Cluster, observed: &ObservedCluster) -> bool {
+    cluster.deletion_protection.unwrap_or_else(|| {
+        observed
+            .devices
+            .iter()
+            .any(|d| d.protected && d.state.is_live())
+    })
+}
+
 fn protection_on_devices(b: &mut ClusterBuilder, cluster: &Cluster, observed: &ObservedCluster) {
+    let protected = protected(cluster, observed);
     let deleted: BTreeSet<&str> = b
         .actions
         .iter()
@@ -1264,20 +1318,20 @@ fn protection_on_devices(b: &mut ClusterBuilder, cluster: &Cluster, observed: &O
         .devices
         .iter()
         .filter(|d| d.ordinal.is_some() && d.state.is_live() && !deleted.contains(d.id.as_str()))
-        .filter(|d| d.protected != cluster.deletion_protection)
+        .filter(|d| d.protected != protected)
         .map(|d| d.hostname.clone())
         .collect();
     if devices.is_empty() {
         return;
     }
-    let reason = if cluster.deletion_protection {
+    let reason = if protected {
         Reason::ProtectionDeclared
     } else {
         Reason::ProtectionLifted
     };
     let op = Op::SetDeletionProtection {
         cluster: b.name.to_owned(),
-        protected: cluster.deletion_protection,
+        protected,
         devices,
     };
     b.push(op, reason, &[]);

@@ -8,6 +8,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::ledger::Deletion;
 use crate::observe::SecretKind;
 use crate::spec::Placement;
 
@@ -27,6 +28,38 @@ pub struct Plan {
 impl Plan {
     pub fn actions(&self) -> impl Iterator<Item = &Action> {
         self.clusters.iter().flat_map(|c| &c.actions)
+    }
+
+    /// The devices the plan deletes without replacing them (scale-downs and cluster
+    /// deletions), as (cluster, hostname, device id): what the delete guard counts.
+    pub fn counted_deletes(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.actions()
+            .filter(|a| {
+                matches!(
+                    a.reason,
+                    Reason::PoolAboveCount { .. } | Reason::ClusterRemoved
+                )
+            })
+            .filter_map(|a| match &a.op {
+                Op::DeleteDevice {
+                    cluster,
+                    device,
+                    hostname,
+                } => Some((cluster.as_str(), hostname.as_str(), device.as_str())),
+                _ => None,
+            })
+    }
+
+    /// The ledger entries of [`Self::counted_deletes`], stamped `now`.
+    pub fn ledger_entries(&self, now: i64) -> Vec<Deletion> {
+        self.counted_deletes()
+            .map(|(cluster, hostname, device)| Deletion {
+                at: now,
+                cluster: cluster.to_owned(),
+                hostname: hostname.to_owned(),
+                device: device.to_owned(),
+            })
+            .collect()
     }
 
     /// True when applying would change nothing.
@@ -543,10 +576,42 @@ pub struct DeleteRefusal {
     pub would_delete: Vec<String>,
     pub fleet_devices: usize,
     pub max_percent: u8,
+    /// Set when the refusal is the rolling budget's (`deleteGuard.budget`): what was
+    /// deleted within its window already. `maxPercent` is then the budget's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSpent>,
+}
+
+/// What the deletion budget had spent when it refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BudgetSpent {
+    /// The window, as `24h`.
+    pub window: String,
+    /// Hostnames the deletion ledger recorded within the window.
+    pub deleted: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_devices: Option<u32>,
 }
 
 impl fmt::Display for DeleteRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(budget) = &self.budget {
+            let limit = match budget.max_devices {
+                Some(max) => format!("{}% or {max} devices", self.max_percent),
+                None => format!("{}%", self.max_percent),
+            };
+            return write!(
+                f,
+                "the plan deletes {} devices and rackform deleted {} within the last {}: {} of the fleet's {} devices, more than the deleteGuard budget of {limit} per {} allows without approval",
+                self.would_delete.len(),
+                budget.deleted.len(),
+                budget.window,
+                self.would_delete.len() + budget.deleted.len(),
+                self.fleet_devices,
+                budget.window
+            );
+        }
         write!(
             f,
             "the plan deletes {} of the fleet's {} devices, more than the {}% deleteGuard allows without approval",

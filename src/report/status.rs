@@ -97,7 +97,12 @@ pub fn of(
     errors: Vec<String>,
 ) -> Status {
     let (deletion_protection, file) = match declared {
-        Some(cluster) => (cluster.deletion_protection, Some(cluster.file.clone())),
+        Some(cluster) => (
+            cluster
+                .deletion_protection
+                .unwrap_or_else(|| after.devices.iter().any(|d| d.protected)),
+            Some(cluster.file.clone()),
+        ),
         None => (
             after.deletion_protection || after.devices.iter().any(|d| d.protected),
             after.declared_in.clone(),

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CLUSTER_NAME_LABEL, CLUSTER_SECRET_TYPE, Created, Deleted, Error, Inventory, MANAGED_BY,
-    MANAGED_BY_LABEL, Replaced, Result, SecretData, SecretKind, SecretMeta, SecretName,
-    SecretOwner, SecretStore, StoredSecret, Version, kind_of, owner_of, secret_name,
+    MANAGED_BY_LABEL, RECORD_KEY, Replaced, Result, SecretData, SecretKind, SecretMeta, SecretName,
+    SecretOwner, SecretStore, StoredSecret, Version, kind_of, owner_of, record_name, secret_name,
 };
 
 const DIR_MODE: u32 = 0o700;
@@ -426,5 +426,49 @@ impl SecretStore for DirSecrets {
             self.sync_dir()?;
         }
         Ok(outcome)
+    }
+
+    async fn read_record(&self, name: &'static str) -> Result<Option<(Vec<u8>, Version)>> {
+        let name = record_name(name);
+        let Some(file) = self.load(&name)? else {
+            return Ok(None);
+        };
+        let stored = self.stored(&name, file)?;
+        let bytes = stored
+            .data
+            .get(RECORD_KEY)
+            .map(|b| b.expose_secret().to_vec())
+            .unwrap_or_default();
+        Ok(Some((bytes, stored.meta.version)))
+    }
+
+    async fn write_record(
+        &self,
+        name: &'static str,
+        bytes: Vec<u8>,
+        expected: Option<&Version>,
+    ) -> Result<bool> {
+        let name = record_name(name);
+        let _guard = self.guard();
+        let current = self.load(&name)?;
+        let version = match (&current, expected) {
+            (None, None) => 1,
+            (Some(file), Some(expected)) if meta_of(&name, file).version == *expected => {
+                file.version + 1
+            }
+            _ => return Ok(false),
+        };
+        let file = SecretFile {
+            name: name.to_string(),
+            type_: "Opaque".to_owned(),
+            labels: BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())]),
+            version,
+            data: BTreeMap::from([(RECORD_KEY.to_owned(), STANDARD.encode(bytes))]),
+        };
+        if current.is_none() {
+            return self.write_new(&name, &file);
+        }
+        self.write_over(&name, &file)?;
+        Ok(true)
     }
 }

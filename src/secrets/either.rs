@@ -57,4 +57,17 @@ impl SecretStore for Store {
     async fn delete_cluster(&self, cluster: &str, kinds: &[SecretKind]) -> Result<Deleted> {
         delegate!(self, store => store.delete_cluster(cluster, kinds))
     }
+
+    async fn read_record(&self, name: &'static str) -> Result<Option<(Vec<u8>, Version)>> {
+        delegate!(self, store => store.read_record(name))
+    }
+
+    async fn write_record(
+        &self,
+        name: &'static str,
+        bytes: Vec<u8>,
+        expected: Option<&Version>,
+    ) -> Result<bool> {
+        delegate!(self, store => store.write_record(name, bytes, expected))
+    }
 }

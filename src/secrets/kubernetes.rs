@@ -10,8 +10,9 @@ use secrecy::ExposeSecret;
 
 use super::{
     ApiFailure, CLUSTER_NAME_LABEL, CLUSTER_SECRET_TYPE, Created, Deleted, Error, Inventory,
-    MANAGED_BY, MANAGED_BY_LABEL, Replaced, Result, SecretData, SecretKind, SecretMeta, SecretName,
-    SecretOwner, SecretStore, StoredSecret, Version, kind_of, owner_of, secret_name,
+    MANAGED_BY, MANAGED_BY_LABEL, RECORD_KEY, Replaced, Result, SecretData, SecretKind, SecretMeta,
+    SecretName, SecretOwner, SecretStore, StoredSecret, Version, kind_of, owner_of, record_name,
+    secret_name,
 };
 
 /// A client for the Kubernetes API as the environment describes it: the in-cluster service
@@ -310,5 +311,64 @@ impl SecretStore for KubeSecrets {
             }
         }
         Ok(outcome)
+    }
+
+    async fn read_record(&self, name: &'static str) -> Result<Option<(Vec<u8>, Version)>> {
+        let name = record_name(name);
+        let Some(stored) = self.read_name(&name).await? else {
+            return Ok(None);
+        };
+        let bytes = stored
+            .data
+            .get(RECORD_KEY)
+            .map(|b| b.expose_secret().to_vec())
+            .unwrap_or_default();
+        Ok(Some((bytes, stored.meta.version)))
+    }
+
+    async fn write_record(
+        &self,
+        name: &'static str,
+        bytes: Vec<u8>,
+        expected: Option<&Version>,
+    ) -> Result<bool> {
+        let name = record_name(name);
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY_LABEL.to_owned(),
+                    MANAGED_BY.to_owned(),
+                )])),
+                resource_version: expected.map(|v| v.0.clone()),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".to_owned()),
+            data: Some(BTreeMap::from([(RECORD_KEY.to_owned(), ByteString(bytes))])),
+            ..Secret::default()
+        };
+        // A create fails with 409 when the record exists; a replace at a resourceVersion
+        // fails with 409 when it moved: either way another writer was first.
+        let request = match expected {
+            None => self
+                .request()
+                .create(&PostParams::default(), Self::body(&secret)),
+            Some(_) => {
+                self.request()
+                    .replace(name.as_str(), &PostParams::default(), Self::body(&secret))
+            }
+        };
+        match self.send::<MetaOnly>(request).await {
+            Ok(_) => Ok(true),
+            Err(error)
+                if is_reason(&error, kube::core::Status::is_conflict)
+                    || is_reason(&error, kube::core::Status::is_already_exists)
+                    || is_reason(&error, kube::core::Status::is_not_found) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(self.failed("writing", &name, &error)),
+        }
     }
 }

@@ -314,6 +314,32 @@ pub trait SecretStore {
         cluster: &str,
         kinds: &[SecretKind],
     ) -> impl Future<Output = Result<Deleted>> + Send;
+
+    /// rackform's own record `name` (no cluster's secret: [`LEDGER`], the deletion ledger)
+    /// and its version, where a commit to the fleet repository cannot edit it.
+    fn read_record(
+        &self,
+        name: &'static str,
+    ) -> impl Future<Output = Result<Option<(Vec<u8>, Version)>>> + Send;
+
+    /// Writes record `name` if it is still at `expected` (`None`: if it does not exist).
+    /// Returns false, having written nothing, when another writer moved it first.
+    fn write_record(
+        &self,
+        name: &'static str,
+        bytes: Vec<u8>,
+        expected: Option<&Version>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// The record holding the deletion ledger (`crate::ledger`).
+pub const LEDGER: &str = "rackform-deletions";
+/// The data key a record's bytes are stored under.
+const RECORD_KEY: &str = "record";
+
+/// A record's name as a secret name: one of rackform's own, fixed ones.
+fn record_name(name: &'static str) -> SecretName {
+    SecretName(name.to_owned())
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

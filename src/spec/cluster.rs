@@ -74,7 +74,17 @@ pub struct Settings {
     /// Apply nothing anywhere.
     pub suspend: bool,
     pub max_delete_percent: u8,
+    pub delete_budget: DeleteBudget,
     pub paths: Paths,
+}
+
+/// `deleteGuard.budget`, resolved: deletions rackform makes within `window` seconds, over
+/// every plan, unapproved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DeleteBudget {
+    pub window: i64,
+    pub max_percent: u8,
+    pub max_devices: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -100,7 +110,10 @@ pub struct Cluster {
     pub pools: Vec<Pool>,
     pub network: Network,
     pub ssh_keys: Vec<String>,
-    pub deletion_protection: bool,
+    /// `deletionProtection` as the cluster or the defaults say it; `None` when neither
+    /// does, which keeps what the cluster's servers record (only an explicit `false` lifts
+    /// it).
+    pub deletion_protection: Option<bool>,
     pub rollout: Rollout,
     pub health_check: HealthCheck,
     /// Planned and reported, never applied.

@@ -103,7 +103,24 @@ pub struct AgeSettings {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeleteGuard {
     /// The largest share of the fleet's devices, in percent, one plan may delete unapproved. Default 10.
-    pub max_percent: u8,
+    pub max_percent: Option<u8>,
+    /// How much rackform may delete within a rolling window, over all plans: counted from
+    /// the deletion ledger rackform keeps in its secret store (not in Git), so a series of
+    /// commits each under `maxPercent`, restarts and leader changes do not reset it.
+    pub budget: Option<DeleteBudget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeleteBudget {
+    /// The rolling window, as `24h` or `90m`. Default `24h`.
+    pub window: Option<String>,
+    /// The largest share of the fleet's devices, in percent, deleted within the window
+    /// unapproved. Default twice `maxPercent`, at most 100.
+    pub max_percent: Option<u8>,
+    /// The most devices deleted within the window unapproved. Default: no limit but
+    /// `maxPercent`.
+    pub max_devices: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
@@ -186,7 +203,8 @@ pub struct ClusterSpec {
     /// Never delete this cluster, even when its file is removed and pruning is on. Recorded
     /// on its servers as the `rackform:protected` tag, so a commit that removes its file and
     /// its status file deletes nothing; to delete it, first apply its declaration with
-    /// `deletionProtection: false`.
+    /// `deletionProtection: false` (removing this line keeps the protection the servers
+    /// record).
     pub deletion_protection: Option<bool>,
     pub rollout: Option<RolloutSpec>,
     pub health_check: Option<HealthCheckSpec>,

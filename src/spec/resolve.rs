@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use super::addons::{Addons, Loaded};
 use super::check;
 use super::cluster::{
-    Addon, CONTROL_PLANE_POOL, Cluster, ClusterName, ControlPlane, ControlPlaneNodes,
+    Addon, CONTROL_PLANE_POOL, Cluster, ClusterName, ControlPlane, ControlPlaneNodes, DeleteBudget,
     DrainTimeoutPolicy, HealthCheck, KubernetesVersion, MaxUnhealthy, Network, Paths, Placement,
     Pool, PoolName, Remediation, Reservations, Rollout, Settings,
 };
@@ -27,6 +27,8 @@ pub const MAX_CONTROL_PLANE: u32 = 7;
 pub const MAX_POOL: u32 = 1000;
 /// Default share of the fleet's devices one plan may delete without approval.
 pub const DEFAULT_MAX_DELETE_PERCENT: u8 = 10;
+/// `deleteGuard.budget.window` unless set: a day.
+pub const DEFAULT_DELETE_WINDOW: i64 = 24 * 3600;
 /// Ordinals in hostnames are checked as if four digits long: pools hold at most 1000 devices
 /// plus surge.
 const ORDINAL_WIDTH: usize = 4;
@@ -104,14 +106,37 @@ pub fn settings(doc: &FleetDocument, addons: &Addons, check: &mut FileCheck) -> 
     for (i, recipient) in doc.age.recipients.iter().enumerate() {
         check.check(&item("age.recipients", i), recipient, check::age_recipient);
     }
-    let max_delete_percent = doc
-        .delete_guard
-        .as_ref()
-        .map_or(DEFAULT_MAX_DELETE_PERCENT, |g| g.max_percent);
+    let guard = doc.delete_guard.as_ref();
+    let max_delete_percent = guard
+        .and_then(|g| g.max_percent)
+        .unwrap_or(DEFAULT_MAX_DELETE_PERCENT);
     if max_delete_percent > 100 {
         check.error(
             "deleteGuard.maxPercent",
             format!("{max_delete_percent} is more than 100 percent"),
+        );
+    }
+    let budget = guard.and_then(|g| g.budget.as_ref());
+    let delete_budget = DeleteBudget {
+        window: budget
+            .and_then(|b| b.window.as_deref())
+            .and_then(|w| check.check("deleteGuard.budget.window", w, check::duration))
+            .unwrap_or(DEFAULT_DELETE_WINDOW),
+        max_percent: budget
+            .and_then(|b| b.max_percent)
+            .unwrap_or_else(|| max_delete_percent.saturating_mul(2).min(100)),
+        max_devices: budget.and_then(|b| b.max_devices),
+    };
+    if delete_budget.max_percent > 100 {
+        check.error(
+            "deleteGuard.budget.maxPercent",
+            format!("{} is more than 100 percent", delete_budget.max_percent),
+        );
+    }
+    if delete_budget.window <= 0 {
+        check.error(
+            "deleteGuard.budget.window",
+            "the window must be longer than nothing",
         );
     }
     let paths = doc.paths.clone().unwrap_or_default();
@@ -168,6 +193,7 @@ pub fn settings(doc: &FleetDocument, addons: &Addons, check: &mut FileCheck) -> 
         prune: doc.prune,
         suspend: doc.suspend,
         max_delete_percent,
+        delete_budget,
         paths,
     })
 }
@@ -608,10 +634,7 @@ pub fn cluster(
         pools,
         network,
         ssh_keys: keys,
-        deletion_protection: spec
-            .deletion_protection
-            .or(defaults.deletion_protection)
-            .unwrap_or(false),
+        deletion_protection: spec.deletion_protection.or(defaults.deletion_protection),
         rollout,
         health_check,
         suspend: spec.suspend || fleet.is_some_and(|(settings, _)| settings.suspend),
