@@ -8,7 +8,9 @@
 //! `Location`), get, edit and delete a comment, and create a commit status (201).
 //! Errors are GitHub's: 401 `Bad credentials`, 404 `Not Found` for unknown repositories and
 //! comments, and 422 `Validation Failed` with the observed `errors[]` for a body over 65,536
-//! characters and a status description over 140 (`shared/reference/forge-api.md`).
+//! characters and a status description over 140 (GitHub's documented limits for issue comments
+//! and commit statuses, https://docs.github.com/en/rest/commits/statuses, and the
+//! `errors[]` it answers with).
 //! In Gitea mode the API lives under `/api/v1`, the comment list is unpaginated with
 //! `X-Total-Count`, comments have no length limit and statuses may also be `warning` or
 //! `skipped`.
