@@ -528,6 +528,45 @@ fn a_signed_webhook_wakes_the_loop() {
         || sim.hostnames().len() == 4,
         "the webhook to trigger a pass",
     );
+
+    // Every metric the docs list comes from production code: the Packet client counted its
+    // requests, apply its errors, the loop its passes and plans, the handler the deliveries.
+    let metrics = || {
+        let request = reqwest::Client::new().get(format!("{url}/metrics")).send();
+        let response = sim.runtime.block_on(request).unwrap();
+        sim.runtime.block_on(response.text()).unwrap()
+    };
+    wait_for(
+        || metrics().contains("rackform_reconcile_total{result=\"success\"} 2"),
+        "the second pass to be counted",
+    );
+    let text = metrics();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+    };
+    assert!(value("rackform_metal_requests_total{op=\"list_devices\",code=\"200\"}") >= 4.0);
+    assert_eq!(
+        value("rackform_metal_requests_total{op=\"create_device\",code=\"201\"}"),
+        4.0
+    );
+    assert_eq!(value("rackform_apply_errors_total"), 0.0);
+    assert_eq!(value("rackform_reconcile_duration_seconds_count"), 2.0);
+    assert!(value("rackform_last_success_timestamp_seconds") > 1.7e9);
+    assert_eq!(value("rackform_leader"), 1.0);
+    assert_eq!(
+        value("rackform_webhook_deliveries_total{forge=\"github\",result=\"accepted\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("rackform_webhook_deliveries_total{forge=\"github\",result=\"unauthorized\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("rackform_plan_actions{action=\"create_device\"}"),
+        1.0
+    );
     terminate(&mut child);
 }
 

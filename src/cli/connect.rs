@@ -51,11 +51,20 @@ pub struct Backends {
 impl Backends {
     /// The Packet API client and the secret store these flags name.
     pub async fn connect(&self) -> Result<(PacketClient, Store)> {
+        self.connect_recording(None).await
+    }
+
+    /// [`Self::connect`], with every Packet API request told to `recorder`.
+    pub async fn connect_recording(
+        &self,
+        recorder: Option<std::sync::Arc<dyn crate::metal::RequestRecorder>>,
+    ) -> Result<(PacketClient, Store)> {
         let token = Token::load(self.packet_token_file.as_deref())
             .context("reading the Packet API token")?;
         let config = ClientConfig {
             base_url: self.packet_url.clone(),
             requests_per_second: (self.packet_rps > 0.0).then_some(self.packet_rps),
+            recorder,
             ..ClientConfig::new(token)
         };
         let metal = PacketClient::new(config).context("setting up the Packet API client")?;

@@ -184,9 +184,11 @@ async fn demo(args: &Args) -> Result<ExitCode> {
         ),
     );
 
+    let metrics = crate::daemon::metrics::Metrics::new();
     let metal = PacketClient::new(ClientConfig {
         base_url: sim.base_url(),
         requests_per_second: None,
+        recorder: Some(Arc::new(metrics.clone())),
         ..ClientConfig::new(Token::new("demo"))
     })?;
     let checkout = Checkout::open(
@@ -210,7 +212,7 @@ async fn demo(args: &Args) -> Result<ExitCode> {
         },
         last: None,
         observer: Some(Box::new(move |event| show(event, colour, started))),
-        metrics: crate::daemon::metrics::Metrics::new(),
+        metrics,
     };
     let (sender, receiver) = std::sync::mpsc::channel();
     let _watcher = RefWatcher::start(&remote_dir, move |_| {

@@ -222,7 +222,11 @@ async fn reconciler(args: &Args) -> Result<Reconciler<PacketClient, Store>> {
             args.state_dir.display()
         )
     })?;
-    let (metal, store) = args.backends.connect().await?;
+    let metrics = Metrics::new();
+    let (metal, store) = args
+        .backends
+        .connect_recording(Some(Arc::new(metrics.clone())))
+        .await?;
     let age_identities = match &args.age_identity {
         Some(file) => {
             let text = std::fs::read_to_string(file)
@@ -249,7 +253,7 @@ async fn reconciler(args: &Args) -> Result<Reconciler<PacketClient, Store>> {
         },
         last: None,
         observer: None,
-        metrics: Metrics::new(),
+        metrics,
     })
 }
 

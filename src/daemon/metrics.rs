@@ -47,38 +47,8 @@ impl ReconcileResult {
     }
 }
 
-/// A Packet API operation: the `op` label of `rackform_metal_requests_total`, one per
-/// method of [`crate::metal::Metal`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum MetalOp {
-    ListDevices,
-    GetDevice,
-    CreateDevice,
-    DeleteDevice,
-    ListIpReservations,
-    ReserveIp,
-    AssignIp,
-    UnassignIp,
-    ReleaseIp,
-    ListHardwareReservations,
-}
-
-impl MetalOp {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ListDevices => "list_devices",
-            Self::GetDevice => "get_device",
-            Self::CreateDevice => "create_device",
-            Self::DeleteDevice => "delete_device",
-            Self::ListIpReservations => "list_ip_reservations",
-            Self::ReserveIp => "reserve_ip",
-            Self::AssignIp => "assign_ip",
-            Self::UnassignIp => "unassign_ip",
-            Self::ReleaseIp => "release_ip",
-            Self::ListHardwareReservations => "list_hardware_reservations",
-        }
-    }
-}
+/// A Packet API operation: the `op` label of `rackform_metal_requests_total`.
+pub use crate::metal::Operation as MetalOp;
 
 /// The `code` label of `rackform_metal_requests_total`: an HTTP status, or `none` when no
 /// answer came (connection refused, timeout, cut-off body).
@@ -264,6 +234,12 @@ impl WebhookResult {
 #[derive(Clone, Default)]
 pub struct Metrics {
     state: Arc<Mutex<State>>,
+}
+
+impl crate::metal::RequestRecorder for Metrics {
+    fn record(&self, op: MetalOp, status: Option<u16>) {
+        self.record_metal_request(op, status);
+    }
 }
 
 impl std::fmt::Debug for Metrics {

@@ -80,12 +80,12 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
     /// Runs one pass.
     #[instrument(skip_all, fields(branch = %self.branch))]
     pub async fn pass(&mut self) -> Result<Outcome> {
-        if let Some(leadership) = &self.apply.leadership {
-            self.metrics.set_leader(leadership.is_leader());
-            if !leadership.is_leader() {
-                info!("Not the leader; another replica applies.");
-                return Ok(Outcome::Unchanged);
-            }
+        // A single replica without election leads.
+        let leads = self.apply.leadership.as_ref().is_none_or(|l| l.is_leader());
+        self.metrics.set_leader(leads);
+        if !leads {
+            info!("Not the leader; another replica applies.");
+            return Ok(Outcome::Unchanged);
         }
         let desired = self.fetch().await?;
         let Some(settings) = desired.fleet.settings.clone() else {
@@ -162,7 +162,10 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
             }
         };
         let (report, refused) = match apply::execute(&context, &plan, progress).await {
-            Ok(report) => (report, None),
+            Ok(report) => {
+                self.metrics.record_apply_errors(report.n_failed() as u64);
+                (report, None)
+            }
             Err(refused) => {
                 warn!(%refused, "Plan refused; nothing applied.");
                 (apply::Report::default(), Some(refused.to_string()))

@@ -6,7 +6,7 @@
 //! driven by `meta.current_page` / `meta.last_page`, and decoding into domain types.
 //! Never logs a request body (userdata holds join tokens) or the token.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -20,7 +20,7 @@ use super::wire;
 use super::{
     ApiError, Deleted, Device, DeviceId, DeviceQuery, Error, HardwareReservation, IpAssignment,
     IpAssignmentId, IpReservation, IpReservationId, Location, Metal, NewDevice, NewIpReservation,
-    ProjectId, Result, Token,
+    Operation, ProjectId, RequestRecorder, Result, Token,
 };
 
 /// The Equinix Metal API root.
@@ -49,6 +49,8 @@ pub struct ClientConfig {
     pub page_size: u32,
     /// Seed for backoff jitter; `None` seeds from the clock.
     pub jitter_seed: Option<u64>,
+    /// Told of every request and its answer (the daemon's metrics).
+    pub recorder: Option<Arc<dyn RequestRecorder>>,
 }
 
 impl ClientConfig {
@@ -65,6 +67,7 @@ impl ClientConfig {
             max_concurrent: 8,
             page_size: 100,
             jitter_seed: None,
+            recorder: None,
         }
     }
 }
@@ -85,6 +88,7 @@ pub struct PacketClient {
     /// The calls already reported deprecated (`METHOD path`): said once per process, not once
     /// per request.
     deprecations_said: Mutex<std::collections::HashSet<String>>,
+    recorder: Option<Arc<dyn RequestRecorder>>,
 }
 
 /// A successful (or accepted) answer.
@@ -143,6 +147,7 @@ impl PacketClient {
             pause: Pause::default(),
             page_size: config.page_size.clamp(1, 1000),
             deprecations_said: Mutex::default(),
+            recorder: config.recorder,
         })
     }
 
@@ -190,6 +195,7 @@ impl PacketClient {
     /// whose status is in `accept`; everything else is an error.
     async fn send(
         &self,
+        op: Operation,
         method: Method,
         url: Url,
         body: Option<&[u8]>,
@@ -201,6 +207,9 @@ impl PacketClient {
             attempt += 1;
             self.pause.wait().await;
             let outcome = self.exchange(&method, &url, body).await;
+            if let Some(recorder) = &self.recorder {
+                recorder.record(op, outcome.as_ref().ok().map(|(status, _, _)| *status));
+            }
             let (error, server_wait, retryable) = match outcome {
                 Ok((status, headers, body)) => {
                     debug!(method = %method, path = url.path(), status, "Packet API answered");
@@ -277,23 +286,28 @@ impl PacketClient {
         }
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, url: Url) -> std::result::Result<T, ApiError> {
-        let answer = self.send(Method::GET, url, None, &[]).await?;
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        op: Operation,
+        url: Url,
+    ) -> std::result::Result<T, ApiError> {
+        let answer = self.send(op, Method::GET, url, None, &[]).await?;
         decode(&answer.body)
     }
 
     async fn post_json<B: serde::Serialize, T: DeserializeOwned>(
         &self,
+        op: Operation,
         url: Url,
         body: &B,
     ) -> std::result::Result<T, ApiError> {
         let body = serde_json::to_vec(body).expect("request bodies always serialize");
-        let answer = self.send(Method::POST, url, Some(&body), &[]).await?;
+        let answer = self.send(op, Method::POST, url, Some(&body), &[]).await?;
         decode(&answer.body)
     }
 
-    async fn delete(&self, url: Url) -> std::result::Result<Deleted, ApiError> {
-        let answer = self.send(Method::DELETE, url, None, &[404]).await?;
+    async fn delete(&self, op: Operation, url: Url) -> std::result::Result<Deleted, ApiError> {
+        let answer = self.send(op, Method::DELETE, url, None, &[404]).await?;
         Ok(if answer.status == 404 {
             Deleted::AlreadyGone
         } else {
@@ -304,6 +318,7 @@ impl PacketClient {
     /// Walks a paginated list: page 1, then `current_page + 1` until `last_page`.
     async fn list_all<L, T>(
         &self,
+        op: Operation,
         path: &[&str],
         query: &[(&str, &str)],
         split: impl Fn(L) -> (Vec<T>, Option<wire::Meta>),
@@ -321,7 +336,7 @@ impl PacketClient {
                 pairs.append_pair("page", &page.to_string());
                 pairs.append_pair("per_page", &self.page_size.to_string());
             }
-            let list: L = self.get_json(url).await?;
+            let list: L = self.get_json(op, url).await?;
             let (batch, meta) = split(list);
             items.extend(batch);
             let Some(meta) = meta else { break };
@@ -385,6 +400,7 @@ impl Metal for PacketClient {
         }
         let devices = self
             .list_all(
+                Operation::ListDevices,
                 &["projects", project.as_str(), "devices"],
                 &params,
                 |list: wire::DeviceList| (list.devices.unwrap_or_default(), list.meta),
@@ -400,7 +416,7 @@ impl Metal for PacketClient {
     async fn get_device(&self, id: &DeviceId) -> Result<Option<Device>> {
         let url = self.url(&["devices", id.as_str()]);
         let answer = self
-            .send(Method::GET, url, None, &[403, 404])
+            .send(Operation::GetDevice, Method::GET, url, None, &[403, 404])
             .await
             .map_err(api(format!("reading device {id}")))?;
         if answer.status == 403 || answer.status == 404 {
@@ -442,10 +458,13 @@ impl Metal for PacketClient {
             description: new.description.as_deref(),
         };
         let url = self.url(&["projects", project.as_str(), "devices"]);
-        let device: wire::WireDevice = self.post_json(url, &body).await.map_err(api(format!(
-            "creating device {} in project {project}",
-            new.hostname
-        )))?;
+        let device: wire::WireDevice = self
+            .post_json(Operation::CreateDevice, url, &body)
+            .await
+            .map_err(api(format!(
+                "creating device {} in project {project}",
+                new.hostname
+            )))?;
         let device = Device::from(device);
         debug!(device = %device.id, "Created device");
         Ok(device)
@@ -458,6 +477,7 @@ impl Metal for PacketClient {
         // A PUT of the whole list is idempotent: it is retried like a read.
         let answer = self
             .send(
+                Operation::SetTags,
                 Method::PUT,
                 self.url(&["devices", id.as_str()]),
                 Some(&body),
@@ -471,7 +491,7 @@ impl Metal for PacketClient {
 
     #[instrument(skip_all, fields(device = %id))]
     async fn delete_device(&self, id: &DeviceId) -> Result<Deleted> {
-        self.delete(self.url(&["devices", id.as_str()]))
+        self.delete(Operation::DeleteDevice, self.url(&["devices", id.as_str()]))
             .await
             .map_err(api(format!("deleting device {id}")))
     }
@@ -484,6 +504,7 @@ impl Metal for PacketClient {
     ) -> Result<Vec<IpReservation>> {
         let reservations = self
             .list_all(
+                Operation::ListIpReservations,
                 &["projects", project.as_str(), "ips"],
                 &[],
                 |list: wire::IpReservationList| (list.ip_addresses.unwrap_or_default(), list.meta),
@@ -512,8 +533,10 @@ impl Metal for PacketClient {
             details: new.details.as_deref(),
         };
         let url = self.url(&["projects", project.as_str(), "ips"]);
-        let reservation: wire::WireIpReservation =
-            self.post_json(url, &body).await.map_err(api(format!(
+        let reservation: wire::WireIpReservation = self
+            .post_json(Operation::ReserveIp, url, &body)
+            .await
+            .map_err(api(format!(
                 "reserving {} {} in {} for project {project}",
                 new.quantity,
                 new.kind.as_str(),
@@ -526,7 +549,7 @@ impl Metal for PacketClient {
     async fn assign_ip(&self, device: &DeviceId, address: &str) -> Result<IpAssignment> {
         let url = self.url(&["devices", device.as_str(), "ips"]);
         let assignment: wire::WireIp = self
-            .post_json(url, &wire::AssignIp { address })
+            .post_json(Operation::AssignIp, url, &wire::AssignIp { address })
             .await
             .map_err(api(format!("assigning {address} to device {device}")))?;
         Ok(assignment.into())
@@ -534,16 +557,22 @@ impl Metal for PacketClient {
 
     #[instrument(skip_all, fields(assignment = %assignment))]
     async fn unassign_ip(&self, assignment: &IpAssignmentId) -> Result<Deleted> {
-        self.delete(self.url(&["ips", assignment.as_str()]))
-            .await
-            .map_err(api(format!("removing IP assignment {assignment}")))
+        self.delete(
+            Operation::UnassignIp,
+            self.url(&["ips", assignment.as_str()]),
+        )
+        .await
+        .map_err(api(format!("removing IP assignment {assignment}")))
     }
 
     #[instrument(skip_all, fields(reservation = %reservation))]
     async fn release_ip(&self, reservation: &IpReservationId) -> Result<Deleted> {
-        self.delete(self.url(&["ips", reservation.as_str()]))
-            .await
-            .map_err(api(format!("releasing IP reservation {reservation}")))
+        self.delete(
+            Operation::ReleaseIp,
+            self.url(&["ips", reservation.as_str()]),
+        )
+        .await
+        .map_err(api(format!("releasing IP reservation {reservation}")))
     }
 
     #[instrument(skip_all, fields(project = %project))]
@@ -553,6 +582,7 @@ impl Metal for PacketClient {
     ) -> Result<Vec<HardwareReservation>> {
         let reservations = self
             .list_all(
+                Operation::ListHardwareReservations,
                 &["projects", project.as_str(), "hardware-reservations"],
                 &[],
                 |list: wire::HardwareReservationList| {

@@ -12,6 +12,7 @@
 mod auth;
 mod client;
 pub mod journal;
+mod operation;
 mod retry;
 mod tags;
 mod wire;
@@ -26,6 +27,7 @@ use secrecy::{ExposeSecret, SecretString};
 pub use auth::{TOKEN_ENV_VARS, Token};
 pub use client::{ClientConfig, DEFAULT_BASE_URL, PacketClient};
 pub use journal::{Created, Journal, JournalError};
+pub use operation::{Operation, RequestRecorder};
 pub use retry::{Jitter, RateLimiter, RetryPolicy};
 pub use tags::{
     CONTROL_PLANE, DeviceTags, MAX_TAG_LEN, PROTECTED as PROTECTED_TAG, PartialTags, Pool,
