@@ -9,6 +9,7 @@ pub mod cli;
 pub mod daemon;
 pub mod etcd;
 pub mod forge;
+pub mod http;
 pub mod ledger;
 pub mod metal;
 pub mod observe;

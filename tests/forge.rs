@@ -9,7 +9,7 @@ use rackform::forge::{
     self, COMMENT_BUDGET, CommentId, DEFAULT_CONTEXT, Disposition, Forge, ForgeClient, ForgeConfig,
     ForgeKind, ForgeToken, Marker, PullRequest, Repo, State, Status,
 };
-use rackform::metal::RetryPolicy;
+use rackform::http::RetryPolicy;
 use rackform::plan::{
     Action, ClusterChange, ClusterPlan, NewDevice, Op, Plan, Reason, ReplaceWhy, Role, Stamp,
 };

@@ -938,7 +938,7 @@ async fn timeouts_are_retried_then_reported() {
     assert_eq!(error.status(), None);
     assert_eq!(
         error.disposition(),
-        rackform::metal::Disposition::Retry(Duration::from_secs(30))
+        rackform::http::Disposition::Retry(Duration::from_secs(30))
     );
     let chain = format!("{:#}", anyhow::Error::from(error));
     assert!(

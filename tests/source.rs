@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rackform::metal::Disposition;
+use rackform::http::Disposition;
 use rackform::source::{
     Auth, Checkout, DirFiles, Error, FileChange, Identity, LocalRepo, PushOutcome, RefWatcher,
     Remote, RetryPolicy, Stage, Token, WriteBack, push, push_observed,

@@ -9,7 +9,7 @@
 //! decoding. A list whose `X-Total-Count` exceeds what was read is an error, never read as
 //! complete. Never logs a request body or the token.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
@@ -19,7 +19,7 @@ use tracing::{debug, instrument, warn};
 
 use super::{ApiError, Comment, CommentId, Error, Forge, ForgeKind, ForgeToken, PullRequest};
 use super::{Repo, Result, Status};
-use crate::metal::{Jitter, RetryPolicy};
+use crate::http::{self, GaveUp, Retrier, RetryPolicy, Try};
 
 /// The GitHub REST API root.
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
@@ -69,8 +69,7 @@ pub struct ForgeClient {
     base: Url,
     /// The `Authorization` value, marked sensitive.
     auth: HeaderValue,
-    retry: RetryPolicy,
-    jitter: std::sync::Mutex<Jitter>,
+    retrier: Retrier,
 }
 
 #[derive(Deserialize)]
@@ -154,12 +153,8 @@ impl ForgeClient {
             http,
             base,
             auth,
-            retry: config.retry,
-            jitter: std::sync::Mutex::new(
-                config
-                    .jitter_seed
-                    .map_or_else(Jitter::from_clock, Jitter::new),
-            ),
+            // A wait longer than the policy allows is reported, not waited out.
+            retrier: Retrier::new(config.retry, config.jitter_seed).refusing_long_waits(),
         })
     }
 
@@ -191,9 +186,7 @@ impl ForgeClient {
         body: Option<&[u8]>,
         may_duplicate: bool,
     ) -> std::result::Result<(HeaderMap, Vec<u8>), ApiError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        let try_once = || async {
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
@@ -203,55 +196,47 @@ impl ForgeClient {
                     .header(CONTENT_TYPE, "application/json")
                     .body(body.to_vec());
             }
-            let (error, server_wait, retryable) = match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let headers = response.headers().clone();
-                    let bytes = response.bytes().await.map_err(ApiError::Transport);
-                    debug!(method = %method, path = url.path(), status, "Forge API answered");
-                    match bytes {
-                        Ok(bytes) if (200..300).contains(&status) => {
-                            return Ok((headers, bytes.to_vec()));
-                        }
-                        Ok(bytes) => {
-                            let wait = server_wait(&headers, SystemTime::now())
-                                .or_else(|| secondary_limit(status, &bytes));
-                            let retryable = match status {
-                                429 => true,
-                                // GitHub answers a rate limit with 403 too; other 403s are
-                                // refusals.
-                                403 => wait.is_some(),
-                                502..=504 => !may_duplicate || status == 503,
-                                _ => false,
-                            };
-                            (status_error(status, &bytes), wait, retryable)
-                        }
-                        Err(error) => (error, None, !may_duplicate),
-                    }
-                }
+            let response = match request.send().await {
+                Ok(response) => response,
                 Err(error) => {
-                    let retryable = error.is_connect() || !may_duplicate;
-                    (ApiError::Transport(error), None, retryable)
+                    return Try::Failed {
+                        retryable: error.is_connect() || !may_duplicate,
+                        error: ApiError::Transport(error),
+                        server_wait: None,
+                    };
                 }
             };
-            if !retryable {
-                return Err(error);
-            }
-            if let Some(wait) = server_wait
-                && wait > self.retry.max_delay
-            {
-                return Err(ApiError::RateLimited { wait });
-            }
-            if attempt >= self.retry.max_attempts {
-                return Err(ApiError::GaveUp {
-                    attempts: attempt,
-                    last: Box::new(error),
-                });
-            }
-            let wait = {
-                let mut jitter = self.jitter.lock().expect("jitter lock poisoned");
-                self.retry.delay(attempt, server_wait, &mut jitter)
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            debug!(method = %method, path = url.path(), status, "Forge API answered");
+            let bytes = match response.bytes().await {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    return Try::Failed {
+                        error: ApiError::Transport(error),
+                        retryable: !may_duplicate,
+                        server_wait: None,
+                    };
+                }
             };
+            if (200..300).contains(&status) {
+                return Try::Answered((headers, bytes.to_vec()));
+            }
+            let wait = http::server_wait(&headers, SystemTime::now())
+                .or_else(|| secondary_limit(status, &bytes));
+            Try::Failed {
+                retryable: match status {
+                    429 => true,
+                    // GitHub answers a rate limit with 403 too; other 403s are refusals.
+                    403 => wait.is_some(),
+                    502..=504 => !may_duplicate || status == 503,
+                    _ => false,
+                },
+                server_wait: wait,
+                error: status_error(status, &bytes),
+            }
+        };
+        let before_wait = |error: &ApiError, attempt, wait: Duration, _| {
             warn!(
                 method = %method,
                 path = url.path(),
@@ -261,8 +246,18 @@ impl ForgeClient {
                 error = %error,
                 "Retrying forge API request"
             );
-            tokio::time::sleep(wait).await;
-        }
+        };
+        self.retrier
+            .run(try_once, before_wait)
+            .await
+            .map_err(|gave_up| match gave_up {
+                GaveUp::Refused(error) => error,
+                GaveUp::WaitTooLong { wait, .. } => ApiError::RateLimited { wait },
+                GaveUp::Exhausted { attempts, last } => ApiError::GaveUp {
+                    attempts,
+                    last: Box::new(last),
+                },
+            })
     }
 
     async fn send_json<T: DeserializeOwned>(
@@ -288,21 +283,6 @@ impl ForgeClient {
         }
         Ok(url)
     }
-}
-
-/// The wait a rate-limited answer asks for: `Retry-After` seconds, or when no request is
-/// left, the time until `X-RateLimit-Reset`.
-fn server_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let number =
-        |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
-    if let Some(seconds) = number("retry-after") {
-        return Some(Duration::from_secs(seconds));
-    }
-    if number("x-ratelimit-remaining")? > 0 {
-        return None;
-    }
-    let reset = UNIX_EPOCH + Duration::from_secs(number("x-ratelimit-reset")?);
-    Some(reset.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// GitHub's secondary rate limit may come as a 403 with neither `Retry-After` nor an
@@ -464,6 +444,8 @@ impl Forge for ForgeClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::server_wait;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn link_next_is_found_among_others() {

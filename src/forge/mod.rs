@@ -402,14 +402,7 @@ pub async fn upsert_comment(
     }
 }
 
-/// What to do after a failed call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// Retrying will not help (no token, no access, rejected input).
-    Stalled,
-    /// Worth another try after this long.
-    Retry(Duration),
-}
+pub use crate::http::Disposition;
 
 /// An error of the forge module. No variant holds the token.
 #[derive(Debug, thiserror::Error)]
@@ -512,11 +505,7 @@ impl Error {
                 ApiError::Decode(_)
                 | ApiError::ForeignLink { .. }
                 | ApiError::Incomplete { .. } => Disposition::Stalled,
-                other => match other.status() {
-                    Some(429) => Disposition::Retry(Duration::from_secs(60)),
-                    Some(400..=499) => Disposition::Stalled,
-                    _ => Disposition::Retry(Duration::from_secs(30)),
-                },
+                other => Disposition::of_status(other.status()),
             },
             _ => Disposition::Stalled,
         }

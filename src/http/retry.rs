@@ -1,4 +1,4 @@
-//! When to retry a request, how long to wait, and the client's own pace.
+//! When to retry a request, how long to wait, and a client's own pace.
 //!
 //! Owns the backoff policy (exponential, jittered by a seeded generator so tests are
 //! deterministic), the reading of `Retry-After` and `X-RateLimit-*` headers, and the

@@ -15,13 +15,13 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tracing::{debug, instrument, warn};
 
-use super::retry::{self, Jitter, Pause, RateLimiter, RetryPolicy};
 use super::wire;
 use super::{
     ApiError, Deleted, Device, DeviceId, DeviceQuery, Error, HardwareReservation, IpAssignment,
     IpAssignmentId, IpReservation, IpReservationId, Location, Metal, NewDevice, NewIpReservation,
     Operation, ProjectId, RequestRecorder, Result, Token,
 };
+use crate::http::{self, GaveUp, Pause, RateLimiter, Retrier, RetryPolicy, Try};
 
 /// The Equinix Metal API root.
 pub const DEFAULT_BASE_URL: &str = "https://api.equinix.com/metal/v1/";
@@ -79,8 +79,7 @@ pub struct PacketClient {
     base: Url,
     /// The `X-Auth-Token` value, marked sensitive (hyper keeps it out of its debug output).
     token: HeaderValue,
-    retry: RetryPolicy,
-    jitter: Mutex<Jitter>,
+    retrier: Retrier,
     limiter: Option<RateLimiter>,
     in_flight: Semaphore,
     pause: Pause,
@@ -134,12 +133,7 @@ impl PacketClient {
             http,
             base,
             token,
-            retry: config.retry,
-            jitter: Mutex::new(
-                config
-                    .jitter_seed
-                    .map_or_else(Jitter::from_clock, Jitter::new),
-            ),
+            retrier: Retrier::new(config.retry, config.jitter_seed),
             limiter: config
                 .requests_per_second
                 .map(|rate| RateLimiter::new(rate, config.burst)),
@@ -202,87 +196,90 @@ impl PacketClient {
         accept: &[u16],
     ) -> std::result::Result<Answer, ApiError> {
         let idempotent = method != Method::POST;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        let max_delay = self.retrier.policy().max_delay;
+        let try_once = || async {
             self.pause.wait().await;
             let outcome = self.exchange(&method, &url, body).await;
             if let Some(recorder) = &self.recorder {
                 recorder.record(op, outcome.as_ref().ok().map(|(status, _, _)| *status));
             }
-            let (error, server_wait, retryable) = match outcome {
-                Ok((status, headers, body)) => {
-                    debug!(method = %method, path = url.path(), status, "Packet API answered");
-                    if headers.contains_key("deprecation")
-                        && self
-                            .deprecations_said
-                            .lock()
-                            .expect("deprecation lock")
-                            .insert(format!("{method} {}", url.path()))
-                    {
-                        warn!(
-                            method = %method,
-                            path = url.path(),
-                            sunset = headers.get("sunset").and_then(|v| v.to_str().ok()),
-                            "Packet API marked this call deprecated"
-                        );
-                    }
-                    if let Some(wait) = retry::rate_limit_wait(&headers, SystemTime::now()) {
-                        self.pause.extend(wait.min(self.retry.max_delay));
-                    }
-                    if (200..300).contains(&status) || accept.contains(&status) {
-                        return Ok(Answer { status, body });
-                    }
-                    let server_wait = retry::retry_after(&headers)
-                        .or_else(|| retry::rate_limit_wait(&headers, SystemTime::now()));
-                    let retryable = match status {
-                        429 | 503 => true,
-                        500 | 502 | 504 => idempotent,
-                        _ => false,
-                    };
-                    (
-                        status_error(status, &headers, &body),
-                        server_wait,
-                        retryable,
-                    )
-                }
+            let (status, headers, body) = match outcome {
+                Ok(answer) => answer,
                 Err(error) => {
-                    let retryable = error.is_connect() || idempotent;
-                    (ApiError::Transport(error), None, retryable)
+                    return Try::Failed {
+                        retryable: error.is_connect() || idempotent,
+                        error: ApiError::Transport(error),
+                        server_wait: None,
+                    };
                 }
             };
-            if !retryable {
-                return Err(error);
+            debug!(method = %method, path = url.path(), status, "Packet API answered");
+            self.say_deprecation(&method, &url, &headers);
+            if let Some(wait) = http::rate_limit_wait(&headers, SystemTime::now()) {
+                self.pause.extend(wait.min(max_delay));
             }
-            if attempt >= self.retry.max_attempts {
-                return Err(if attempt == 1 {
-                    error
-                } else {
-                    ApiError::GaveUp {
-                        attempts: attempt,
-                        last: Box::new(error),
-                    }
-                });
+            if (200..300).contains(&status) || accept.contains(&status) {
+                return Try::Answered(Answer { status, body });
             }
-            let wait = {
-                let mut jitter = self.jitter.lock().expect("jitter lock poisoned");
-                self.retry.delay(attempt, server_wait, &mut jitter)
+            Try::Failed {
+                retryable: match status {
+                    429 | 503 => true,
+                    500 | 502 | 504 => idempotent,
+                    _ => false,
+                },
+                server_wait: http::server_wait(&headers, SystemTime::now()),
+                error: status_error(status, &headers, &body),
+            }
+        };
+        let before_wait =
+            |error: &ApiError, attempt, wait: Duration, server_wait: Option<Duration>| {
+                if error.status() == Some(429) {
+                    // The whole client backs off, not just this request.
+                    self.pause.extend(wait);
+                }
+                warn!(
+                    method = %method,
+                    path = url.path(),
+                    attempt,
+                    status = error.status(),
+                    wait_ms = wait.as_millis() as u64,
+                    server_wait_ms = server_wait.map(|w| w.as_millis() as u64),
+                    error = %error,
+                    "Retrying Packet API request"
+                );
             };
-            if error.status() == Some(429) {
-                // The whole client backs off, not just this request.
-                self.pause.extend(wait);
-            }
+        self.retrier
+            .run(try_once, before_wait)
+            .await
+            .map_err(|gave_up| match gave_up {
+                GaveUp::Refused(error)
+                | GaveUp::WaitTooLong { last: error, .. }
+                | GaveUp::Exhausted {
+                    attempts: 1,
+                    last: error,
+                } => error,
+                GaveUp::Exhausted { attempts, last } => ApiError::GaveUp {
+                    attempts,
+                    last: Box::new(last),
+                },
+            })
+    }
+
+    /// Says once per client that the API marked a call deprecated.
+    fn say_deprecation(&self, method: &Method, url: &Url, headers: &HeaderMap) {
+        if headers.contains_key("deprecation")
+            && self
+                .deprecations_said
+                .lock()
+                .expect("deprecation lock")
+                .insert(format!("{method} {}", url.path()))
+        {
             warn!(
                 method = %method,
                 path = url.path(),
-                attempt,
-                status = error.status(),
-                wait_ms = wait.as_millis() as u64,
-                server_wait_ms = server_wait.map(|w| w.as_millis() as u64),
-                error = %error,
-                "Retrying Packet API request"
+                sunset = headers.get("sunset").and_then(|v| v.to_str().ok()),
+                "Packet API marked this call deprecated"
             );
-            tokio::time::sleep(wait).await;
         }
     }
 

@@ -13,22 +13,20 @@ mod auth;
 mod client;
 pub mod journal;
 mod operation;
-mod retry;
 mod tags;
 mod wire;
 
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+pub use crate::http::{Disposition, RetryPolicy};
 pub use auth::{TOKEN_ENV_VARS, Token};
 pub use client::{ClientConfig, DEFAULT_BASE_URL, PacketClient};
 pub use journal::{Created, Journal, JournalError};
 pub use operation::{Operation, RequestRecorder};
-pub use retry::{Jitter, RateLimiter, RetryPolicy};
 pub use tags::{
     CONTROL_PLANE, DeviceTags, MAX_TAG_LEN, PROTECTED as PROTECTED_TAG, PartialTags, Pool,
     RackformTags, TagError, cluster_tag,
@@ -540,15 +538,6 @@ pub struct HardwareReservation {
     pub device: Option<DeviceId>,
 }
 
-/// What to do after a failed call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// Retrying will not help (bad input, no access): report it and wait for a change.
-    Stalled,
-    /// Worth another pass after this long.
-    Retry(Duration),
-}
-
 /// An error of the Packet client.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -667,13 +656,10 @@ impl Error {
         let Self::Api { source, .. } = self else {
             return Disposition::Stalled;
         };
-        match source.status() {
-            Some(429) => Disposition::Retry(Duration::from_secs(60)),
-            Some(400..=499) => Disposition::Stalled,
-            Some(_) => Disposition::Retry(Duration::from_secs(30)),
-            None if source.is_decode() => Disposition::Stalled,
-            None => Disposition::Retry(Duration::from_secs(30)),
+        if source.is_decode() {
+            return Disposition::Stalled;
         }
+        Disposition::of_status(source.status())
     }
 }
 

@@ -182,11 +182,11 @@ impl Error {
 
     /// What the daemon does next: a transient failure is worth another pass in 30 s;
     /// anything else waits for a human (a new commit or new configuration).
-    pub fn disposition(&self) -> crate::metal::Disposition {
+    pub fn disposition(&self) -> crate::http::Disposition {
         if self.is_transient() {
-            crate::metal::Disposition::Retry(std::time::Duration::from_secs(30))
+            crate::http::Disposition::Retry(std::time::Duration::from_secs(30))
         } else {
-            crate::metal::Disposition::Stalled
+            crate::http::Disposition::Stalled
         }
     }
 }
