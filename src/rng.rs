@@ -18,7 +18,8 @@ impl SplitMix64 {
     }
 
     /// Seeded from the clock and the process id: for production, where spreading clients
-    /// apart is the point.
+    /// apart is the point. The one place a seed comes from outside.
+    #[allow(clippy::disallowed_methods)]
     pub fn from_clock() -> Self {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
