@@ -4,7 +4,7 @@
 //! Start with `docs/ARCHITECTURE.md`, then [`spec`], which reads what users write.
 //!
 //! `clippy.toml` keeps clock, randomness, environment and file access out of the pure core
-//! (`spec`, `plan`, `report`, and the data modules `ledger`, `rng`, `rfc3339`): the other
+//! (`spec`, `plan`, `report`, and the data modules `errors`, `ledger`, `rng`, `rfc3339`): the other
 //! modules, which do I/O, allow them here.
 
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -15,6 +15,7 @@ pub mod bench;
 pub mod cli;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod daemon;
+pub mod errors;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod etcd;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]

@@ -18,7 +18,7 @@ use crate::observe::SecretKind;
 use crate::observe::fetch::ENDPOINT_ROLE_TAG;
 use crate::pki::{self, BootstrapToken, ClusterPki, ExistingPki, userdata};
 use crate::plan::{NewDevice, Op, Role};
-use crate::report::chain;
+use crate::errors::chain;
 use crate::secrets::{SecretData, SecretStore};
 use crate::spec::{CONTROL_PLANE_POOL, Cluster, ControlPlane, Placement};
 use crate::workload::{Access, JOIN_TOKEN_TTL, WorkloadClient};

@@ -187,7 +187,7 @@ async fn record_deletions<M: Metal, S: SecretStore + Sync>(
     let forget_before = now - window.max(crate::ledger::KEEP);
     crate::ledger::record(context.secrets, &entries, forget_before)
         .await
-        .map_err(|e| Refused::Ledger(crate::report::chain(&e)))?;
+        .map_err(|e| Refused::Ledger(crate::errors::chain(&e)))?;
     if !entries.is_empty() {
         tracing::info!(
             devices = entries.len(),

@@ -243,7 +243,7 @@ impl Journal {
         if let Err(error) = inner.save() {
             // The entries are dropped in memory; the file keeps them until the next write,
             // which costs a few reads by id, never a duplicate.
-            tracing::warn!(error = %crate::report::chain(&error), "Could not write the journal of created devices; it is kept in memory and written again on the next change.");
+            tracing::warn!(error = %crate::errors::chain(&error), "Could not write the journal of created devices; it is kept in memory and written again on the next change.");
         }
         Ok(())
     }

@@ -233,55 +233,9 @@ impl DeviceState {
     }
 }
 
-/// The per-cluster secrets, named as Cluster API names them: `<cluster>-ca`, `-etcd`,
-/// `-proxy`, `-sa`, `-kubeconfig`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum SecretKind {
-    Ca,
-    Etcd,
-    Proxy,
-    Sa,
-    Kubeconfig,
-}
-
-impl SecretKind {
-    pub const ALL: [SecretKind; 5] = [
-        SecretKind::Ca,
-        SecretKind::Etcd,
-        SecretKind::Proxy,
-        SecretKind::Sa,
-        SecretKind::Kubeconfig,
-    ];
-
-    /// The secret name suffix: `<cluster>-<suffix>`.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            SecretKind::Ca => "ca",
-            SecretKind::Etcd => "etcd",
-            SecretKind::Proxy => "proxy",
-            SecretKind::Sa => "sa",
-            SecretKind::Kubeconfig => "kubeconfig",
-        }
-    }
-
-    /// Key material that cannot be made again for a live cluster without breaking it.
-    pub fn is_key_material(self) -> bool {
-        !matches!(self, SecretKind::Kubeconfig)
-    }
-}
-
-/// Who made a secret: rackform may delete only its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SecretOwner {
-    Rackform,
-    /// Supplied before the cluster was created (for example a CA made with openssl): used
-    /// as is, never replaced or deleted.
-    User,
-}
+/// The kinds of a cluster's secrets and who made them: `secrets` defines them, the planner
+/// reads them here.
+pub use crate::secrets::{SecretKind, SecretOwner};
 
 /// A reserved IP for a cluster's control plane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -64,7 +64,7 @@ async fn ask(
     let api = match access(cluster, observed, secrets).await {
         Ok(access) => match WorkloadClient::open(&access, now).await {
             Ok(client) => client.observe().await,
-            Err(error) => unanswered(crate::report::chain(&error)),
+            Err(error) => unanswered(crate::errors::chain(&error)),
         },
         Err(why) => unanswered(why),
     };
@@ -107,7 +107,7 @@ pub async fn access(
                 return Err(format!("secret {name}-ca lacks tls.crt or tls.key"));
             };
             let ca = Ca::from_pem("cluster CA", cert.expose_secret(), key.expose_secret())
-                .map_err(|e| format!("secret {name}-ca: {}", crate::report::chain(&e)))?;
+                .map_err(|e| format!("secret {name}-ca: {}", crate::errors::chain(&e)))?;
             tracing::debug!(holder = %holder.hostname, "Asking the cluster's API.");
             Ok(Access::Signed {
                 endpoint: format!("{}:{API_SERVER_PORT}", endpoint.address),
@@ -150,7 +150,7 @@ async fn read(
         Ok(None) => Err(format!("secret {secret} is missing")),
         Err(error) => Err(format!(
             "reading secret {secret}: {}",
-            crate::report::chain(&error)
+            crate::errors::chain(&error)
         )),
     }
 }

@@ -6,11 +6,62 @@ use std::collections::BTreeMap;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use super::{
-    BootstrapToken, CaCertHash, Error, Result,
-    token::DEFAULT_NODE_TOKEN_GROUP,
-    userdata::{NodeTemplate, Taint},
-};
+use super::{BootstrapToken, CaCertHash, Error, Result, token::DEFAULT_NODE_TOKEN_GROUP};
+
+/// What every node of a pool (or of the control plane) has in common.
+///
+/// Plain strings so that a cluster spec fills it directly; [`render`] checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTemplate {
+    pub cluster_name: String,
+    /// `v1.34.2` (the `v` is optional).
+    pub kubernetes_version: String,
+    /// `host:port` of the API server, e.g. the Equinix elastic IP: `203.0.113.10:6443`.
+    pub control_plane_endpoint: String,
+    /// For example `192.168.0.0/16`.
+    pub pod_cidr: String,
+    /// For example `172.26.0.0/16`.
+    pub service_cidr: String,
+    /// For example `cluster.local`.
+    pub service_domain: String,
+    /// Node labels, set by the kubelet at registration (`--node-labels`). Keys in the
+    /// `kubernetes.io` / `k8s.io` namespaces are limited to those the kubelet may set itself.
+    pub labels: BTreeMap<String, String>,
+    /// Node taints, exactly: an empty list means no taint, even on a control plane (kubeadm's
+    /// default control-plane taint is [`Taint::control_plane`]).
+    pub taints: Vec<Taint>,
+    /// Run the kubelet (and controller manager) with `--cloud-provider=external`, for an
+    /// external cloud controller manager such as Equinix's. Nodes then stay tainted
+    /// `uninitialized` until that manager runs, so leave it off without one.
+    pub external_cloud_provider: bool,
+}
+
+/// A node taint.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Taint {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+impl Taint {
+    /// kubeadm's default control-plane taint: `node-role.kubernetes.io/control-plane:NoSchedule`.
+    pub fn control_plane() -> Self {
+        Self {
+            key: "node-role.kubernetes.io/control-plane".to_owned(),
+            value: None,
+            effect: TaintEffect::NoSchedule,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
 
 /// The kubeadm config API a Kubernetes version takes, as Cluster API picks it:
 /// `v1beta4` from 1.31, `v1beta3` for 1.22 to 1.30.

@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 
+use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use serde::{Deserialize, Serialize};
 
 pub use self::dir::DirSecrets;
 pub use self::either::Store;
@@ -35,8 +37,55 @@ pub const MANAGED_BY: &str = "rackform";
 /// The Kubernetes secret type rackform writes, as Cluster API does.
 pub const CLUSTER_SECRET_TYPE: &str = "cluster.x-k8s.io/secret";
 
-/// The kinds of a cluster's secrets and their owners are `observe`'s: the planner reads them.
-pub use crate::observe::{SecretKind, SecretOwner};
+/// The per-cluster secrets, named as Cluster API names them: `<cluster>-ca`, `-etcd`,
+/// `-proxy`, `-sa`, `-kubeconfig`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretKind {
+    Ca,
+    Etcd,
+    Proxy,
+    Sa,
+    Kubeconfig,
+}
+
+impl SecretKind {
+    pub const ALL: [SecretKind; 5] = [
+        SecretKind::Ca,
+        SecretKind::Etcd,
+        SecretKind::Proxy,
+        SecretKind::Sa,
+        SecretKind::Kubeconfig,
+    ];
+
+    /// The secret name suffix: `<cluster>-<suffix>`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            SecretKind::Ca => "ca",
+            SecretKind::Etcd => "etcd",
+            SecretKind::Proxy => "proxy",
+            SecretKind::Sa => "sa",
+            SecretKind::Kubeconfig => "kubeconfig",
+        }
+    }
+
+    /// Key material that cannot be made again for a live cluster without breaking it.
+    pub fn is_key_material(self) -> bool {
+        !matches!(self, SecretKind::Kubeconfig)
+    }
+}
+
+/// Who made a secret: rackform may delete only its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretOwner {
+    Rackform,
+    /// Supplied before the cluster was created (for example a CA made with openssl): used
+    /// as is, never replaced or deleted.
+    User,
+}
 
 /// The secret's name for `cluster`, as Cluster API spells it: `<cluster>-<suffix>`.
 ///

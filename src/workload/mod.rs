@@ -238,7 +238,7 @@ impl WorkloadClient {
         match tokio::time::timeout(OBSERVE_TIMEOUT, self.try_observe()).await {
             Ok(Ok(api)) => api,
             Ok(Err(error)) => ObservedApi {
-                problem: Some(crate::report::chain(&error)),
+                problem: Some(crate::errors::chain(&error)),
                 ..ObservedApi::default()
             },
             Err(_) => ObservedApi {
