@@ -1,8 +1,8 @@
 //! Webhook deliveries from GitHub, Gitea/Forgejo and GitLab: verified, read, and turned into
 //! [`Event`]s for the loop.
 //!
-//! Owns the signature and token checks, payload parsing ([`github`], [`gitea`], [`gitlab`]
-//! are pure: headers and bytes in, an [`Outcome`] out) and the axum handlers that call them.
+//! Owns the signature and token checks and payload parsing ([`github`], [`gitea`], [`gitlab`]
+//! are pure: headers and bytes in, an [`Outcome`] out); `daemon::http`'s handlers call them.
 //! Never fetches, plans or waits for the loop: a handler offers its event with `try_send`
 //! and answers at once. When the queue is full the event is dropped and the delivery still
 //! answered 202, because a full queue means a pass is already due and the loop coalesces
@@ -23,19 +23,10 @@
 //! Comparisons run in constant time (`openssl::memcmp::eq`); secrets are `secrecy` strings,
 //! exposed only to compute a MAC, and never logged.
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokio::sync::mpsc::error::TrySendError;
-use tracing::{debug, info, warn};
 
-use super::http::HttpState;
 use super::metrics::{WebhookForge, WebhookResult};
 use super::{Event, PullRequestEvent};
 
@@ -64,7 +55,7 @@ pub struct Deliveries {
 
 impl Deliveries {
     /// Records `id`; false when it was already there.
-    fn first_time(&self, id: &str) -> bool {
+    pub(super) fn first_time(&self, id: &str) -> bool {
         let mut guard = self.seen.lock().expect("delivery ids lock");
         let (order, set) = &mut *guard;
         if !set.insert(id.to_owned()) {
@@ -81,7 +72,7 @@ impl Deliveries {
 }
 
 /// The delivery id a forge sent, if any.
-fn delivery_id(forge: WebhookForge, headers: &HeaderMap) -> Option<&str> {
+pub(super) fn delivery_id(forge: WebhookForge, headers: &HeaderMap) -> Option<&str> {
     let names: &[&str] = match forge {
         WebhookForge::GitHub => &["x-github-delivery"],
         WebhookForge::Gitea => &["x-gitea-delivery", "x-forgejo-delivery"],
@@ -247,7 +238,7 @@ fn verify_token(secret: &str, presented: &str) -> Result<()> {
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -495,189 +486,6 @@ pub fn gitlab(config: &WebhookConfig, headers: &HeaderMap, body: &[u8]) -> Resul
 }
 
 // ---- Handlers ------------------------------------------------------------------------------
-
-/// `POST /webhooks/github`.
-pub async fn github_handler(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(WebhookForge::GitHub, &state, &headers, body).await
-}
-
-/// `POST /webhooks/gitea` (Gitea and Forgejo).
-pub async fn gitea_handler(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(WebhookForge::Gitea, &state, &headers, body).await
-}
-
-/// `POST /webhooks/gitlab`.
-pub async fn gitlab_handler(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(WebhookForge::GitLab, &state, &headers, body).await
-}
-
-/// Why a body was not read.
-enum Unread {
-    /// Over the limit, declared or read.
-    TooLarge,
-    /// The connection failed or the framing was broken.
-    Broken,
-}
-
-/// Reads at most `limit` bytes: a `Content-Length` over it is refused before reading, and a
-/// chunked body that grows past it is dropped as soon as it does.
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Unread> {
-    let declared = header_str(headers, header::CONTENT_LENGTH.as_str())
-        .and_then(|len| len.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(Unread::TooLarge);
-    }
-    let mut stream = body.into_data_stream();
-    let mut read = Vec::with_capacity(declared.map_or(0, |len| len as usize));
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| Unread::Broken)?;
-        if read.len() + chunk.len() > limit {
-            return Err(Unread::TooLarge);
-        }
-        read.extend_from_slice(&chunk);
-    }
-    Ok(read)
-}
-
-async fn handle(
-    forge: WebhookForge,
-    state: &HttpState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Response {
-    let config: &Arc<WebhookConfig> = &state.webhooks;
-    let metrics = &state.metrics;
-    let answer = |result: WebhookResult, status: StatusCode, text: &str| {
-        metrics.record_webhook(forge, result);
-        (status, text.to_string()).into_response()
-    };
-
-    let read = tokio::time::timeout(
-        config.body_read_timeout,
-        read_limited(headers, body, config.max_body_bytes),
-    );
-    let Ok(body) = read.await else {
-        warn!(
-            forge = forge.as_str(),
-            timeout = ?config.body_read_timeout,
-            "Webhook delivery refused: its body was not received in time"
-        );
-        return answer(
-            WebhookResult::BadRequest,
-            StatusCode::REQUEST_TIMEOUT,
-            "body not received in time",
-        );
-    };
-    let body = match body {
-        Ok(body) => body,
-        Err(Unread::TooLarge) => {
-            warn!(
-                forge = forge.as_str(),
-                limit = config.max_body_bytes,
-                "Webhook delivery refused: body too large"
-            );
-            return answer(
-                WebhookResult::TooLarge,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body too large",
-            );
-        }
-        Err(Unread::Broken) => {
-            warn!(
-                forge = forge.as_str(),
-                "Webhook delivery refused: body could not be read"
-            );
-            return answer(
-                WebhookResult::BadRequest,
-                StatusCode::BAD_REQUEST,
-                "body could not be read",
-            );
-        }
-    };
-
-    let outcome = match forge {
-        WebhookForge::GitHub => github(config, headers, &body),
-        WebhookForge::Gitea => gitea(config, headers, &body),
-        WebhookForge::GitLab => gitlab(config, headers, &body),
-    };
-    match outcome {
-        Err(error) => {
-            warn!(forge = forge.as_str(), %error, "Webhook delivery refused");
-            answer(error.result(), error.status(), &error.to_string())
-        }
-        Ok(Outcome::Ping) => {
-            info!(forge = forge.as_str(), "Webhook ping received");
-            answer(WebhookResult::Ignored, StatusCode::OK, "pong")
-        }
-        Ok(Outcome::Ignored(reason)) => {
-            debug!(forge = forge.as_str(), reason, "Webhook delivery ignored");
-            answer(
-                WebhookResult::Ignored,
-                StatusCode::ACCEPTED,
-                &format!("ignored: {reason}"),
-            )
-        }
-        Ok(Outcome::Event(_))
-            if delivery_id(forge, headers).is_some_and(|id| !state.deliveries.first_time(id)) =>
-        {
-            info!(
-                forge = forge.as_str(),
-                "Webhook delivery received before; nothing sent"
-            );
-            answer(
-                WebhookResult::Ignored,
-                StatusCode::ACCEPTED,
-                "ignored: delivery received before",
-            )
-        }
-        Ok(Outcome::Event(event)) => {
-            let summary = format!("{event:?}");
-            match state.events.try_send(event) {
-                Ok(()) => {
-                    info!(forge = forge.as_str(), event = %summary, "Webhook delivery accepted");
-                    answer(WebhookResult::Accepted, StatusCode::ACCEPTED, "accepted")
-                }
-                Err(TrySendError::Full(_)) => {
-                    // The queue holds events the loop has not taken yet, so a pass is due and
-                    // it will fetch the newest commit; dropping this one loses nothing.
-                    warn!(
-                        forge = forge.as_str(),
-                        event = %summary,
-                        "Event queue full, webhook event dropped"
-                    );
-                    answer(
-                        WebhookResult::Ignored,
-                        StatusCode::ACCEPTED,
-                        "ignored: a pass is already due",
-                    )
-                }
-                Err(TrySendError::Closed(_)) => {
-                    warn!(
-                        forge = forge.as_str(),
-                        "Event loop stopped, webhook event dropped"
-                    );
-                    answer(
-                        WebhookResult::Ignored,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "shutting down",
-                    )
-                }
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
