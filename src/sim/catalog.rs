@@ -300,7 +300,7 @@ pub fn stable_id(kind: &str, key: &str) -> String {
             .wrapping_mul(0x0000_0100_0000_01b3)
             .rotate_left(7);
     }
-    super::world::format_uuid(h, h2)
+    crate::rng::format_uuid(h, h2)
 }
 
 pub fn metro(code: &str) -> Option<&'static Metro> {

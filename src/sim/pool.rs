@@ -23,7 +23,7 @@ use ipnet::Ipv4Net;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::world::SplitMix;
+use crate::rng::SplitMix64 as SplitMix;
 
 /// Where the simulator takes public IPv4 addresses from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

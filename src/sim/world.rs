@@ -59,7 +59,7 @@ pub struct Now {
 }
 
 /// SplitMix64, the simulator's only source of randomness (ids, error rolls).
-pub use crate::rng::{SplitMix64 as SplitMix, format_uuid};
+pub use crate::rng::SplitMix64 as SplitMix;
 
 /// Provisioning timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
