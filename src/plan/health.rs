@@ -8,8 +8,8 @@
 //! once, nothing of it is replaced and the plan says why, as Cluster API stops remediation
 //! (kubernetes-sigs/cluster-api#5451 asked for that to be visible).
 
-use super::build::{ClusterBuilder, duration};
-use super::model::ReplaceWhy;
+use super::builder::ClusterBuilder;
+use super::model::{ReplaceWhy, duration};
 use crate::observe::{DeviceState, ObservedApi, ObservedDevice};
 use crate::spec::{HealthCheck, Remediation};
 

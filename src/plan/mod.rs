@@ -6,8 +6,15 @@
 //! the design is enforced here; `apply` only executes what a plan says.
 
 mod build;
+mod builder;
+mod cluster;
+mod endpoint;
+mod guard;
 mod health;
+mod joins;
+mod leaving;
 mod model;
+mod pool;
 mod template;
 mod upgrade;
 

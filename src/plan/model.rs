@@ -440,7 +440,7 @@ pub enum Reason {
     /// The control-plane IP is unassigned, or on a device that is not active or going away.
     EndpointMoved,
     /// The control-plane IP's holder has had a NotReady node for longer than
-    /// [`super::build::NOT_READY_MOVE_AFTER`].
+    /// [`super::builder::NOT_READY_MOVE_AFTER`].
     EndpointHolderNotReady {
         hostname: String,
     },
@@ -539,7 +539,7 @@ impl fmt::Display for Reason {
             Reason::DrainTimedOut { after } => write!(
                 f,
                 "its device is deleted next; draining began {} ago, longer than drainTimeout, and onDrainTimeout is Proceed",
-                super::build::duration(*after)
+                duration(*after)
             ),
             Reason::Unhealthy { why } => write!(f, "unhealthy: {why}"),
             Reason::AddonMissing => write!(f, "addon not applied yet"),
@@ -619,5 +619,14 @@ impl fmt::Display for DeleteRefusal {
             self.fleet_devices,
             self.max_percent
         )
+    }
+}
+
+pub(super) fn duration(seconds: i64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s % 3600 < 60 => format!("{}h", s / 3600),
+        s => format!("{}h{}m", s / 3600, (s % 3600) / 60),
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use super::build::ClusterBuilder;
+use super::builder::ClusterBuilder;
 use super::model::*;
 use super::template;
 use crate::observe::{DeviceState, ObservedApi, ObservedCluster};
