@@ -7,6 +7,11 @@
 //! actions waiting for it are deferred, and the next pass observes it and plans them again.
 
 mod actions;
+mod devices;
+mod endpoint;
+mod materials;
+mod members;
+mod shared;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -232,7 +237,7 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
         .filter(|a| !suspended.contains(&a.id))
         .collect();
     record_deletions(context, plan, &suspended).await?;
-    let materials = actions::Materials::new(&actions);
+    let materials = materials::Materials::new(&actions);
     let mut report = Report::default();
     for id in &suspended {
         report.outcomes.insert(*id, Outcome::Suspended);
@@ -310,8 +315,8 @@ pub async fn execute<M: Metal, S: SecretStore + Sync>(
             break;
         };
         let outcome = match result {
-            Ok(actions::Finished::Done(done)) => Outcome::Done(done),
-            Ok(actions::Finished::Unfinished(what)) => Outcome::Unfinished(what),
+            Ok(shared::Finished::Done(done)) => Outcome::Done(done),
+            Ok(shared::Finished::Unfinished(what)) => Outcome::Unfinished(what),
             Err(why) => Outcome::Failed(why),
         };
         let action = actions[i];
