@@ -440,7 +440,7 @@ pub enum Reason {
     /// The control-plane IP is unassigned, or on a device that is not active or going away.
     EndpointMoved,
     /// The control-plane IP's holder has had a NotReady node for longer than
-    /// [`super::builder::NOT_READY_MOVE_AFTER`].
+    /// two minutes (the planner's `NOT_READY_MOVE_AFTER`).
     EndpointHolderNotReady {
         hostname: String,
     },

@@ -14,7 +14,7 @@ use super::check;
 use super::cluster::{Addon, AddonObject};
 use super::diag::Diagnostic;
 use super::document::AddonSpec;
-use super::resolve::FileCheck;
+use super::filecheck::FileCheck;
 use super::yaml::{self, ScanError, child, item};
 use super::{FileError, RepoFiles};
 

@@ -62,6 +62,11 @@ impl PoolName {
     }
 }
 
+/// Largest control-plane count: etcd gains nothing from more members.
+pub const MAX_CONTROL_PLANE: u32 = 7;
+/// Largest pool.
+pub const MAX_POOL: u32 = 1000;
+
 /// The pool tag value and hostname part of control-plane devices.
 pub const CONTROL_PLANE_POOL: &str = "control-plane";
 

@@ -16,6 +16,10 @@ mod check;
 mod cluster;
 mod diag;
 mod document;
+mod filecheck;
+mod merge;
+mod network;
+mod nodes;
 mod resolve;
 mod yaml;
 
@@ -27,10 +31,10 @@ pub use addons::MAX_ADDON_BYTES;
 pub use cluster::*;
 pub use diag::{Diagnostic, Span};
 pub use document::{ClusterDocument, FleetDocument, NEXT_AVAILABLE};
-pub use resolve::{DEFAULT_MAX_DELETE_PERCENT, MAX_CONTROL_PLANE, MAX_POOL};
+pub use resolve::DEFAULT_MAX_DELETE_PERCENT;
 
 use addons::Addons;
-use resolve::FileCheck;
+use filecheck::FileCheck;
 use yaml::SpanIndex;
 
 /// The fleet settings file at the repository root.
