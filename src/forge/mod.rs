@@ -450,7 +450,7 @@ pub enum Error {
 /// How an API call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{status}{}", format_messages(messages))]
+    #[error("{status}{}", crate::http::api_messages(messages))]
     Status { status: u16, messages: Vec<String> },
     #[error("the request failed")]
     Transport(#[source] reqwest::Error),
@@ -468,14 +468,6 @@ pub enum ApiError {
         #[source]
         last: Box<ApiError>,
     },
-}
-
-fn format_messages(messages: &[String]) -> String {
-    if messages.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", messages.join("; "))
-    }
 }
 
 impl ApiError {

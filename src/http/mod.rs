@@ -45,6 +45,16 @@ pub fn server_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     retry_after(headers).or_else(|| rate_limit_wait(headers, now))
 }
 
+/// An API's own error messages as the end of an error's text: `: first; second`, or
+/// nothing when it gave none.
+pub fn api_messages(messages: &[String]) -> String {
+    if messages.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", messages.join("; "))
+    }
+}
+
 /// What one try of a request came to.
 pub enum Try<T, E> {
     Answered(T),

@@ -40,7 +40,7 @@ pub enum Error {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The API answered with an error status; `messages` are its own words.
-    #[error("the API answered {status}{}", format_messages(messages))]
+    #[error("the API answered {status}{}", crate::http::api_messages(messages))]
     Status {
         status: u16,
         messages: Vec<String>,
@@ -59,14 +59,6 @@ pub enum ApiError {
         #[source]
         last: Box<ApiError>,
     },
-}
-
-fn format_messages(messages: &[String]) -> String {
-    if messages.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", messages.join("; "))
-    }
 }
 
 impl ApiError {

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     CLUSTER_NAME_LABEL, CLUSTER_SECRET_TYPE, Created, Deleted, Error, Inventory, MANAGED_BY,
     MANAGED_BY_LABEL, RECORD_KEY, Replaced, Result, SecretData, SecretKind, SecretMeta, SecretName,
-    SecretOwner, SecretStore, StoredSecret, Version, kind_of, owner_of, record_name, secret_name,
+    SecretOwner, SecretStore, StoredSecret, Version, kind_of, owner_of, record_name, record_of,
+    secret_name,
 };
 
 const DIR_MODE: u32 = 0o700;
@@ -433,13 +434,7 @@ impl SecretStore for DirSecrets {
         let Some(file) = self.load(&name)? else {
             return Ok(None);
         };
-        let stored = self.stored(&name, file)?;
-        let bytes = stored
-            .data
-            .get(RECORD_KEY)
-            .map(|b| b.expose_secret().to_vec())
-            .unwrap_or_default();
-        Ok(Some((bytes, stored.meta.version)))
+        Ok(Some(record_of(self.stored(&name, file)?)))
     }
 
     async fn write_record(

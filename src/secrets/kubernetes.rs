@@ -12,7 +12,7 @@ use super::{
     ApiFailure, CLUSTER_NAME_LABEL, CLUSTER_SECRET_TYPE, Created, Deleted, Error, Inventory,
     MANAGED_BY, MANAGED_BY_LABEL, RECORD_KEY, Replaced, Result, SecretData, SecretKind, SecretMeta,
     SecretName, SecretOwner, SecretStore, StoredSecret, Version, kind_of, owner_of, record_name,
-    secret_name,
+    record_of, secret_name,
 };
 
 /// A client for the Kubernetes API as the environment describes it: the in-cluster service
@@ -318,12 +318,7 @@ impl SecretStore for KubeSecrets {
         let Some(stored) = self.read_name(&name).await? else {
             return Ok(None);
         };
-        let bytes = stored
-            .data
-            .get(RECORD_KEY)
-            .map(|b| b.expose_secret().to_vec())
-            .unwrap_or_default();
-        Ok(Some((bytes, stored.meta.version)))
+        Ok(Some(record_of(stored)))
     }
 
     async fn write_record(

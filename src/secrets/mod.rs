@@ -386,6 +386,16 @@ pub const LEDGER: &str = "rackform-deletions";
 /// The data key a record's bytes are stored under.
 const RECORD_KEY: &str = "record";
 
+/// A stored record's bytes and version.
+fn record_of(stored: StoredSecret) -> (Vec<u8>, Version) {
+    let bytes = stored
+        .data
+        .get(RECORD_KEY)
+        .map(|b| b.expose_secret().to_vec())
+        .unwrap_or_default();
+    (bytes, stored.meta.version)
+}
+
 /// A record's name as a secret name: one of rackform's own, fixed ones.
 fn record_name(name: &'static str) -> SecretName {
     SecretName(name.to_owned())
