@@ -320,7 +320,7 @@ async fn rate_limits_are_waited_out_when_short_and_refused_when_long() {
     assert_eq!(standin.requests().len(), 1);
 
     // Retries are bounded.
-    standin.script(&[Fault::SecondaryRateLimit { retry_after: 0 }; 5]);
+    standin.script(&vec![Fault::SecondaryRateLimit { retry_after: 0 }; 5]);
     let error = forge.list_comments(&pr()).await.unwrap_err();
     assert!(
         error
@@ -742,4 +742,54 @@ fn markers_survive_the_round_trip_in_a_comment() {
     let marker = Marker::new("default");
     let body = marker.mark(&report::plan::markdown(&fixture("scale-up")));
     assert!(marker.owns(&body));
+}
+
+/// Issue 21: GitHub redirects a renamed repository's API URLs, 301 for reads and 307 for
+/// writes; the client follows them within the API's origin (comment listed, created and
+/// status posted on the new repository), and a redirect to another host is not followed, so
+/// the token never goes there.
+#[tokio::test]
+async fn issue_21_a_renamed_repository_is_followed_and_no_redirect_leaves_the_origin() {
+    let standin = standin(Dialect::GitHub);
+    standin.rename_repo(SLUG, "acme/fleet-renamed");
+    let forge = client(&standin, ForgeKind::GitHub, TOKEN);
+    let marker = Marker::new("default");
+    let posted = forge::post(
+        &forge,
+        &pr(),
+        &marker,
+        DEFAULT_CONTEXT,
+        &fixture("scale-up"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(standin.comments("acme/fleet-renamed", PR).len(), 1);
+    assert_eq!(standin.statuses("acme/fleet-renamed", HEAD).len(), 1);
+    let seen = standin.requests();
+    let to_old = seen
+        .iter()
+        .filter(|r| r.target.starts_with("/repos/acme/fleet/"))
+        .count();
+    let to_new = seen
+        .iter()
+        .filter(|r| r.target.starts_with("/repositories/"))
+        .count();
+    assert!(to_old >= 3 && to_new == to_old, "{seen:#?}");
+    assert!(seen.iter().all(|r| r.auth_scheme == "Bearer"), "{seen:#?}");
+    assert!(posted.comment.html_url.is_some());
+
+    // Another origin: a listener that must see no connection.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let url = format!(
+        "http://{}/repos/acme/fleet/issues/42/comments",
+        elsewhere.local_addr().unwrap()
+    );
+    standin.script(&[Fault::RedirectTo(url)]);
+    let error = rackform::errors::chain(&forge.list_comments(&pr()).await.unwrap_err());
+    assert!(error.contains("301"), "{error}");
+    assert!(
+        elsewhere.accept().is_err(),
+        "the client followed a redirect to another origin"
+    );
 }

@@ -144,8 +144,11 @@ impl ForgeClient {
             .user_agent(USER_AGENT)
             .default_headers(headers)
             .timeout(config.timeout)
-            // A redirect could carry the request elsewhere; the API has no reason to send one.
-            .redirect(reqwest::redirect::Policy::none())
+            // GitHub redirects a renamed repository's API URLs (301 for reads, 307 for writes,
+            // which keeps the method and body), and documents that any request may be
+            // redirected: followed, but only within the API's origin, so the token never
+            // travels to another host. A redirect elsewhere is answered as it came.
+            .redirect(same_origin_redirects())
             .build()
             .map_err(Error::BuildClient)?;
         Ok(Self {
@@ -283,6 +286,18 @@ impl ForgeClient {
         }
         Ok(url)
     }
+}
+
+/// At most five redirects, each to the origin the request was sent to.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(Url::origin);
+        if attempt.previous().len() > 5 || first.as_ref() != Some(&attempt.url().origin()) {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// GitHub's secondary rate limit may come as a 403 with neither `Retry-After` nor an

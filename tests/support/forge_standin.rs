@@ -77,12 +77,14 @@ pub struct StoredStatus {
 }
 
 /// A scripted answer for the next requests.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Fault {
     /// 403 with `x-ratelimit-remaining: 0` and a reset this many seconds ahead.
     PrimaryRateLimit { reset_in: u64 },
     /// 429 with `retry-after` seconds.
     SecondaryRateLimit { retry_after: u64 },
+    /// 301 to this URL, on another origin.
+    RedirectTo(String),
 }
 
 #[derive(Default)]
@@ -98,6 +100,9 @@ struct Store {
     /// Gitea mode: answer at most this many comments (`X-Total-Count` stays true), as a
     /// server that paginated without saying so would.
     gitea_list_cap: Option<usize>,
+    /// Old `owner/name` → new, after a rename: GitHub redirects the old URL, 301 for reads
+    /// and 307 for writes ("Repository redirects" in the REST API's best practices).
+    renamed: BTreeMap<String, String>,
 }
 
 impl Store {
@@ -172,6 +177,14 @@ impl ForgeStandin {
         }
     }
 
+    /// Renames `from` (which must exist) to `to`; the old name redirects.
+    pub fn rename_repo(&self, from: &str, to: &str) {
+        let mut store = self.shared.store.lock().unwrap();
+        let id = store.repos.remove(from).expect("the repository exists");
+        store.repos.insert(to.to_owned(), id);
+        store.renamed.insert(from.to_owned(), to.to_owned());
+    }
+
     /// Makes `owner/name` exist.
     pub fn add_repo(&self, slug: &str) {
         let mut store = self.shared.store.lock().unwrap();
@@ -244,7 +257,7 @@ impl ForgeStandin {
 
     /// Answers the next requests with these faults, one each.
     pub fn script(&self, faults: &[Fault]) {
-        self.shared.store.lock().unwrap().faults.extend(faults);
+        self.shared.store.lock().unwrap().faults.extend(faults.iter().cloned());
     }
 }
 
@@ -386,6 +399,24 @@ async fn handle(
         }
         _ => return not_found(),
     };
+    if let Some(new) = store.renamed.get(&slug)
+        && shared.dialect == Dialect::GitHub
+    {
+        let id = store.repos[new];
+        let tail = rest.join("/");
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let status = if method == Method::GET {
+            StatusCode::MOVED_PERMANENTLY
+        } else {
+            StatusCode::TEMPORARY_REDIRECT
+        };
+        let mut response = error(status, "Moved Permanently");
+        response.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::from_str(&format!("{base}/repositories/{id}/{tail}{query}")).unwrap(),
+        );
+        return response;
+    }
     let Some(&repo_id) = store.repos.get(&slug) else {
         return not_found();
     };
@@ -498,6 +529,13 @@ fn fault_response(fault: Fault) -> Response {
                 HeaderValue::from_str(&(now + reset_in).to_string()).unwrap(),
             );
             headers.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
+            response
+        }
+        Fault::RedirectTo(url) => {
+            let mut response = error(StatusCode::MOVED_PERMANENTLY, "Moved Permanently");
+            response
+                .headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_str(&url).unwrap());
             response
         }
         Fault::SecondaryRateLimit { retry_after } => {
