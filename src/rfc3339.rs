@@ -45,7 +45,13 @@ mod tests {
         // As the Packet API writes `created_at`.
         assert_eq!(parse("2019-08-24T14:15:22Z"), Some(1_566_656_122));
         assert_eq!(parse("2021-09-03T16:32:00+03:00"), Some(1_630_675_920));
-        for bad in ["", "2019-08-24", "2019-13-24T14:15:22Z", "2019-08-24T14:15:22", "2019-08-24T14:15:22+3"] {
+        for bad in [
+            "",
+            "2019-08-24",
+            "2019-13-24T14:15:22Z",
+            "2019-08-24T14:15:22",
+            "2019-08-24T14:15:22+3",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
         assert_eq!(format_system(UNIX_EPOCH), "1970-01-01T00:00:00Z");

@@ -257,7 +257,12 @@ impl ForgeStandin {
 
     /// Answers the next requests with these faults, one each.
     pub fn script(&self, faults: &[Fault]) {
-        self.shared.store.lock().unwrap().faults.extend(faults.iter().cloned());
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .faults
+            .extend(faults.iter().cloned());
     }
 }
 
