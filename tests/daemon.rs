@@ -340,6 +340,40 @@ fn issue_18_a_file_whose_name_cannot_be_read_is_named_and_fails_the_pass() {
     );
 }
 
+/// Issue 18: a pass over a commit whose `rackform.yaml` is missing or broken says what is
+/// wrong with it, with the line, in its log and its error (it said only "missing or
+/// invalid"), and deletes nothing.
+#[test]
+fn issue_18_a_missing_or_broken_settings_file_is_named_with_its_problem() {
+    let sim = SimHandle::start(Duration::from_millis(20));
+    let daemon = Daemon::new();
+    assert_ok(&daemon.once(&sim));
+    let settings = fs::read_to_string(daemon.work.join("rackform.yaml")).unwrap();
+
+    daemon.remove_files(&["rackform.yaml"], "remove the settings");
+    let output = daemon.once(&sim);
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("is missing or invalid: rackform.yaml: not found"),
+        "{log}"
+    );
+
+    daemon.push_file(
+        "rackform.yaml",
+        &settings.replace("prune: true", "prune: true\nprunne: false"),
+    );
+    let output = daemon.once(&sim);
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("is missing or invalid: rackform.yaml:")
+            && log.contains("unknown field `prunne`"),
+        "{log}"
+    );
+    assert_eq!(sim.hostnames().len(), 3);
+}
+
 /// The loop: a push is noticed by the watcher and applied; SIGTERM ends it cleanly.
 #[test]
 fn the_loop_applies_a_push_seen_by_the_watcher_and_stops_on_sigterm() {

@@ -89,9 +89,12 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
         }
         let desired = self.fetch().await?;
         let Some(settings) = desired.fleet.settings.clone() else {
-            warn!(commit = %desired.commit, "rackform.yaml is missing or invalid; nothing is applied.");
+            // Said with what is wrong and where, as for a broken cluster file: "missing or
+            // invalid" alone leaves an operator to guess which.
+            let problems = settings_problems(&desired.fleet);
+            warn!(commit = %desired.commit, %problems, "rackform.yaml is missing or invalid; nothing is applied.");
             return Err(anyhow!(
-                "rackform.yaml at {} is missing or invalid",
+                "rackform.yaml at {} is missing or invalid: {problems}",
                 desired.commit
             ));
         };
@@ -452,5 +455,26 @@ impl<F: RepoFiles> ReadAllYaml for F {
                 Some((path, String::from_utf8(bytes).ok()?))
             })
             .collect()
+    }
+}
+
+/// The problems that left `fleet` without settings, as `file:line:column: message`, `; `
+/// between them: those of `rackform.yaml`, or every problem when none is in that file.
+fn settings_problems(fleet: &Fleet) -> String {
+    let in_settings: Vec<String> = fleet
+        .diagnostics
+        .iter()
+        .filter(|d| d.file == spec::SETTINGS_FILE)
+        .map(ToString::to_string)
+        .collect();
+    if in_settings.is_empty() {
+        fleet
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    } else {
+        in_settings.join("; ")
     }
 }
