@@ -237,7 +237,10 @@ impl<M: Metal, S: SecretStore + Sync> Reconciler<M, S> {
         // human's push is made again on top of it, so the pushed commit may contain a
         // change no pass has planned yet. The next pass compares against what was planned,
         // and sees that change (its own status files alone still count as unchanged).
-        self.last = Some((desired.commit, plan::world_hash(&after)));
+        // A pass with a failed action remembers nothing, so that the next one plans and
+        // tries again although nothing changed: a create answered 500 leaves the world as
+        // it was, and would otherwise wait for the next commit.
+        self.last = (report.n_failed() == 0).then(|| (desired.commit, plan::world_hash(&after)));
         Ok(Outcome::Applied {
             commit: desired.commit,
             n_actions: plan.actions().count(),

@@ -5,6 +5,8 @@
 //! `rate_limit`
 //! requests a second, or a random 500/503 at `error_rate`. Provisioning faults
 //! (`fail_provision`, `stuck_provision`) and delayed list visibility are read by the world.
+//! Every fault injected is counted by kind in [`FaultCounts`], so a chaos test reports what
+//! it did, not what it asked for.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -35,6 +37,10 @@ pub struct Faults {
     /// The next this-many API answers that reach a handler are cut off half-way (the
     /// request takes effect; the client sees the connection close early).
     pub truncate_next: u32,
+    /// Like `truncate_next`, for one endpoint only, named as the request counters name it:
+    /// `{"POST /projects/{id}/devices": 1}` cuts off the next create's answer after the
+    /// device is made.
+    pub truncate_next_at: BTreeMap<String, u32>,
     /// The next this-many created devices end `failed` instead of `active`.
     pub fail_provision: u32,
     /// The next this-many created devices stay `provisioning` for ever.
@@ -69,6 +75,41 @@ impl Faults {
     }
 }
 
+/// Faults injected so far, by kind ([`crate::sim::Sim::fault_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FaultCounts {
+    /// Answers 500 or 503 drawn at `error_rate`.
+    pub server_errors: u64,
+    /// Answers 429 above `rate_limit`.
+    pub throttled: u64,
+    /// Statuses from `fail_next` or `fail_next_at`.
+    pub scripted: u64,
+    /// Answers delayed by `latency_ms`.
+    pub delayed: u64,
+    /// Answers cut off half-way (`truncate_next`).
+    pub truncated: u64,
+    /// Devices that ended `failed` (`fail_provision`).
+    pub failed_provisions: u64,
+    /// Devices that stay `provisioning` (`stuck_provision`).
+    pub stuck_provisions: u64,
+    /// Devices missing from list answers for a while after their create (`list_delay_ms`).
+    pub hidden_from_lists: u64,
+}
+
+impl FaultCounts {
+    /// Every fault injected, of all kinds.
+    pub fn total(&self) -> u64 {
+        self.server_errors
+            + self.throttled
+            + self.scripted
+            + self.delayed
+            + self.truncated
+            + self.failed_provisions
+            + self.stuck_provisions
+            + self.hidden_from_lists
+    }
+}
+
 /// What to answer instead of the real thing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Injected {
@@ -82,6 +123,7 @@ pub struct FaultState {
     rng: SplitMix,
     window: u64,
     in_window: u32,
+    counts: FaultCounts,
 }
 
 /// Rate-limit figures for the `X-RateLimit-*` headers.
@@ -103,7 +145,66 @@ impl FaultState {
             rng: SplitMix::new(seed ^ 0x5eed_fa17),
             window: 0,
             in_window: 0,
+            counts: FaultCounts::default(),
         }
+    }
+
+    /// The faults injected so far.
+    pub fn counts(&self) -> FaultCounts {
+        self.counts
+    }
+
+    /// The latency to add before one API answer, counted when there is any.
+    pub fn latency(&mut self) -> Duration {
+        let latency = self.faults.latency();
+        if !latency.is_zero() {
+            self.counts.delayed += 1;
+        }
+        latency
+    }
+
+    /// Whether to cut this answer to `endpoint` short (`truncate_next_at`, then
+    /// `truncate_next`), counted when so.
+    pub fn take_truncation(&mut self, endpoint: &str) -> bool {
+        let scripted = match self.faults.truncate_next_at.get_mut(endpoint) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                if *left == 0 {
+                    self.faults.truncate_next_at.remove(endpoint);
+                }
+                true
+            }
+            _ => false,
+        };
+        if !scripted {
+            if self.faults.truncate_next == 0 {
+                return false;
+            }
+            self.faults.truncate_next -= 1;
+        }
+        self.counts.truncated += 1;
+        true
+    }
+
+    /// Runs one device create, which reads and spends the provisioning faults, and counts
+    /// what it was given; returns the device and how long lists are to miss it.
+    pub fn create_device<T, E>(
+        &mut self,
+        create: impl FnOnce(&mut Faults) -> Result<T, E>,
+    ) -> Result<(T, Duration), E> {
+        let (failing, sticking) = (self.faults.fail_provision, self.faults.stuck_provision);
+        let device = create(&mut self.faults)?;
+        if self.faults.fail_provision < failing {
+            self.counts.failed_provisions += 1;
+        }
+        if self.faults.stuck_provision < sticking {
+            self.counts.stuck_provisions += 1;
+        }
+        let list_delay = self.faults.list_delay();
+        if !list_delay.is_zero() {
+            self.counts.hidden_from_lists += 1;
+        }
+        Ok((device, list_delay))
     }
 
     /// Decides the fate of one API request to `endpoint` arriving at Unix second `second`.
@@ -133,6 +234,7 @@ impl FaultState {
             self.faults.fail_next_at.remove(endpoint);
         }
         if let Some(status) = scripted.or_else(|| self.faults.fail_next.pop_front()) {
+            self.counts.scripted += 1;
             return (
                 Some(Injected::Status {
                     status,
@@ -142,6 +244,7 @@ impl FaultState {
             );
         }
         if self.faults.rate_limit.is_some() && self.in_window > limit {
+            self.counts.throttled += 1;
             return (
                 Some(Injected::Status {
                     status: 429,
@@ -156,6 +259,7 @@ impl FaultState {
             } else {
                 503
             };
+            self.counts.server_errors += 1;
             return (
                 Some(Injected::Status {
                     status,
@@ -201,6 +305,60 @@ mod tests {
         );
         assert_eq!((figures.remaining, figures.reset), (0, 101));
         assert_eq!(state.decide("GET /x", 101).0, None, "a new window starts");
+        let counts = state.counts();
+        assert_eq!(
+            (counts.scripted, counts.throttled, counts.total()),
+            (1, 1, 2)
+        );
+    }
+
+    #[test]
+    fn provisioning_faults_are_counted_when_spent() {
+        let mut state = FaultState::new(
+            Faults {
+                fail_provision: 1,
+                stuck_provision: 1,
+                list_delay_ms: 5,
+                latency_ms: 1,
+                truncate_next: 1,
+                truncate_next_at: BTreeMap::from([("POST /d".to_owned(), 1)]),
+                ..Faults::default()
+            },
+            1,
+        );
+        let spend = |faults: &mut Faults| -> Result<(), ()> {
+            if faults.fail_provision > 0 {
+                faults.fail_provision -= 1;
+            } else if faults.stuck_provision > 0 {
+                faults.stuck_provision -= 1;
+            }
+            Ok(())
+        };
+        for _ in 0..3 {
+            let ((), delay) = state.create_device(spend).unwrap();
+            assert_eq!(delay, Duration::from_millis(5));
+        }
+        assert_eq!(
+            state.create_device(|_| Err::<(), _>("refused")),
+            Err("refused")
+        );
+        assert!(state.take_truncation("GET /d"));
+        assert!(!state.take_truncation("GET /d"));
+        assert!(state.take_truncation("POST /d"));
+        assert!(!state.take_truncation("POST /d"));
+        assert!(state.faults.truncate_next_at.is_empty());
+        assert_eq!(state.latency(), Duration::from_millis(1));
+        let counts = state.counts();
+        assert_eq!(
+            (
+                counts.failed_provisions,
+                counts.stuck_provisions,
+                counts.hidden_from_lists,
+                counts.truncated,
+                counts.delayed,
+            ),
+            (1, 1, 3, 2, 1)
+        );
     }
 
     #[test]
@@ -239,5 +397,10 @@ mod tests {
         assert_eq!(run(9), run(9));
         let failures = run(9).iter().filter(|f| **f).count();
         assert!((50..150).contains(&failures), "{failures}");
+        let mut state = FaultState::new(faults, 9);
+        for _ in 0..200 {
+            state.decide("GET /x", 0);
+        }
+        assert_eq!(state.counts().server_errors as usize, failures);
     }
 }

@@ -200,12 +200,7 @@ async fn answer_api(
     request: Request,
     next: Next,
 ) -> Response {
-    let latency = shared
-        .faults
-        .lock()
-        .expect("fault lock poisoned")
-        .faults
-        .latency();
+    let latency = shared.faults.lock().expect("fault lock poisoned").latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -228,7 +223,7 @@ async fn answer_api(
         json_response(401, &json!({ "errors": ["Invalid authentication token"] }))
     } else {
         let response = next.run(request).await;
-        if shared.take_truncation() {
+        if shared.take_truncation(endpoint) {
             truncate(response).await
         } else {
             response
@@ -419,11 +414,11 @@ async fn create_device(State(shared): AppState, Path(id): Path<String>, body: By
         let body = parse_body(&body)?;
         let timing = shared.timing;
         shared.write(|world, now| {
-            let (device, list_delay) = {
-                let mut faults = shared.faults.lock().expect("fault lock poisoned");
-                let device = world.create_device(&id, &body, &mut faults.faults, now)?;
-                (device, faults.faults.list_delay())
-            };
+            let (device, list_delay) = shared
+                .faults
+                .lock()
+                .expect("fault lock poisoned")
+                .create_device(|faults| world.create_device(&id, &body, faults, now))?;
             world.start(&device.id, now, timing, list_delay);
             Ok(json_response(201, &render::device(world, &device)))
         })

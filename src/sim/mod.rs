@@ -9,7 +9,8 @@
 //! [`AddressPool::Seeded`] or a given block); only lifecycle timing follows the tokio clock.
 //!
 //! Start with [`Sim::start`]: tests bind `127.0.0.1:0`, pass the listener, and point the
-//! client at [`Sim::base_url`]. [`Sim::requests`] counts API calls by endpoint.
+//! client at [`Sim::base_url`]. [`Sim::requests`] counts API calls by endpoint, and
+//! [`Sim::fault_counts`] the faults injected by kind.
 //! What a booted server would know of itself is read with [`Sim::device_facts`] (addresses,
 //! elastic IPs, key ids; also `GET /_sim/devices`) and [`Sim::device_boot`] (its userdata and
 //! SSH keys). [`Sim::host_control_plane`] hosts a Kubernetes control plane with no machine of
@@ -63,7 +64,7 @@ use tracing::{info, warn};
 
 pub use catalog::{METROS, OPERATING_SYSTEMS, PLANS};
 use faults::FaultState;
-pub use faults::Faults;
+pub use faults::{FaultCounts, Faults};
 pub use machines::HostedControlPlane;
 use machines::{MachineConfig, Machines, MachinesView, SimClock};
 pub use pool::AddressPool;
@@ -290,15 +291,13 @@ impl Shared {
         Ok((plane, true))
     }
 
-    /// Whether to cut this answer short (`Faults::truncate_next`).
-    fn take_truncation(&self) -> bool {
-        let mut state = self.faults.lock().expect("fault lock poisoned");
-        if state.faults.truncate_next > 0 {
-            state.faults.truncate_next -= 1;
-            true
-        } else {
-            false
-        }
+    /// Whether to cut this answer to `endpoint` short (`Faults::truncate_next_at`,
+    /// `Faults::truncate_next`).
+    fn take_truncation(&self, endpoint: &str) -> bool {
+        self.faults
+            .lock()
+            .expect("fault lock poisoned")
+            .take_truncation(endpoint)
     }
 
     fn faults(&self) -> Faults {
@@ -723,6 +722,15 @@ impl Sim {
         self.shared.faults()
     }
 
+    /// The faults injected so far, by kind.
+    pub fn fault_counts(&self) -> FaultCounts {
+        self.shared
+            .faults
+            .lock()
+            .expect("fault lock poisoned")
+            .counts()
+    }
+
     /// What each machine did with its userdata, and each cluster's API, nodes, etcd members
     /// and token ids (also `GET /_sim/machines`).
     /// The requests cluster `name`'s simulated Kubernetes API answered, oldest first (its
@@ -785,6 +793,19 @@ impl Sim {
             .lock()
             .expect("fault lock poisoned")
             .faults = faults;
+    }
+
+    /// Changes some fault knobs in place, leaving the others (a `fail_provision` count being
+    /// spent, say) as they are at that moment.
+    pub fn update_faults(&self, change: impl FnOnce(&mut Faults)) {
+        change(
+            &mut self
+                .shared
+                .faults
+                .lock()
+                .expect("fault lock poisoned")
+                .faults,
+        );
     }
 
     /// Seeds `n` active devices at once (no API calls), tagged by `tags(i)`; a device whose

@@ -358,11 +358,69 @@ fn push_network(
     }
 }
 
+/// The file in rackform's checkout that names the lock file and the commit of a branch move
+/// into a repository on this machine while that move is under way.
+///
+/// git's receive-pack moves a branch in a process of its own, which a client killed
+/// mid-push does not take down; [`push_local`] moves it in rackform's process, under the
+/// remote's `refs/heads/<branch>.lock`. A rackform killed in between (SIGKILL, OOM, a node
+/// gone) left that lock behind, and every later push to the branch, humans' and rackform's,
+/// failed with "cannot lock ref" until someone removed it by hand (issue 18, found by the
+/// chaos suite's SIGKILL row). This file lets the next push recognise the lock as its own.
+const PUSHING_FILE: &str = "rackform.pushing";
+
+/// How old a lock must be before it counts as left behind: a live branch move holds its
+/// lock for milliseconds.
+const STALE_LOCK_AGE: Duration = Duration::from_secs(2);
+
+/// Removes the lock a killed rackform left behind while moving a branch: only the lock that
+/// [`PUSHING_FILE`] (in this process's own checkout, so written by a rackform that used
+/// it and died before it was done) names, only while it holds nothing or that move's
+/// commit (libgit2 writes the new value just before renaming the lock over the branch), and
+/// only once it is [`STALE_LOCK_AGE`] old. Anything else is left alone: someone else's lock,
+/// or a marker that names no lock any more (the marker goes). True while such a lock is
+/// still too young to remove: the marker stays, and the move waits for a later attempt.
+fn remove_own_stale_lock(marker: &Path, lock: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(marker) else {
+        return false;
+    };
+    let (named, commit) = text.trim_end().split_once('\t').unwrap_or(("", ""));
+    let held = std::fs::read_to_string(lock);
+    let ours = Path::new(named) == lock
+        && held
+            .as_ref()
+            .is_ok_and(|held| held.trim().is_empty() || held.trim() == commit);
+    if !ours {
+        let _ = std::fs::remove_file(marker);
+        return false;
+    }
+    let age = std::fs::metadata(lock)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .unwrap_or_default();
+    if age < STALE_LOCK_AGE {
+        return true;
+    }
+    match std::fs::remove_file(lock) {
+        Ok(()) => {
+            warn!(lock = %lock.display(), "Removed the branch lock a killed rackform left in the remote.");
+            let _ = std::fs::remove_file(marker);
+            false
+        }
+        Err(error) => {
+            warn!(lock = %lock.display(), %error, "Could not remove the branch lock a killed rackform left in the remote.");
+            true
+        }
+    }
+}
+
 /// Pushes to the bare repository at `path` as git's receive-pack would: the objects
 /// reachable from `step.commit` and not from `step.parent` go in as one pack, then
 /// `refs/heads/<branch>` is moved under its lock only if it still points at `step.parent`.
 /// A branch that moved (or is being moved by someone else) is a [`Error::Rejected`], which
 /// [`push_observed`] answers like a non-fast-forward: fetch, remake the change, retry.
+/// The lock of a move that a killed rackform left behind is removed ([`PUSHING_FILE`]).
 /// Like libgit2's local transport, it runs no hooks and refuses a repository with a work
 /// tree.
 fn push_local(
@@ -413,7 +471,21 @@ fn push_local(
         branch: branch.into(),
         reason,
     };
-    match target.reference_matching(&name, step.commit, true, step.parent, "push") {
+    let lock = path.join(format!("{name}.lock"));
+    let marker = checkout.path().join(PUSHING_FILE);
+    if remove_own_stale_lock(&marker, &lock) {
+        return Err(rejected(format!(
+            "{name} is locked by a rackform that was killed while moving it; the lock is removed once it is {} s old",
+            STALE_LOCK_AGE.as_secs()
+        )));
+    }
+    // Best effort: without it, a kill now leaves a lock only a human removes, as before.
+    let marked = std::fs::write(&marker, format!("{}\t{}\n", lock.display(), step.commit));
+    let moved = target.reference_matching(&name, step.commit, true, step.parent, "push");
+    if marked.is_ok() {
+        let _ = std::fs::remove_file(&marker);
+    }
+    match moved {
         Ok(_) => Ok(()),
         Err(error) if error.code() == ErrorCode::Modified => Err(rejected(format!(
             "{name} no longer points at {}: someone pushed meanwhile",

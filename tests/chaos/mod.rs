@@ -5,6 +5,15 @@
 //! docs/reliability.md records). Every scenario reports one [`Row`] and asserts that nothing
 //! was lost; the row's figures are what it counted, never what it expected.
 
+mod api_faults;
+mod git_races;
+mod harness;
+mod hostile_pushes;
+mod kills;
+mod leaks;
+mod webhooks;
+mod workload_faults;
+
 use std::fmt::Write as _;
 
 /// How long the scenarios run: `RACKFORM_CHAOS=long` (scripts/chaos) or quick.
@@ -52,6 +61,10 @@ impl Row {
         }
         println!("{line}");
         assert_eq!(self.lost, 0, "{} lost something: {self:?}", self.scenario);
-        assert_eq!(self.findings, 0, "{} found something: {self:?}", self.scenario);
+        assert_eq!(
+            self.findings, 0,
+            "{} found something: {self:?}",
+            self.scenario
+        );
     }
 }
