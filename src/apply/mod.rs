@@ -168,10 +168,7 @@ async fn record_deletions<M: Metal, S: SecretStore + Sync>(
         return Ok(());
     }
     let counted: std::collections::BTreeSet<&str> = plan
-        .clusters
-        .iter()
-        .filter(|c| !c.suspended)
-        .flat_map(|c| &c.actions)
+        .actions()
         .filter(|a| !suspended.contains(&a.id))
         .filter_map(|a| match &a.op {
             crate::plan::Op::DeleteDevice { device, .. } => Some(device.as_str()),

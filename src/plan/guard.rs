@@ -33,17 +33,17 @@ pub(super) fn delete_budget(
     now: i64,
 ) -> Option<DeleteRefusal> {
     let budget = fleet.settings.as_ref()?.delete_budget;
-    let recorded = &world.deletions;
     let planned: Vec<(&str, &str)> = plan.counted_deletes().map(|(_, h, d)| (h, d)).collect();
-    let mut spent: Vec<&Deletion> = recorded
+    if planned.is_empty() {
+        return None;
+    }
+    // The ledger holds one entry per device; one this plan deletes again counts once.
+    let spent: Vec<&Deletion> = world
+        .deletions
         .iter()
         .filter(|d| d.at > now - budget.window)
         .filter(|d| !planned.iter().any(|(_, device)| *device == d.device))
         .collect();
-    spent.dedup_by(|a, b| a.device == b.device);
-    if planned.is_empty() {
-        return None;
-    }
     let live: BTreeSet<&str> = world
         .clusters
         .values()
